@@ -1,0 +1,303 @@
+//! The action catalogue: one declaration per action, from which the daemon
+//! dispatches, parameters are type-checked, the CLI builds its subcommand and
+//! the README's reference is written. Adding an action = adding one entry here
+//! (and its handler).
+
+use super::params::{p, Param, Ty};
+use super::{bmnodes, jobs, messages, users, Handler};
+
+/// One action of the API.
+pub struct Action {
+    /// The seed-002 name, e.g. `DescribeBMNodes`.
+    pub name: &'static str,
+    /// The CLI subcommand, kebab-case, e.g. `describe-bm-nodes`.
+    pub command: &'static str,
+    /// The seed's `request_type` for it.
+    pub request_type: &'static str,
+    /// One line for `--help` and the README.
+    pub about: &'static str,
+    pub params: &'static [Param],
+    /// The parameter the CLI takes as positional arguments.
+    pub positional: Option<&'static str>,
+    /// For the CLI's human output: the list field and its columns
+    /// (header, dotted path into each item).
+    pub table: Option<Table>,
+    pub handler: Handler,
+}
+
+/// How the CLI prints a list field as a table.
+pub struct Table {
+    pub field: &'static str,
+    pub columns: &'static [(&'static str, &'static str)],
+}
+
+const NODE_IDS: Param = p("node_ids", Ty::List, false, "node ids (n-…) to filter on");
+const PAGING: [Param; 2] = [
+    p(
+        "offset",
+        Ty::Int,
+        false,
+        "skip this many matches (paging; default 0)",
+    ),
+    p(
+        "limit",
+        Ty::Int,
+        false,
+        "return at most this many (1 to 1000000; default all)",
+    ),
+];
+
+/// Fields of one BMNode, as RegisterBMNodes and ModifyBMNodeAttributes take them.
+pub const BM_NODE_FIELDS: &[Param] = &[
+    p("os_version", Ty::Str, false, "intended OS version, a name of the image catalogue ([[images]] os_version); required to register"),
+    p("cpu_arch", Ty::Str, false, "x86_64 or aarch64; required to register"),
+    p("hostname", Ty::Str, false, "RFC 1123 host name, unique; required to register"),
+    p("ipmi_network_address", Ty::Str, false, "BMC IPv4 address; required to register"),
+    p("ipmi_port", Ty::Int, false, "BMC UDP port (default 623); address+port is unique"),
+    p("ipmi_username", Ty::Str, false, "BMC user (at most 16 bytes); required to register"),
+    p("ipmi_password", Ty::Str, false, "BMC password (at most 20 bytes); never returned; required to register"),
+    p("pxe_network_mac_addr", Ty::Str, false, "MAC of the NIC that network-boots, unique; required to register"),
+    p("pxe_network_address", Ty::Str, false, "fixed IPv4 address for the PXE NIC (optional)"),
+    p("pxe_network_interface", Ty::Str, false, "name of the PXE NIC in the installed OS (optional)"),
+    p("os_disk_name", Ty::Str, false, "disk to install on, e.g. sda"),
+    p("mgmt_network_address", Ty::Str, false, "management network IPv4 address"),
+    p("mgmt_network_netmask", Ty::Str, false, "management network netmask"),
+    p("mgmt_network_gateway", Ty::Str, false, "management network gateway (inside the network)"),
+    p("is_mgmt_config_bond", Ty::Flag, false, "management network on a bond (0/1)"),
+    p("is_mgmt_config_vlan", Ty::Flag, false, "management network on a VLAN (0/1)"),
+    p("mgmt_network_vlan_id", Ty::Int, false, "management VLAN id, 1 to 4094, required when is_mgmt_config_vlan is 1"),
+    p("public_network_address", Ty::Str, false, "public network IPv4 address"),
+    p("public_network_netmask", Ty::Str, false, "public network netmask"),
+    p("public_network_gateway", Ty::Str, false, "public network gateway (inside the network)"),
+    p("is_public_config_bond", Ty::Flag, false, "public network on a bond (0/1)"),
+    p("is_public_config_vlan", Ty::Flag, false, "public network on a VLAN (0/1)"),
+    p("public_network_vlan_id", Ty::Int, false, "public VLAN id, 1 to 4094, required when is_public_config_vlan is 1"),
+    p("serial_number", Ty::Str, false, "machine serial number"),
+    p("brand", Ty::Str, false, "machine brand"),
+    p("description", Ty::Str, false, "free text"),
+];
+
+const fn concat<const N: usize>(head: [Param; 1], tail: &[Param]) -> [Param; N] {
+    let mut out = [head[0]; N];
+    let mut i = 0;
+    while i < tail.len() {
+        out[i + 1] = tail[i];
+        i += 1;
+    }
+    out
+}
+
+const REGISTER_PARAMS: [Param; 27] = concat(
+    [p(
+        "bm_nodes",
+        Ty::Objects,
+        false,
+        "the nodes to register, each an object of the fields below; or send one node's fields flat",
+    )],
+    BM_NODE_FIELDS,
+);
+const MODIFY_PARAMS: [Param; 27] = concat(
+    [p("node_id", Ty::Str, true, "the node to change (n-…)")],
+    BM_NODE_FIELDS,
+);
+
+const NODE_COLUMNS: &[(&str, &str)] = &[
+    ("NODE_ID", "node_id"),
+    ("HOSTNAME", "general.hostname"),
+    ("STATUS", "status"),
+    ("PXE_MAC", "pxe.pxe_network_mac_addr"),
+    ("IPMI", "ipmi.ipmi_network_address"),
+    ("OS_VERSION", "general.os_version"),
+];
+
+/// Every action the daemon answers.
+pub static ACTIONS: &[Action] = &[
+    Action {
+        name: "DescribeBMNodes",
+        command: "describe-bm-nodes",
+        request_type: "BMNode",
+        about: "List registered bare-metal nodes (filters: node_ids, status, pre_status; paging)",
+        params: &[
+            NODE_IDS,
+            p("status", Ty::Str, false, "only nodes in this status"),
+            p("pre_status", Ty::Str, false, "only nodes whose previous status is this"),
+            PAGING[0],
+            PAGING[1],
+        ],
+        positional: Some("node_ids"),
+        table: Some(Table { field: "node_set", columns: NODE_COLUMNS }),
+        handler: bmnodes::describe,
+    },
+    Action {
+        name: "RegisterBMNodes",
+        command: "register-bm-nodes",
+        request_type: "BMNode",
+        about: "Register bare-metal nodes, all or none (bm_nodes list, or one node's fields)",
+        params: &REGISTER_PARAMS,
+        positional: None,
+        table: None,
+        handler: bmnodes::register,
+    },
+    Action {
+        name: "DeleteBMNodes",
+        command: "delete-bm-nodes",
+        request_type: "BMNode",
+        about: "Delete bare-metal nodes, all or none",
+        params: &[p("node_ids", Ty::List, true, "the nodes to delete (n-…)")],
+        positional: Some("node_ids"),
+        table: None,
+        handler: bmnodes::delete,
+    },
+    Action {
+        name: "ModifyBMNodeAttributes",
+        command: "modify-bm-node-attributes",
+        request_type: "BMNode",
+        about: "Change fields of one bare-metal node (only the fields sent; \"\" clears an optional one)",
+        params: &MODIFY_PARAMS,
+        positional: Some("node_id"),
+        table: None,
+        handler: bmnodes::modify,
+    },
+    Action {
+        name: "GetStatus",
+        command: "get-status",
+        request_type: "Node",
+        about: "Status of an asynchronous job (the newest of job_action when no job_id)",
+        params: &[
+            p("job_action", Ty::Str, true, "the action that started the job, e.g. CollectNodes"),
+            p("job_id", Ty::Str, false, "the job (j-…); default: the newest job of job_action"),
+        ],
+        positional: Some("job_id"),
+        table: None,
+        handler: jobs::get_status,
+    },
+    Action {
+        name: "GetLog",
+        command: "get-log",
+        request_type: "Node",
+        about: "Numbered log lines of an asynchronous job",
+        params: &[
+            p("job_action", Ty::Str, true, "the action that started the job, e.g. CollectNodes"),
+            p("job_id", Ty::Str, false, "the job (j-…); default: the newest job of job_action"),
+            p("job_status", Ty::Str, false, "only lines written while the job had this status (step<N>, successful, failed)"),
+        ],
+        positional: Some("job_id"),
+        table: None,
+        handler: jobs::get_log,
+    },
+    Action {
+        name: "DescribeMessages",
+        command: "describe-messages",
+        request_type: "Message",
+        about: "List user messages about failed asynchronous work (newest first)",
+        params: &[
+            p("message_ids", Ty::List, false, "message ids (m-…)"),
+            p("resource_id", Ty::Str, false, "only messages about this node or job"),
+            p("level", Ty::Str, false, "ERROR, WARNING or INFO"),
+            p("event_id", Ty::Str, false, "only this catalogue event"),
+            PAGING[0],
+            PAGING[1],
+        ],
+        positional: Some("message_ids"),
+        table: Some(Table {
+            field: "message_set",
+            columns: &[
+                ("ID", "id"),
+                ("LEVEL", "message_level"),
+                ("RESOURCE", "resource_id"),
+                ("CREATED", "created_at"),
+                ("MESSAGE", "user_message"),
+            ],
+        }),
+        handler: messages::describe,
+    },
+    Action {
+        name: "DeleteMessages",
+        command: "delete-messages",
+        request_type: "Message",
+        about: "Delete user messages, all or none",
+        params: &[p("message_ids", Ty::List, true, "the messages to delete (m-…)")],
+        positional: Some("message_ids"),
+        table: None,
+        handler: messages::delete,
+    },
+    Action {
+        name: "DescribeUsers",
+        command: "describe-users",
+        request_type: "User",
+        about: "List API users",
+        params: &[],
+        positional: None,
+        table: Some(Table {
+            field: "user_set",
+            columns: &[("USER_ID", "user_id"), ("CREATED", "create_time"), ("UPDATED", "update_time")],
+        }),
+        handler: users::describe,
+    },
+    Action {
+        name: "AddUser",
+        command: "add-user",
+        request_type: "User",
+        about: "Add an API user (a password is generated and returned when new_password is not given)",
+        params: &[
+            p("user_id", Ty::Str, true, "the new user's name (letters, digits, . _ -)"),
+            p("new_password", Ty::Str, false, "the new user's password (at least 8 characters)"),
+        ],
+        positional: Some("user_id"),
+        table: None,
+        handler: users::add,
+    },
+    Action {
+        name: "ModifyUserPassword",
+        command: "modify-user-password",
+        request_type: "User",
+        about: "Set a user's password (generated and returned when new_password is not given)",
+        params: &[
+            p("user_id", Ty::Str, true, "the user"),
+            p("new_password", Ty::Str, false, "the new password (at least 8 characters)"),
+        ],
+        positional: Some("user_id"),
+        table: None,
+        handler: users::passwd,
+    },
+    Action {
+        name: "DeleteUser",
+        command: "delete-user",
+        request_type: "User",
+        about: "Delete an API user (not the last one)",
+        params: &[p("user_id", Ty::Str, true, "the user")],
+        positional: Some("user_id"),
+        table: None,
+        handler: users::delete,
+    },
+];
+
+/// The action named `name`.
+pub fn find_action(name: &str) -> Option<&'static Action> {
+    ACTIONS.iter().find(|a| a.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_commands_are_unique_and_kebab() {
+        let mut names: Vec<_> = ACTIONS.iter().map(|a| a.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ACTIONS.len());
+        for a in ACTIONS {
+            assert!(
+                a.command
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{}",
+                a.command
+            );
+            if let Some(pos) = a.positional {
+                assert!(a.params.iter().any(|p| p.name == pos), "{}: {pos}", a.name);
+            }
+        }
+    }
+}

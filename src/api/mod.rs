@@ -1,0 +1,267 @@
+//! The action API (seed 002): one JSON object in (`action`, `request_type`,
+//! `USER_ID`, `PASSWORD` and the action's parameters), one JSON object out
+//! (`action` = `<Action>Response`, `ret_code`, fields). This module parses a
+//! request, authenticates it, type-checks its parameters against the
+//! action's declaration in [`catalogue::ACTIONS`] and runs the handler; the
+//! transport lives in [`server`].
+
+pub mod catalogue;
+pub mod error;
+pub mod params;
+pub mod server;
+
+mod bmnodes;
+mod jobs;
+mod messages;
+mod users;
+
+use crate::auth::{self, VerifiedCache};
+use crate::config::Config;
+use crate::ids::{new_id, REQUEST_PREFIX};
+use crate::store::Store;
+use catalogue::{find_action, Action};
+use error::{ApiError, RetCode};
+use params::Params;
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+/// What every handler can reach: the store, the live config, the auth cache.
+pub struct Ctx {
+    pub store: Store,
+    config: RwLock<Arc<Config>>,
+    pub auth: VerifiedCache,
+}
+
+impl Ctx {
+    pub fn new(store: Store, config: Config) -> Ctx {
+        Ctx {
+            store,
+            config: RwLock::new(Arc::new(config)),
+            auth: VerifiedCache::default(),
+        }
+    }
+
+    /// The configuration in force (replaced as a whole on SIGHUP).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+}
+
+/// Who sent a request.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub user_id: String,
+    /// `req-…`, logged and recorded on jobs and messages started by it.
+    pub request_id: String,
+}
+
+/// A request after checks: its parameters and its caller.
+pub struct Call {
+    pub params: Params,
+    pub caller: Caller,
+}
+
+/// The fields of a successful response (without `action`/`ret_code`).
+pub type Fields = Map<String, Value>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Fields, ApiError>> + Send>>;
+pub type Handler = fn(Arc<Ctx>, Call) -> HandlerFuture;
+
+/// What the transport logs about a request.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub request_id: String,
+    pub action: String,
+    pub user_id: String,
+    pub ret_code: i64,
+}
+
+/// Builds the error response for `action_name`.
+pub fn error_response(action_name: &str, e: &ApiError) -> Value {
+    let mut out = Map::new();
+    out.insert("action".into(), format!("{action_name}Response").into());
+    out.insert("ret_code".into(), e.code.code().into());
+    out.insert("message".into(), e.message.clone().into());
+    Value::Object(out)
+}
+
+/// Handles one request body; never fails (errors become responses).
+pub async fn handle(ctx: Arc<Ctx>, body: &[u8]) -> (Value, Outcome) {
+    let mut outcome = Outcome {
+        request_id: new_id(REQUEST_PREFIX),
+        ..Outcome::default()
+    };
+    let (response_name, result) = match parse_and_run(&ctx, body, &mut outcome).await {
+        Ok((name, fields)) => (name, Ok(fields)),
+        Err((name, e)) => (name, Err(e)),
+    };
+    outcome.action = response_name.clone();
+    let response = match result {
+        Ok(fields) => {
+            let mut out = Map::with_capacity(fields.len() + 2);
+            out.insert("action".into(), format!("{response_name}Response").into());
+            out.extend(fields);
+            out.insert("ret_code".into(), 0.into());
+            Value::Object(out)
+        }
+        Err(e) => {
+            outcome.ret_code = e.code.code();
+            error_response(&response_name, &e)
+        }
+    };
+    (response, outcome)
+}
+
+type Failure = (String, ApiError);
+
+async fn parse_and_run(
+    ctx: &Arc<Ctx>,
+    body: &[u8],
+    outcome: &mut Outcome,
+) -> Result<(String, Fields), Failure> {
+    let fail = |name: &str, e: ApiError| (name.to_string(), e);
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        fail(
+            "Error",
+            ApiError::bad(format!(
+                "the request body is not valid JSON ({e}); send one JSON object such as {{\"action\": \"DescribeBMNodes\", \"USER_ID\": \"admin\", \"PASSWORD\": \"…\"}}"
+            )),
+        )
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(fail(
+            "Error",
+            ApiError::bad("the request body must be a JSON object with an `action` field"),
+        ));
+    };
+    let action_name = match obj.get("action") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) | None if obj.contains_key("bm_nodes") => {
+            // Seed 002's RegisterBMNodes example sends only `bm_nodes`.
+            "RegisterBMNodes".to_string()
+        }
+        None | Some(Value::Null) => {
+            return Err(fail(
+                "Error",
+                ApiError::missing("action", " (the action to run, e.g. \"DescribeBMNodes\")"),
+            ))
+        }
+        Some(Value::String(_)) => {
+            return Err(fail(
+                "Error",
+                ApiError::field("action", "must not be empty"),
+            ))
+        }
+        Some(_) => {
+            return Err(fail(
+                "Error",
+                ApiError::field("action", "expected a string"),
+            ))
+        }
+    };
+    let safe_name: String =
+        if action_name.len() <= 64 && action_name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            action_name.clone()
+        } else {
+            "Error".to_string()
+        };
+    let caller = authenticate(ctx, &obj, &outcome.request_id)
+        .await
+        .map_err(|e| fail(&safe_name, e))?;
+    outcome.user_id = caller.user_id.clone();
+    let action: &Action = find_action(&action_name).ok_or_else(|| {
+        let hint = catalogue::ACTIONS
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(&action_name))
+            .map(|a| format!(" (did you mean {}?)", a.name))
+            .unwrap_or_else(|| {
+                " (see the README's API reference or `rackboot --help`)".to_string()
+            });
+        fail(
+            &safe_name,
+            ApiError::new(
+                RetCode::UnknownAction,
+                format!("unknown action `{}`{hint}", safe_name),
+            ),
+        )
+    })?;
+    match obj.get("request_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t.is_empty() || params::REQUEST_TYPES.contains(&t.as_str()) => {}
+        Some(other) => {
+            return Err(fail(
+                action.name,
+                ApiError::field(
+                    "request_type",
+                    format!(
+                        "{other} is not a request type (allowed: {})",
+                        params::REQUEST_TYPES.join(", ")
+                    ),
+                ),
+            ))
+        }
+    }
+    let params =
+        Params::check(action.name, action.params, obj).map_err(|e| fail(action.name, e))?;
+    let fields = (action.handler)(ctx.clone(), Call { params, caller })
+        .await
+        .map_err(|e| fail(action.name, e))?;
+    Ok((action.name.to_string(), fields))
+}
+
+/// Checks USER_ID/PASSWORD: a cache hit costs a MAC, a miss one argon2
+/// verification on a blocking thread.
+async fn authenticate(
+    ctx: &Arc<Ctx>,
+    obj: &Map<String, Value>,
+    request_id: &str,
+) -> Result<Caller, ApiError> {
+    let auth_failed = |why: &str| {
+        ApiError::new(
+            RetCode::AuthFailed,
+            format!(
+                "authentication failed: {why}. Send USER_ID and PASSWORD of a rackboot user (the first start wrote admin's password to <state-dir>/admin.password)"
+            ),
+        )
+    };
+    let user_id = match obj.get("USER_ID") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(auth_failed("USER_ID is missing")),
+    };
+    let password = match obj.get("PASSWORD") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(auth_failed("PASSWORD is missing")),
+    };
+    let user = ctx.store.get_user(&user_id).await.map_err(ApiError::from)?;
+    let Some(user) = user else {
+        return Err(auth_failed("unknown user or wrong password"));
+    };
+    if !ctx.auth.hit(&user_id, &user.password_hash, &password) {
+        let hash = user.password_hash.clone();
+        let pw = password.clone();
+        let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(auth_failed("unknown user or wrong password"));
+        }
+        ctx.auth.remember(&user_id, &user.password_hash, &password);
+    }
+    Ok(Caller {
+        user_id,
+        request_id: request_id.to_string(),
+    })
+}
+
+/// Helper for handlers: a JSON object from key/value pairs.
+pub fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Fields {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}

@@ -1,0 +1,156 @@
+//! The API transport: HTTP/1.1 on a Unix socket (axum over a tokio
+//! `UnixListener`), `POST /` with one JSON object, JSON back with HTTP 200
+//! whatever the `ret_code`. Reads the peer's uid/pid (SO_PEERCRED) for the
+//! request log, caps body size and requests in flight, and stops accepting on
+//! cancellation while in-flight requests finish.
+
+use super::error::{ApiError, RetCode};
+use super::{error_response, handle, Ctx};
+use axum::body::Body;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use axum::Router;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// The connecting process, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let cred = stream.io().peer_cred().ok();
+        Peer {
+            uid: cred.map(|c| c.uid()),
+            pid: cred.and_then(|c| c.pid()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    ctx: Arc<Ctx>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Binds the API socket at `path` with permission bits `mode`. A stale socket
+/// file (nobody answering) is replaced; a live one means another daemon owns
+/// it, which is an error.
+pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: remove it or set api.socket elsewhere",
+                    path.display()
+                ),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "another rackboot daemon is already serving {}: stop it first",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: UnixListener,
+    ctx: Arc<Ctx>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let permits = ctx.config().api.max_concurrent_requests;
+    let state = AppState {
+        ctx,
+        in_flight: Arc::new(Semaphore::new(permits)),
+    };
+    let app = Router::new().fallback(api).with_state(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn api(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let limit = state.ctx.config().api.max_request_bytes;
+    if method != Method::POST {
+        let e = ApiError::bad(format!(
+            "use POST with one JSON object as the body (got {method}); e.g. curl --unix-socket <state-dir>/api.sock -d '{{\"action\":\"DescribeBMNodes\",…}}' http://localhost/"
+        ));
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &error_response("Error", &e));
+    }
+    let too_large = || {
+        let e = ApiError::new(
+            RetCode::TooLarge,
+            format!("the request body is larger than {limit} bytes (api.max_request_bytes): split the request, e.g. register nodes in smaller batches"),
+        );
+        tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, limit, "request body too large");
+        json_response(StatusCode::PAYLOAD_TOO_LARGE, &error_response("Error", &e))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return too_large();
+    };
+    let Ok(_permit) = state.in_flight.acquire().await else {
+        let e = ApiError::internal();
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &error_response("Error", &e),
+        );
+    };
+    let (response, outcome) = handle(state.ctx.clone(), &bytes).await;
+    tracing::info!(
+        request_id = %outcome.request_id,
+        action = %outcome.action,
+        user = %outcome.user_id,
+        peer_uid = peer.uid.map(i64::from).unwrap_or(-1),
+        peer_pid = peer.pid.unwrap_or(-1),
+        ret_code = outcome.ret_code,
+        ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+        "request"
+    );
+    json_response(StatusCode::OK, &response)
+}

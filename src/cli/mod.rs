@@ -1,0 +1,469 @@
+//! The command-line interface. `rackboot serve` runs the daemon; every other
+//! subcommand is an API client: one subcommand per action of
+//! [`crate::api::catalogue::ACTIONS`] (kebab-case, flags from the action's
+//! declared parameters), plus `call` (any JSON as is) and `user`
+//! (add|passwd|delete|list, mapped onto the user actions).
+//!
+//! Exit status: 0 success, 1 the API answered a non-zero `ret_code` (its
+//! message on stderr), 2 bad usage, 3 the daemon could not be reached.
+
+pub mod client;
+pub mod output;
+
+use crate::api::catalogue::{find_action, Action, ACTIONS};
+use crate::api::params::Ty;
+use crate::config;
+use crate::daemon::{self, ServeOptions, ADMIN_PASSWORD_FILE};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit status when the API answered with a non-zero ret_code.
+pub const EXIT_API_ERROR: i32 = 1;
+/// Exit status for bad usage (bad flags, unreadable --file).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status when the daemon cannot be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+fn kebab(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+fn action_command(action: &'static Action) -> Command {
+    let mut cmd = Command::new(action.command)
+        .about(action.about)
+        .long_about(format!("{}\n\nAPI action: {}", action.about, action.name));
+    for param in action.params {
+        if param.ty == Ty::Objects {
+            continue; // only through --file
+        }
+        let mut arg = Arg::new(param.name).help(param.help);
+        if action.positional == Some(param.name) {
+            arg = arg.value_name(param.name.to_uppercase());
+        } else {
+            arg = arg.long(kebab(param.name)).value_name("VALUE");
+        }
+        arg = match param.ty {
+            Ty::Str => arg.num_args(1),
+            Ty::Int | Ty::Flag => arg.num_args(1).value_parser(clap::value_parser!(i64)),
+            Ty::List => arg
+                .num_args(1..)
+                .value_delimiter(',')
+                .action(ArgAction::Append),
+            Ty::Objects => arg,
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd = cmd.arg(
+        Arg::new("file")
+            .long("file")
+            .value_name("FILE")
+            .help("read parameters from a JSON file (an object of parameters; a list is taken as the action's object list, e.g. bm_nodes); flags override it"),
+    );
+    if action.name == "GetStatus" {
+        cmd = cmd.arg(
+            Arg::new("wait")
+                .long("wait")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "follow the job with a progress bar until it ends; exit 1 unless it succeeded",
+                ),
+        );
+    }
+    cmd
+}
+
+/// The whole command tree.
+pub fn command() -> Command {
+    let mut cmd = Command::new("rackboot")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Bare-metal provisioning agent: `rackboot serve` runs the daemon; the other subcommands call its API")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .arg(Arg::new("socket").long("socket").global(true).value_name("PATH").help("the API socket (default: <state-dir>/api.sock)"))
+        .arg(Arg::new("state_dir").long("state-dir").global(true).value_name("DIR").help("the state directory (default: /var/lib/rackboot as root, else $XDG_STATE_HOME/rackboot)"))
+        .arg(Arg::new("user").long("user").global(true).env("RACKBOOT_USER").value_name("USER").help("API user (default: admin, with <state-dir>/admin.password)"))
+        .arg(Arg::new("password").long("password").global(true).env("RACKBOOT_PASSWORD").hide_env_values(true).value_name("PASSWORD").help("API password"))
+        .arg(Arg::new("json").long("json").global(true).action(ArgAction::SetTrue).help("print the raw JSON response"))
+        .subcommand(
+            Command::new("serve")
+                .about("Run the daemon (embedded defaults when no --config)")
+                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML configuration file (see examples/rackboot.toml)")),
+        )
+        .subcommand(
+            Command::new("call")
+                .about("Send one JSON request as is (credentials are added when missing)")
+                .arg(Arg::new("request").required(true).value_name("JSON")),
+        )
+        .subcommand(
+            Command::new("user")
+                .about("Manage API users")
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about("List users (DescribeUsers)"))
+                .subcommand(
+                    Command::new("add")
+                        .about("Add a user (AddUser); prints a generated password unless --new-password")
+                        .arg(Arg::new("user_id").required(true).value_name("NAME"))
+                        .arg(Arg::new("new_password").long("new-password").value_name("PASSWORD")),
+                )
+                .subcommand(
+                    Command::new("passwd")
+                        .about("Set a user's password (ModifyUserPassword); prints a generated one unless --new-password")
+                        .arg(Arg::new("user_id").required(true).value_name("NAME"))
+                        .arg(Arg::new("new_password").long("new-password").value_name("PASSWORD")),
+                )
+                .subcommand(
+                    Command::new("delete")
+                        .about("Delete a user (DeleteUser)")
+                        .arg(Arg::new("user_id").required(true).value_name("NAME")),
+                ),
+        );
+    for action in ACTIONS {
+        cmd = cmd.subcommand(action_command(action));
+    }
+    cmd
+}
+
+/// Entry point of the binary; returns the exit status.
+pub fn main() -> i32 {
+    let matches = match command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { 0 };
+        }
+    };
+    let state_dir = matches.get_one::<String>("state_dir").map(PathBuf::from);
+    let (name, sub) = matches.subcommand().expect("subcommand_required");
+    if name == "serve" {
+        return daemon::run(ServeOptions {
+            config: sub.get_one::<String>("config").map(PathBuf::from),
+            state_dir,
+        });
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rackboot: cannot start: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    runtime.block_on(run_client(&matches, name, sub, state_dir))
+}
+
+struct Session {
+    socket: PathBuf,
+    user: Option<String>,
+    password: Option<String>,
+    json: bool,
+}
+
+impl Session {
+    fn new(matches: &ArgMatches, state_dir: Option<PathBuf>) -> Session {
+        let state_dir = state_dir.unwrap_or_else(config::default_state_dir);
+        let socket = matches
+            .get_one::<String>("socket")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| state_dir.join("api.sock"));
+        let mut user = matches.get_one::<String>("user").cloned();
+        let mut password = matches.get_one::<String>("password").cloned();
+        if password.is_none() {
+            if let Ok(text) = std::fs::read_to_string(state_dir.join(ADMIN_PASSWORD_FILE)) {
+                if user.as_deref().unwrap_or("admin") == "admin" {
+                    user = Some("admin".to_string());
+                    password = Some(text.trim().to_string());
+                }
+            }
+        }
+        Session {
+            socket,
+            user,
+            password,
+            json: matches.get_flag("json"),
+        }
+    }
+
+    /// Adds credentials unless the request carries its own.
+    fn authorise(&self, request: &mut Map<String, Value>) {
+        if !request.contains_key("USER_ID") {
+            if let Some(u) = &self.user {
+                request.insert("USER_ID".into(), u.clone().into());
+            }
+        }
+        if !request.contains_key("PASSWORD") {
+            if let Some(p) = &self.password {
+                request.insert("PASSWORD".into(), p.clone().into());
+            }
+        }
+    }
+
+    async fn send(&self, mut request: Map<String, Value>) -> Result<Value, i32> {
+        self.authorise(&mut request);
+        client::call(&self.socket, &Value::Object(request))
+            .await
+            .map_err(|e| {
+                eprintln!("rackboot: {e}");
+                EXIT_UNREACHABLE
+            })
+    }
+
+    /// Prints `response` (JSON or human) and maps its ret_code to an exit status.
+    fn report(&self, response: &Value, action: Option<&Action>) -> i32 {
+        let code = response
+            .get("ret_code")
+            .and_then(Value::as_i64)
+            .unwrap_or(-1);
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(response).unwrap_or_default()
+            );
+        } else if code == 0 {
+            print!(
+                "{}",
+                output::human(response, action.and_then(|a| a.table.as_ref()))
+            );
+        }
+        if code != 0 {
+            let message = response
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)");
+            eprintln!("rackboot: {message} (ret_code {code})");
+            return EXIT_API_ERROR;
+        }
+        0
+    }
+}
+
+fn usage(message: String) -> i32 {
+    eprintln!("rackboot: {message}");
+    EXIT_USAGE
+}
+
+/// Builds an action's request from its flags and optional --file.
+fn request_for(action: &Action, sub: &ArgMatches) -> Result<Map<String, Value>, String> {
+    let mut req = Map::new();
+    if let Some(path) = sub.get_one::<String>("file") {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read --file {path}: {e}"))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| format!("--file {path} is not JSON: {e}"))?;
+        match value {
+            Value::Object(m) => req.extend(m),
+            Value::Array(items) => {
+                let Some(list) = action.params.iter().find(|p| p.ty == Ty::Objects) else {
+                    return Err(format!(
+                        "--file {path} holds a list, but {} takes no list of objects",
+                        action.name
+                    ));
+                };
+                req.insert(list.name.into(), Value::Array(items));
+            }
+            _ => return Err(format!("--file {path} must hold a JSON object or list")),
+        }
+    }
+    for param in action.params {
+        if param.ty == Ty::Objects {
+            continue;
+        }
+        let value = match param.ty {
+            Ty::Str => sub
+                .get_one::<String>(param.name)
+                .map(|s| Value::from(s.clone())),
+            Ty::Int | Ty::Flag => sub.get_one::<i64>(param.name).map(|n| Value::from(*n)),
+            Ty::List => sub.get_many::<String>(param.name).map(|vals| {
+                Value::Array(vals.map(|s| Value::from(s.trim().to_string())).collect())
+            }),
+            Ty::Objects => None,
+        };
+        if let Some(v) = value {
+            req.insert(param.name.into(), v);
+        }
+    }
+    req.insert("action".into(), action.name.into());
+    req.entry("request_type")
+        .or_insert_with(|| action.request_type.into());
+    Ok(req)
+}
+
+async fn run_client(
+    matches: &ArgMatches,
+    name: &str,
+    sub: &ArgMatches,
+    state_dir: Option<PathBuf>,
+) -> i32 {
+    let session = Session::new(matches, state_dir);
+    match name {
+        "call" => {
+            let text = sub
+                .get_one::<String>("request")
+                .map(String::as_str)
+                .unwrap_or("");
+            let req = match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => return usage("call takes one JSON object".into()),
+                Err(e) => return usage(format!("call: the request is not JSON: {e}")),
+            };
+            let action = req
+                .get("action")
+                .and_then(Value::as_str)
+                .and_then(find_action);
+            match session.send(req).await {
+                Ok(resp) => session.report(&resp, action),
+                Err(code) => code,
+            }
+        }
+        "user" => {
+            let (verb, args) = sub.subcommand().expect("subcommand_required");
+            let (action_name, keys): (&str, &[&str]) = match verb {
+                "list" => ("DescribeUsers", &[]),
+                "add" => ("AddUser", &["user_id", "new_password"]),
+                "passwd" => ("ModifyUserPassword", &["user_id", "new_password"]),
+                _ => ("DeleteUser", &["user_id"]),
+            };
+            let action = find_action(action_name).expect("user actions are declared");
+            let mut req = Map::new();
+            req.insert("action".into(), action_name.into());
+            req.insert("request_type".into(), "User".into());
+            for key in keys {
+                if let Some(v) = args.get_one::<String>(key) {
+                    req.insert((*key).into(), v.clone().into());
+                }
+            }
+            match session.send(req).await {
+                Ok(resp) => session.report(&resp, Some(action)),
+                Err(code) => code,
+            }
+        }
+        command => {
+            let Some(action) = ACTIONS.iter().find(|a| a.command == command) else {
+                return usage(format!("unknown command {command}"));
+            };
+            let req = match request_for(action, sub) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
+            };
+            let wait = sub
+                .try_get_one::<bool>("wait")
+                .ok()
+                .flatten()
+                .copied()
+                .unwrap_or(false);
+            let resp = match session.send(req.clone()).await {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let status = session.report(&resp, Some(action));
+            if status != 0 || !wait {
+                return status;
+            }
+            follow_job(&session, &resp).await
+        }
+    }
+}
+
+/// `--wait`: polls GetStatus for the job in `first` until it ends, drawing a
+/// progress bar on stderr; 0 when it succeeded, 1 otherwise.
+async fn follow_job(session: &Session, first: &Value) -> i32 {
+    let job_action = first
+        .get("job_action")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let job_id = first
+        .get("job_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut last = first.clone();
+    loop {
+        let status = last.get("status").and_then(Value::as_str).unwrap_or("");
+        let progress = last.get("progress").and_then(Value::as_str).unwrap_or("0%");
+        eprint!("\r{} {job_id} {status:<12}", progress_bar(progress));
+        if status == "successful" || status == "failed" {
+            eprintln!();
+            return if status == "successful" {
+                0
+            } else {
+                EXIT_API_ERROR
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut req = Map::new();
+        req.insert("action".into(), "GetStatus".into());
+        req.insert("job_action".into(), job_action.clone().into());
+        req.insert("job_id".into(), job_id.clone().into());
+        last = match session.send(req).await {
+            Ok(r) if r.get("ret_code").and_then(Value::as_i64) == Some(0) => r,
+            Ok(r) => {
+                eprintln!();
+                return session.report(&r, None);
+            }
+            Err(code) => return code,
+        };
+    }
+}
+
+/// `[#########...........]  45%` from "45%".
+pub fn progress_bar(progress: &str) -> String {
+    let pct: usize = progress.trim_end_matches('%').parse().unwrap_or(0).min(100);
+    let filled = pct / 5;
+    format!(
+        "[{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        ".".repeat(20 - filled)
+    )
+}
+
+/// Where `rackboot` would look for the socket by default (for docs/tests).
+pub fn default_socket(state_dir: Option<&Path>) -> PathBuf {
+    state_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(config::default_state_dir)
+        .join("api.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_typed_parameters() {
+        let m = command()
+            .try_get_matches_from([
+                "rackboot",
+                "describe-bm-nodes",
+                "--status",
+                "new",
+                "--limit",
+                "5",
+                "n-aaaaaaaa,n-bbbbbbbb",
+            ])
+            .unwrap();
+        let (_, sub) = m.subcommand().unwrap();
+        let req = request_for(find_action("DescribeBMNodes").unwrap(), sub).unwrap();
+        assert_eq!(req["status"], "new");
+        assert_eq!(req["limit"], 5);
+        assert_eq!(
+            req["node_ids"],
+            serde_json::json!(["n-aaaaaaaa", "n-bbbbbbbb"])
+        );
+        assert_eq!(req["action"], "DescribeBMNodes");
+    }
+
+    #[test]
+    fn progress_bar_fills_by_fives() {
+        assert_eq!(progress_bar("45%"), "[#########...........]  45%");
+        assert_eq!(progress_bar("junk"), "[....................]   0%");
+    }
+}

@@ -1,0 +1,394 @@
+//! The daemon's configuration: a TOML file whose every key has a default
+//! (an empty or missing file means "embedded defaults"). Unknown keys and
+//! invalid values are refused with a message naming the key, the value and
+//! what is allowed. `examples/rackboot.toml` documents every key.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Everything `rackboot serve` can be configured with.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub api: ApiConfig,
+    pub messages: MessagesConfig,
+    /// The OS image catalogue: what `os_version` of a BMNode refers to.
+    pub images: Vec<ImageConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Where the database, the API socket and admin.password live. Empty:
+    /// `/var/lib/rackboot` as root, else `$XDG_STATE_HOME/rackboot`.
+    pub state_dir: String,
+    /// Log verbosity; `RUST_LOG` overrides it.
+    pub log_level: LogLevel,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The API's Unix socket. Empty: `<state_dir>/api.sock`.
+    pub socket: String,
+    /// Permission bits of the socket, octal.
+    pub socket_mode: String,
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// Requests served at once; more wait for a slot.
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesConfig {
+    /// Days a user message is kept (its `guaranteed_until`) before it is purged.
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// The name RegisterBMNodes' `os_version` refers to.
+    pub os_version: String,
+    /// `image` (a disk image written by the deploy ramdisk) or `installer`.
+    #[serde(default = "default_method")]
+    pub method: ImageMethod,
+    /// A local file served over HTTP by rackboot.
+    #[serde(default)]
+    pub file: String,
+    /// Or a URL the deploy ramdisk fetches itself.
+    #[serde(default)]
+    pub url: String,
+    /// Hex SHA-256 of the image.
+    #[serde(default)]
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageMethod {
+    Image,
+    Installer,
+}
+
+fn default_method() -> ImageMethod {
+    ImageMethod::Image
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: String::new(),
+            log_level: LogLevel::Info,
+            shutdown_timeout: 5,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: String::new(),
+            socket_mode: "0660".to_string(),
+            max_request_bytes: 1024 * 1024,
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig { retention_days: 30 }
+    }
+}
+
+/// A configuration that could not be loaded; the text names the file, the key,
+/// the value and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {key} = {value}: {allowed}")]
+    Invalid {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        allowed: allowed.to_string(),
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.daemon;
+        if !(1..=300).contains(&d.shutdown_timeout) {
+            return Err(invalid(
+                "daemon.shutdown_timeout",
+                d.shutdown_timeout,
+                "allowed: 1 to 300 (seconds)",
+            ));
+        }
+        if !d.state_dir.is_empty() && !Path::new(&d.state_dir).is_absolute() {
+            return Err(invalid(
+                "daemon.state_dir",
+                format!("{:?}", d.state_dir),
+                "allowed: an absolute path, or empty for the default",
+            ));
+        }
+        let a = &self.api;
+        if !a.socket.is_empty() && !Path::new(&a.socket).is_absolute() {
+            return Err(invalid(
+                "api.socket",
+                format!("{:?}", a.socket),
+                "allowed: an absolute path, or empty for <state_dir>/api.sock",
+            ));
+        }
+        self.socket_mode()?;
+        if !(1024..=256 * 1024 * 1024).contains(&a.max_request_bytes) {
+            return Err(invalid(
+                "api.max_request_bytes",
+                a.max_request_bytes,
+                "allowed: 1024 to 268435456",
+            ));
+        }
+        if !(1..=4096).contains(&a.max_concurrent_requests) {
+            return Err(invalid(
+                "api.max_concurrent_requests",
+                a.max_concurrent_requests,
+                "allowed: 1 to 4096",
+            ));
+        }
+        if !(1..=3650).contains(&self.messages.retention_days) {
+            return Err(invalid(
+                "messages.retention_days",
+                self.messages.retention_days,
+                "allowed: 1 to 3650 (days)",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, image) in self.images.iter().enumerate() {
+            let key = |k: &str| format!("images[{i}].{k}");
+            if image.os_version.trim().is_empty() {
+                return Err(invalid(
+                    &key("os_version"),
+                    "\"\"",
+                    "allowed: a non-empty name",
+                ));
+            }
+            if !seen.insert(image.os_version.as_str()) {
+                return Err(invalid(
+                    &key("os_version"),
+                    format!("{:?}", image.os_version),
+                    "allowed: a name not used by another [[images]] entry",
+                ));
+            }
+            if image.file.is_empty() == image.url.is_empty() {
+                return Err(invalid(
+                    &key("file"),
+                    format!("{:?} (url = {:?})", image.file, image.url),
+                    "allowed: exactly one of `file` (an absolute path) or `url` (http://…)",
+                ));
+            }
+            if !image.file.is_empty() && !Path::new(&image.file).is_absolute() {
+                return Err(invalid(
+                    &key("file"),
+                    format!("{:?}", image.file),
+                    "allowed: an absolute path",
+                ));
+            }
+            if !image.url.is_empty()
+                && !image.url.starts_with("http://")
+                && !image.url.starts_with("https://")
+            {
+                return Err(invalid(
+                    &key("url"),
+                    format!("{:?}", image.url),
+                    "allowed: an http:// or https:// URL",
+                ));
+            }
+            if !image.sha256.is_empty()
+                && (image.sha256.len() != 64
+                    || !image.sha256.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(invalid(
+                    &key("sha256"),
+                    format!("{:?}", image.sha256),
+                    "allowed: 64 hex digits, or empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket's permission bits.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        let s = &self.api.socket_mode;
+        match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 && !s.is_empty() => Ok(mode),
+            _ => Err(invalid(
+                "api.socket_mode",
+                format!("{s:?}"),
+                "allowed: octal permission bits such as \"0660\"",
+            )),
+        }
+    }
+
+    /// Whether `os_version` names an entry of the image catalogue.
+    pub fn knows_os_version(&self, os_version: &str) -> bool {
+        self.images.iter().any(|i| i.os_version == os_version)
+    }
+}
+
+/// The state directory used when neither `--state-dir` nor `daemon.state_dir`
+/// says otherwise: `/var/lib/rackboot` for root, else
+/// `$XDG_STATE_HOME/rackboot`, else `~/.local/state/rackboot`.
+pub fn default_state_dir() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/rackboot");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("rackboot");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/state/rackboot")
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// The state directory chosen by flag, then config, then default.
+pub fn resolve_state_dir(flag: Option<&Path>, config: &Config) -> PathBuf {
+    match flag {
+        Some(p) => p.to_path_buf(),
+        None if !config.daemon.state_dir.is_empty() => PathBuf::from(&config.daemon.state_dir),
+        None => default_state_dir(),
+    }
+}
+
+/// The API socket path for a state directory and config.
+pub fn socket_path(state_dir: &Path, config: &Config) -> PathBuf {
+    if config.api.socket.is_empty() {
+        state_dir.join("api.sock")
+    } else {
+        PathBuf::from(&config.api.socket)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_embedded_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[api]\nsockett = \"/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sockett"), "{err}");
+        assert!(err.contains("socket"), "{err}");
+        let err = Config::parse("[dhcpp]\n").unwrap_err().to_string();
+        assert!(err.contains("dhcpp"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_key_value_and_what_is_allowed() {
+        let err = Config::parse("[daemon]\nlog_level = \"loud\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("loud") && err.contains("debug"), "{err}");
+        let err = Config::parse("[messages]\nretention_days = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("messages.retention_days") && err.contains("1 to 3650"),
+            "{err}"
+        );
+        let err = Config::parse("[api]\nsocket_mode = \"rw\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("api.socket_mode") && err.contains("\"rw\""),
+            "{err}"
+        );
+        let err = Config::parse("[[images]]\nos_version = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("images[0].file"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_equals_the_defaults_where_commented() {
+        let text = include_str!("../examples/rackboot.toml");
+        let config = Config::parse(text).unwrap();
+        assert_eq!(config.daemon, DaemonConfig::default());
+        assert_eq!(config.api, ApiConfig::default());
+        assert_eq!(config.messages, MessagesConfig::default());
+    }
+}

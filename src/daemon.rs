@@ -1,0 +1,334 @@
+//! Wiring of `rackboot serve`: config and state directory, tracing, the
+//! store, the first-start admin user, start-up recovery, the API socket,
+//! systemd notification (READY/STOPPING/RELOADING), signals (SIGTERM and
+//! SIGINT stop, SIGHUP reloads) and periodic upkeep. No protocol or business
+//! logic lives here.
+
+use crate::api::{server, Ctx};
+use crate::auth;
+use crate::config::{self, Config};
+use crate::jobs;
+use crate::store::Store;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::{reload, EnvFilter};
+
+/// Flags of `rackboot serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub config: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The name of the file holding the first-start admin password.
+pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
+/// The database file inside the state directory.
+pub const DATABASE_FILE: &str = "rackboot.db";
+
+type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn filter_for(config: &Config) -> EnvFilter {
+    EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(config.daemon.log_level.as_str()))
+}
+
+fn init_tracing(config: &Config) -> FilterHandle {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = reload::Layer::new(filter_for(config));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .try_init();
+    handle
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
+pub fn run(opts: ServeOptions) -> i32 {
+    let config = match load_config(opts.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rackboot: {e}");
+            return 2;
+        }
+    };
+    let filter = init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rackboot")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(opts, config, filter)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("rackboot: {e}");
+            1
+        }
+    }
+}
+
+fn prepare_state_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|e| {
+            format!(
+                "cannot create the state directory {}: {e} (pass --state-dir to use another)",
+                dir.display()
+            )
+        })
+}
+
+/// Creates user `admin` with a random password written to
+/// `<state-dir>/admin.password` (0600) when there is no user at all.
+async fn bootstrap_admin(store: &Store, state_dir: &Path) -> Result<(), String> {
+    let users = store.list_users().await.map_err(|e| e.to_string())?;
+    if !users.is_empty() {
+        return Ok(());
+    }
+    let password = auth::generate_password();
+    let path = state_dir.join(ADMIN_PASSWORD_FILE);
+    write_secret(&path, &format!("{password}\n"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| e.to_string())??;
+    store
+        .insert_user("admin", hash)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(path = %path.display(), "created user admin; its password is in this file (mode 0600)");
+    Ok(())
+}
+
+/// Writes `content` to `path` with mode 0600 via a temporary file and rename.
+fn write_secret(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Result<(), String> {
+    let state_dir = config::resolve_state_dir(opts.state_dir.as_deref(), &config);
+    prepare_state_dir(&state_dir)?;
+    let db_path = state_dir.join(DATABASE_FILE);
+    let store = Store::open(&db_path).map_err(|e| e.to_string())?;
+    tracing::info!(state_dir = %state_dir.display(), database = %db_path.display(), "store open");
+    bootstrap_admin(&store, &state_dir).await?;
+
+    let interrupted = jobs::fail_interrupted(&store, config.messages.retention_days)
+        .await
+        .map_err(|e| e.to_string())?;
+    for job in &interrupted {
+        tracing::warn!(job_id = %job.job_id, job_action = %job.job_action, "job was running when the daemon stopped; marked failed");
+    }
+    purge_messages(&store).await;
+
+    let socket_path = config::socket_path(&state_dir, &config);
+    let mode = config.socket_mode().map_err(|e| e.to_string())?;
+    let listener = server::bind(&socket_path, mode)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
+    let ctx = Arc::new(Ctx::new(store.clone(), config));
+    let shutdown = CancellationToken::new();
+
+    tracing::info!(socket = %socket_path.display(), "API listening");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    let server = tokio::spawn(server::serve(listener, ctx.clone(), shutdown.clone()));
+    let upkeep = tokio::spawn(upkeep(store.clone(), shutdown.clone()));
+    signals(ctx.clone(), opts.config.clone(), filter, shutdown.clone()).await?;
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("stopping: no new requests; waiting for in-flight ones");
+    let grace = Duration::from_secs(ctx.config().daemon.shutdown_timeout);
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!("API server failed: {e}"),
+        Ok(Err(e)) => tracing::error!("API server task failed: {e}"),
+        Err(_) => tracing::warn!(
+            seconds = grace.as_secs(),
+            "in-flight requests did not finish in time; stopping anyway"
+        ),
+    }
+    upkeep.abort();
+    let _ = std::fs::remove_file(&socket_path);
+    if let Err(e) = store.checkpoint().await {
+        tracing::warn!("final checkpoint failed: {e}");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Waits for SIGTERM/SIGINT (then cancels `shutdown`), reloading on SIGHUP.
+async fn signals(
+    ctx: Arc<Ctx>,
+    config_path: Option<PathBuf>,
+    filter: FilterHandle,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("cannot install signal handlers: {e}");
+    let mut term = signal(SignalKind::terminate()).map_err(err)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(err)?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break; }
+            _ = hup.recv() => reload(&ctx, config_path.as_deref(), &filter),
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    shutdown.cancel();
+    Ok(())
+}
+
+/// SIGHUP: re-reads the config file; applies what can change live, names
+/// what needs a restart; keeps the old config when the new one is invalid.
+fn reload(ctx: &Ctx, path: Option<&Path>, filter: &FilterHandle) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: running on embedded defaults (no --config); nothing to reload");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        return;
+    };
+    match Config::load(path) {
+        Err(e) => tracing::error!("SIGHUP: keeping the current configuration: {e}"),
+        Ok(new) => {
+            let old = ctx.config();
+            let changes = config_changes(&old, &new);
+            if changes.is_empty() {
+                tracing::info!("SIGHUP: configuration unchanged");
+            }
+            for (key, live) in &changes {
+                if *live {
+                    tracing::info!(key = %key, "SIGHUP: applied");
+                } else {
+                    tracing::warn!(key = %key, "SIGHUP: changed, but takes effect only after a restart");
+                }
+            }
+            if old.daemon.log_level != new.daemon.log_level {
+                let _ = filter.modify(|f| *f = filter_for(&new));
+            }
+            ctx.set_config(new);
+        }
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
+
+/// The keys that differ, each with whether it applies without a restart.
+fn config_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
+    let mut out = Vec::new();
+    let mut check = |key: &'static str, differs: bool, live: bool| {
+        if differs {
+            out.push((key, live));
+        }
+    };
+    check(
+        "daemon.state_dir",
+        old.daemon.state_dir != new.daemon.state_dir,
+        false,
+    );
+    check(
+        "daemon.log_level",
+        old.daemon.log_level != new.daemon.log_level,
+        true,
+    );
+    check(
+        "daemon.shutdown_timeout",
+        old.daemon.shutdown_timeout != new.daemon.shutdown_timeout,
+        true,
+    );
+    check("api.socket", old.api.socket != new.api.socket, false);
+    check(
+        "api.socket_mode",
+        old.api.socket_mode != new.api.socket_mode,
+        false,
+    );
+    check(
+        "api.max_request_bytes",
+        old.api.max_request_bytes != new.api.max_request_bytes,
+        true,
+    );
+    check(
+        "api.max_concurrent_requests",
+        old.api.max_concurrent_requests != new.api.max_concurrent_requests,
+        false,
+    );
+    check(
+        "messages.retention_days",
+        old.messages.retention_days != new.messages.retention_days,
+        true,
+    );
+    check("images", old.images != new.images, true);
+    out
+}
+
+async fn purge_messages(store: &Store) {
+    match store.purge_messages(crate::ids::now_secs()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "purged expired user messages"),
+        Err(e) => tracing::warn!("purging expired messages failed: {e}"),
+    }
+}
+
+/// Hourly upkeep: purge expired user messages.
+async fn upkeep(store: Store, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => purge_messages(&store).await,
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_names_live_and_restart_keys() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.messages.retention_days = 7;
+        new.api.socket = "/run/x.sock".into();
+        let changes = config_changes(&old, &new);
+        assert!(changes.contains(&("messages.retention_days", true)));
+        assert!(changes.contains(&("api.socket", false)));
+        assert_eq!(changes.len(), 2);
+    }
+}

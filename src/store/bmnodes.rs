@@ -1,0 +1,463 @@
+//! The `bm_nodes` table: registered bare-metal nodes, their BMC credentials,
+//! PXE MAC, intended networks, provisioning status and last known power state.
+
+use super::{unique_violation, Store, StoreError};
+use crate::ids::now_secs;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
+
+/// A BMNode's lifecycle state (the provisioning issue drives the transitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BmNodeStatus {
+    /// Registered; nothing verified yet.
+    New,
+    /// BMC login and power read in progress.
+    Verifying,
+    /// BMC verified; can be provisioned.
+    Ready,
+    /// An OS is being installed.
+    Provisioning,
+    /// Installed and running its OS.
+    Active,
+    /// The last provision failed; see the job log and messages.
+    ProvisionFailed,
+    /// Booted into the ramdisk for hardware inventory.
+    Inspecting,
+    /// The last inspection failed.
+    InspectFailed,
+    /// Being cleaned up before removal.
+    Deleting,
+}
+
+impl BmNodeStatus {
+    pub const ALL: [BmNodeStatus; 9] = [
+        BmNodeStatus::New,
+        BmNodeStatus::Verifying,
+        BmNodeStatus::Ready,
+        BmNodeStatus::Provisioning,
+        BmNodeStatus::Active,
+        BmNodeStatus::ProvisionFailed,
+        BmNodeStatus::Inspecting,
+        BmNodeStatus::InspectFailed,
+        BmNodeStatus::Deleting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BmNodeStatus::New => "new",
+            BmNodeStatus::Verifying => "verifying",
+            BmNodeStatus::Ready => "ready",
+            BmNodeStatus::Provisioning => "provisioning",
+            BmNodeStatus::Active => "active",
+            BmNodeStatus::ProvisionFailed => "provision_failed",
+            BmNodeStatus::Inspecting => "inspecting",
+            BmNodeStatus::InspectFailed => "inspect_failed",
+            BmNodeStatus::Deleting => "deleting",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BmNodeStatus> {
+        BmNodeStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// States in which work is under way on the node: it may not be deleted
+    /// or have its BMC/PXE identity changed until the work ends.
+    pub fn is_busy(self) -> bool {
+        matches!(
+            self,
+            BmNodeStatus::Verifying
+                | BmNodeStatus::Provisioning
+                | BmNodeStatus::Inspecting
+                | BmNodeStatus::Deleting
+        )
+    }
+
+    /// Every status name, for error messages.
+    pub fn names() -> String {
+        BmNodeStatus::ALL.map(|s| s.as_str()).join(", ")
+    }
+}
+
+/// Power state as last read from the BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerState {
+    On,
+    Off,
+    Unknown,
+}
+
+impl PowerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::On => "on",
+            PowerState::Off => "off",
+            PowerState::Unknown => "unknown",
+        }
+    }
+    fn parse(s: &str) -> PowerState {
+        match s {
+            "on" => PowerState::On,
+            "off" => PowerState::Off,
+            _ => PowerState::Unknown,
+        }
+    }
+}
+
+/// One intended network of a node (management or public). Empty strings mean
+/// "not set"; `vlan_id` is 0 unless `vlan` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkSettings {
+    pub address: String,
+    pub netmask: String,
+    pub gateway: String,
+    pub bond: bool,
+    pub vlan: bool,
+    pub vlan_id: u16,
+}
+
+/// A registered bare-metal node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BmNode {
+    pub node_id: String,
+    pub hostname: String,
+    pub os_version: String,
+    pub cpu_arch: String,
+    pub serial_number: String,
+    pub brand: String,
+    pub description: String,
+    pub ipmi_address: String,
+    pub ipmi_port: u16,
+    pub ipmi_username: String,
+    /// Kept so the daemon can log in to the BMC; never returned nor logged.
+    pub ipmi_password: String,
+    /// Normalised lower-case colon form.
+    pub pxe_mac: String,
+    pub pxe_address: String,
+    pub pxe_interface: String,
+    pub os_disk_name: String,
+    pub mgmt: NetworkSettings,
+    pub public: NetworkSettings,
+    pub status: BmNodeStatus,
+    /// The status before the current one (`None` for a new node).
+    pub pre_status: Option<BmNodeStatus>,
+    pub power_state: PowerState,
+    pub power_state_time: Option<i64>,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// Which nodes DescribeBMNodes lists, and which page of them.
+#[derive(Debug, Clone, Default)]
+pub struct BmNodeFilter {
+    pub node_ids: Vec<String>,
+    pub status: Option<BmNodeStatus>,
+    pub pre_status: Option<BmNodeStatus>,
+    pub offset: u64,
+    pub limit: Option<u64>,
+}
+
+const COLUMNS: &str =
+    "node_id, hostname, os_version, cpu_arch, serial_number, brand, description, \
+    ipmi_address, ipmi_port, ipmi_username, ipmi_password, pxe_mac, pxe_address, pxe_interface, \
+    os_disk_name, mgmt_address, mgmt_netmask, mgmt_gateway, mgmt_bond, mgmt_vlan, mgmt_vlan_id, \
+    public_address, public_netmask, public_gateway, public_bond, public_vlan, public_vlan_id, \
+    status, pre_status, power_state, power_state_time, create_time, update_time";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
+    let status: String = r.get(27)?;
+    let pre_status: String = r.get(28)?;
+    let power: String = r.get(29)?;
+    Ok(BmNode {
+        node_id: r.get(0)?,
+        hostname: r.get(1)?,
+        os_version: r.get(2)?,
+        cpu_arch: r.get(3)?,
+        serial_number: r.get(4)?,
+        brand: r.get(5)?,
+        description: r.get(6)?,
+        ipmi_address: r.get(7)?,
+        ipmi_port: r.get(8)?,
+        ipmi_username: r.get(9)?,
+        ipmi_password: r.get(10)?,
+        pxe_mac: r.get(11)?,
+        pxe_address: r.get(12)?,
+        pxe_interface: r.get(13)?,
+        os_disk_name: r.get(14)?,
+        mgmt: NetworkSettings {
+            address: r.get(15)?,
+            netmask: r.get(16)?,
+            gateway: r.get(17)?,
+            bond: r.get(18)?,
+            vlan: r.get(19)?,
+            vlan_id: r.get(20)?,
+        },
+        public: NetworkSettings {
+            address: r.get(21)?,
+            netmask: r.get(22)?,
+            gateway: r.get(23)?,
+            bond: r.get(24)?,
+            vlan: r.get(25)?,
+            vlan_id: r.get(26)?,
+        },
+        // The CHECK constraints make these total; fall back rather than panic.
+        status: BmNodeStatus::parse(&status).unwrap_or(BmNodeStatus::New),
+        pre_status: BmNodeStatus::parse(&pre_status),
+        power_state: PowerState::parse(&power),
+        power_state_time: r.get(30)?,
+        create_time: r.get(31)?,
+        update_time: r.get(32)?,
+    })
+}
+
+fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usize> {
+    let sql = if insert {
+        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)")
+    } else {
+        let sets: Vec<String> = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .enumerate()
+            .skip(1)
+            .map(|(i, c)| format!("{c} = ?{}", i + 1))
+            .collect();
+        format!("UPDATE bm_nodes SET {} WHERE node_id = ?1", sets.join(", "))
+    };
+    let mut stmt = tx.prepare_cached(&sql)?;
+    stmt.execute(params![
+        n.node_id,
+        n.hostname,
+        n.os_version,
+        n.cpu_arch,
+        n.serial_number,
+        n.brand,
+        n.description,
+        n.ipmi_address,
+        n.ipmi_port,
+        n.ipmi_username,
+        n.ipmi_password,
+        n.pxe_mac,
+        n.pxe_address,
+        n.pxe_interface,
+        n.os_disk_name,
+        n.mgmt.address,
+        n.mgmt.netmask,
+        n.mgmt.gateway,
+        n.mgmt.bond,
+        n.mgmt.vlan,
+        n.mgmt.vlan_id,
+        n.public.address,
+        n.public.netmask,
+        n.public.gateway,
+        n.public.bond,
+        n.public.vlan,
+        n.public.vlan_id,
+        n.status.as_str(),
+        n.pre_status.map(|s| s.as_str()).unwrap_or(""),
+        n.power_state.as_str(),
+        n.power_state_time,
+        n.create_time,
+        n.update_time,
+    ])
+}
+
+/// Describes the first registered node that already holds one of `n`'s unique
+/// identities (PXE MAC, hostname, IPMI address+port), other than `n` itself.
+fn find_conflict(conn: &Connection, n: &BmNode) -> rusqlite::Result<Option<String>> {
+    let holder = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<Option<String>> {
+        conn.prepare_cached(sql)?
+            .query_row(args, |r| r.get(0))
+            .optional()
+    };
+    let taken = |field: &str, value: String, other: String| {
+        Some(format!(
+            "{field} {value} is already registered to node {other}"
+        ))
+    };
+    let id = &n.node_id;
+    if let Some(other) = holder(
+        "SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1 AND node_id != ?2",
+        &[&n.pxe_mac, id],
+    )? {
+        return Ok(taken("pxe_network_mac_addr", n.pxe_mac.clone(), other));
+    }
+    if let Some(other) = holder(
+        "SELECT node_id FROM bm_nodes WHERE hostname = ?1 AND node_id != ?2",
+        &[&n.hostname, id],
+    )? {
+        return Ok(taken("hostname", n.hostname.clone(), other));
+    }
+    if let Some(other) = holder(
+        "SELECT node_id FROM bm_nodes WHERE ipmi_address = ?1 AND ipmi_port = ?2 AND node_id != ?3",
+        &[&n.ipmi_address, &n.ipmi_port, id],
+    )? {
+        let value = format!("{}:{}", n.ipmi_address, n.ipmi_port);
+        return Ok(taken("ipmi_network_address:ipmi_port", value, other));
+    }
+    Ok(None)
+}
+
+impl Store {
+    /// Inserts `nodes` all-or-nothing. A node whose PXE MAC, hostname or
+    /// IPMI address+port is already taken (by a stored node or an earlier one
+    /// of the batch) makes the whole call fail with a conflict naming both.
+    pub async fn insert_bm_nodes(&self, nodes: Vec<BmNode>) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            for (i, n) in nodes.iter().enumerate() {
+                if let Some(conflict) = find_conflict(&tx, n)? {
+                    return Err(StoreError::Conflict(format!(
+                        "bm_nodes[{i}] (hostname {}): {conflict}; change the value or delete that node first",
+                        n.hostname
+                    )));
+                }
+                write(&tx, n, true).map_err(|e| {
+                    unique_violation(e, |t| format!("bm_nodes[{i}]: duplicate value ({t})"))
+                })?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Lists the nodes matching `filter` (ordered by creation) and the number
+    /// of all matches before paging.
+    pub async fn describe_bm_nodes(
+        &self,
+        filter: BmNodeFilter,
+    ) -> Result<(Vec<BmNode>, u64), StoreError> {
+        self.call(move |conn| {
+            let mut conds: Vec<String> = Vec::new();
+            let mut args: Vec<String> = Vec::new();
+            if !filter.node_ids.is_empty() {
+                let marks: Vec<String> = filter
+                    .node_ids
+                    .iter()
+                    .map(|id| {
+                        args.push(id.clone());
+                        format!("?{}", args.len())
+                    })
+                    .collect();
+                conds.push(format!("node_id IN ({})", marks.join(", ")));
+            }
+            if let Some(s) = filter.status {
+                args.push(s.as_str().to_string());
+                conds.push(format!("status = ?{}", args.len()));
+            }
+            if let Some(s) = filter.pre_status {
+                args.push(s.as_str().to_string());
+                conds.push(format!("pre_status = ?{}", args.len()));
+            }
+            let where_ = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let total: i64 = conn.query_row(
+                &format!("SELECT COUNT(*) FROM bm_nodes {where_}"),
+                params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+            let total = total as u64;
+            let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
+            let sql = format!(
+                "SELECT {COLUMNS} FROM bm_nodes {where_} ORDER BY create_time, rowid LIMIT {limit} OFFSET {}",
+                filter.offset
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let nodes = stmt
+                .query_map(params_from_iter(args.iter()), from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((nodes, total))
+        })
+        .await
+    }
+
+    /// One node by id.
+    pub async fn get_bm_node(&self, node_id: &str) -> Result<Option<BmNode>, StoreError> {
+        let node_id = node_id.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM bm_nodes WHERE node_id = ?1"
+            ))?;
+            Ok(stmt.query_row([node_id], from_row).optional()?)
+        })
+        .await
+    }
+
+    /// Deletes `node_ids` all-or-nothing: an unknown id or a node with work
+    /// under way fails the call and deletes none.
+    pub async fn delete_bm_nodes(&self, node_ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            for id in &node_ids {
+                let status: Option<String> = tx
+                    .query_row("SELECT status FROM bm_nodes WHERE node_id = ?1", [id], |r| r.get(0))
+                    .optional()?;
+                match status.as_deref().map(BmNodeStatus::parse) {
+                    None => {
+                        return Err(StoreError::NotFound(format!(
+                            "node {id} is not registered: check the id with DescribeBMNodes; nothing was deleted"
+                        )))
+                    }
+                    Some(Some(st)) if st.is_busy() => {
+                        return Err(StoreError::WrongState(format!(
+                            "node {id} is {}: wait for its work to end (or abort it); nothing was deleted",
+                            st.as_str()
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                tx.execute("DELETE FROM bm_nodes WHERE node_id = ?1", [id])?;
+            }
+            tx.commit()?;
+            Ok(node_ids)
+        })
+        .await
+    }
+
+    /// Applies `change` to the stored node in one transaction. `change` gets
+    /// the current record and returns an error text (a bad parameter) to
+    /// refuse; uniqueness is then checked against the other nodes.
+    pub async fn modify_bm_node<F>(&self, node_id: &str, change: F) -> Result<BmNode, StoreError>
+    where
+        F: FnOnce(&mut BmNode) -> Result<(), StoreError> + Send + 'static,
+    {
+        let node_id = node_id.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let current = tx
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM bm_nodes WHERE node_id = ?1"
+                ))?
+                .query_row([&node_id], from_row)
+                .optional()?;
+            let Some(mut node) = current else {
+                return Err(StoreError::NotFound(format!(
+                    "node {node_id} is not registered: check the id with DescribeBMNodes"
+                )));
+            };
+            change(&mut node)?;
+            node.update_time = now_secs();
+            if let Some(conflict) = find_conflict(&tx, &node)? {
+                return Err(StoreError::Conflict(format!(
+                    "node {node_id}: {conflict}; nothing was changed"
+                )));
+            }
+            write(&tx, &node, false).map_err(|e| {
+                unique_violation(e, |t| format!("node {node_id}: duplicate value ({t})"))
+            })?;
+            tx.commit()?;
+            Ok(node)
+        })
+        .await
+    }
+
+    /// Number of registered nodes.
+    pub async fn count_bm_nodes(&self) -> Result<u64, StoreError> {
+        self.call(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM bm_nodes", [], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}

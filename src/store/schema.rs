@@ -1,0 +1,167 @@
+//! Versioned schema migrations, applied in order at start-up; the version is
+//! SQLite's `user_version`. A migration is never edited once released: add a
+//! new one.
+
+use rusqlite::Connection;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, BMNodes, jobs with their nodes and log, user messages.
+    r#"
+    CREATE TABLE users (
+        user_id       TEXT PRIMARY KEY NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+
+    CREATE TABLE bm_nodes (
+        node_id           TEXT PRIMARY KEY NOT NULL,
+        hostname          TEXT NOT NULL UNIQUE,
+        os_version        TEXT NOT NULL,
+        cpu_arch          TEXT NOT NULL CHECK (cpu_arch IN ('x86_64', 'aarch64')),
+        serial_number     TEXT NOT NULL DEFAULT '',
+        brand             TEXT NOT NULL DEFAULT '',
+        description       TEXT NOT NULL DEFAULT '',
+        ipmi_address      TEXT NOT NULL,
+        ipmi_port         INTEGER NOT NULL DEFAULT 623 CHECK (ipmi_port BETWEEN 1 AND 65535),
+        ipmi_username     TEXT NOT NULL,
+        ipmi_password     TEXT NOT NULL,
+        pxe_mac           TEXT NOT NULL UNIQUE,
+        pxe_address       TEXT NOT NULL DEFAULT '',
+        pxe_interface     TEXT NOT NULL DEFAULT '',
+        os_disk_name      TEXT NOT NULL DEFAULT '',
+        mgmt_address      TEXT NOT NULL DEFAULT '',
+        mgmt_netmask      TEXT NOT NULL DEFAULT '',
+        mgmt_gateway      TEXT NOT NULL DEFAULT '',
+        mgmt_bond         INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_bond IN (0, 1)),
+        mgmt_vlan         INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_vlan IN (0, 1)),
+        mgmt_vlan_id      INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_vlan_id BETWEEN 0 AND 4094),
+        public_address    TEXT NOT NULL DEFAULT '',
+        public_netmask    TEXT NOT NULL DEFAULT '',
+        public_gateway    TEXT NOT NULL DEFAULT '',
+        public_bond       INTEGER NOT NULL DEFAULT 0 CHECK (public_bond IN (0, 1)),
+        public_vlan       INTEGER NOT NULL DEFAULT 0 CHECK (public_vlan IN (0, 1)),
+        public_vlan_id    INTEGER NOT NULL DEFAULT 0 CHECK (public_vlan_id BETWEEN 0 AND 4094),
+        status            TEXT NOT NULL DEFAULT 'new' CHECK (status IN
+            ('new', 'verifying', 'ready', 'provisioning', 'active', 'provision_failed',
+             'inspecting', 'inspect_failed', 'deleting')),
+        pre_status        TEXT NOT NULL DEFAULT '' CHECK (pre_status IN
+            ('', 'new', 'verifying', 'ready', 'provisioning', 'active', 'provision_failed',
+             'inspecting', 'inspect_failed', 'deleting')),
+        power_state       TEXT NOT NULL DEFAULT 'unknown' CHECK (power_state IN ('on', 'off', 'unknown')),
+        power_state_time  INTEGER,
+        create_time       INTEGER NOT NULL,
+        update_time       INTEGER NOT NULL,
+        UNIQUE (ipmi_address, ipmi_port)
+    );
+    CREATE INDEX bm_nodes_status ON bm_nodes (status);
+
+    CREATE TABLE jobs (
+        job_id      TEXT PRIMARY KEY NOT NULL,
+        job_action  TEXT NOT NULL,
+        status      TEXT NOT NULL CHECK (status GLOB 'step[0-9]*' OR status IN ('successful', 'failed')),
+        pre_status  TEXT NOT NULL DEFAULT '' CHECK (pre_status = '' OR pre_status GLOB 'step[0-9]*' OR pre_status IN ('successful', 'failed')),
+        progress    INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+        user_id     TEXT NOT NULL DEFAULT '',
+        request_id  TEXT NOT NULL DEFAULT '',
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        ended_at    INTEGER
+    );
+    CREATE INDEX jobs_action_created ON jobs (job_action, created_at);
+
+    CREATE TABLE job_nodes (
+        job_id    TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+        node_id   TEXT NOT NULL,
+        status    TEXT NOT NULL DEFAULT '',
+        progress  INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+        PRIMARY KEY (job_id, node_id)
+    );
+
+    CREATE TABLE job_log (
+        job_id      TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        job_status  TEXT NOT NULL,
+        line        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    );
+
+    CREATE TABLE messages (
+        id               TEXT PRIMARY KEY NOT NULL,
+        event_id         TEXT NOT NULL,
+        message_level    TEXT NOT NULL CHECK (message_level IN ('ERROR', 'WARNING', 'INFO')),
+        user_message     TEXT NOT NULL,
+        resource_type    TEXT NOT NULL,
+        resource_id      TEXT NOT NULL,
+        request_id       TEXT NOT NULL DEFAULT '',
+        created_at       INTEGER NOT NULL,
+        guaranteed_until INTEGER NOT NULL
+    );
+    CREATE INDEX messages_resource ON messages (resource_id);
+    CREATE INDEX messages_expiry ON messages (guaranteed_until);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Applies every migration past the database's `user_version`, each in its own
+/// transaction together with the version bump. Refuses a database written by
+/// a newer rackboot.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if current > SCHEMA_VERSION {
+        return Err(format!(
+            "the database is at schema version {current}, newer than this rackboot knows ({SCHEMA_VERSION}): run a newer rackboot or restore a backup"
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)
+            .map_err(|e| format!("migration {} failed: {e}", i + 1))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_once_and_refuse_a_newer_database() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(migrate(&mut conn).unwrap_err().contains("newer"));
+    }
+
+    #[test]
+    fn check_constraints_refuse_unknown_states() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        let bad = conn.execute(
+            "INSERT INTO jobs (job_id, job_action, status, created_at, updated_at) VALUES ('j-1', 'X', 'running', 0, 0)",
+            [],
+        );
+        assert!(bad.is_err());
+        conn.execute(
+            "INSERT INTO jobs (job_id, job_action, status, created_at, updated_at) VALUES ('j-1', 'X', 'step0', 0, 0)",
+            [],
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,131 @@
+//! The catalogue of user messages (seed 004): every text an operator can read
+//! about a failed asynchronous operation is declared here, with an
+//! `event_id`, a level and named placeholders. Only ids and names the daemon
+//! itself produced are substituted, so no raw error string, path or secret
+//! can reach a message.
+
+use crate::ids::{new_id, MESSAGE_PREFIX};
+use crate::store::{MessageLevel, StoredMessage};
+
+/// One entry of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub event_id: &'static str,
+    pub level: MessageLevel,
+    /// The text, with `{name}` placeholders.
+    pub text: &'static str,
+}
+
+/// A job was running when the daemon stopped (crash, kill, power loss); it
+/// was marked failed at the next start.
+pub const JOB_INTERRUPTED: Event = Event {
+    event_id: "RB-JOB-0001",
+    level: MessageLevel::Error,
+    text: "Job {job_id} ({job_action}) was interrupted because the rackboot daemon stopped while it ran. \
+           It has been marked failed; check the nodes it covered and start the action again.",
+};
+
+/// Every event, for documentation and tests.
+pub const CATALOGUE: &[Event] = &[JOB_INTERRUPTED];
+
+/// Fills `event`'s placeholders from `args`. A value is cut to 64 characters
+/// and stripped of control characters; a placeholder without a value becomes `?`.
+pub fn render(event: &Event, args: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(event.text.len() + 32);
+    let mut rest = event.text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find('}') {
+            Some(close) => {
+                let name = &after[..close];
+                let value = args
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| *v)
+                    .unwrap_or("?");
+                out.extend(value.chars().filter(|c| !c.is_control()).take(64));
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a message is about, and what request started the work.
+pub struct Subject<'a> {
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+    pub request_id: &'a str,
+}
+
+/// A message of `event` ready to store, kept `retention_days` from `now`.
+pub fn message(
+    event: &Event,
+    args: &[(&str, &str)],
+    subject: Subject<'_>,
+    now: i64,
+    retention_days: u32,
+) -> StoredMessage {
+    StoredMessage {
+        id: new_id(MESSAGE_PREFIX),
+        event_id: event.event_id.to_string(),
+        level: event.level,
+        user_message: render(event, args),
+        resource_type: subject.resource_type.to_string(),
+        resource_id: subject.resource_id.to_string(),
+        request_id: subject.request_id.to_string(),
+        created_at: now,
+        guaranteed_until: now + i64::from(retention_days) * 86_400,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_and_values_sanitised() {
+        let text = render(
+            &JOB_INTERRUPTED,
+            &[("job_id", "j-12345678"), ("job_action", "Scan\nBMNodes")],
+        );
+        assert!(
+            text.starts_with("Job j-12345678 (ScanBMNodes) was interrupted"),
+            "{text}"
+        );
+        assert!(!text.contains('{'));
+        let missing = render(&JOB_INTERRUPTED, &[]);
+        assert!(missing.starts_with("Job ? (?)"), "{missing}");
+    }
+
+    #[test]
+    fn event_ids_are_unique() {
+        let mut ids: Vec<_> = CATALOGUE.iter().map(|e| e.event_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), CATALOGUE.len());
+    }
+
+    #[test]
+    fn retention_sets_guaranteed_until() {
+        let m = message(
+            &JOB_INTERRUPTED,
+            &[],
+            Subject {
+                resource_type: "Job",
+                resource_id: "j-1",
+                request_id: "",
+            },
+            1000,
+            30,
+        );
+        assert_eq!(m.guaranteed_until, 1000 + 30 * 86_400);
+        assert!(m.id.starts_with("m-"));
+    }
+}
