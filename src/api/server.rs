@@ -141,6 +141,11 @@ async fn api(
             &error_response("Error", &e),
         );
     };
+    tracing::debug!(
+        bytes = bytes.len(),
+        peer_pid = peer.pid.unwrap_or(-1),
+        "request received"
+    );
     let (response, outcome) = handle(state.ctx.clone(), &bytes).await;
     tracing::info!(
         request_id = %outcome.request_id,

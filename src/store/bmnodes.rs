@@ -320,7 +320,8 @@ impl Store {
     }
 
     /// Lists the nodes matching `filter` (ordered by creation) and the number
-    /// of all matches before paging.
+    /// of all matches before paging. A named node id that is not registered
+    /// at all is an error (a typo should not look like an empty result).
     pub async fn describe_bm_nodes(
         &self,
         filter: BmNodeFilter,
@@ -346,6 +347,16 @@ impl Store {
             if let Some(s) = filter.pre_status {
                 args.push(s.as_str().to_string());
                 conds.push(format!("pre_status = ?{}", args.len()));
+            }
+            if !filter.node_ids.is_empty() {
+                let mut stmt = conn.prepare_cached("SELECT 1 FROM bm_nodes WHERE node_id = ?1")?;
+                for id in &filter.node_ids {
+                    if !stmt.exists([id])? {
+                        return Err(StoreError::NotFound(format!(
+                            "node {id} is not registered: list the registered nodes with DescribeBMNodes without node_ids"
+                        )));
+                    }
+                }
             }
             let where_ = if conds.is_empty() {
                 String::new()

@@ -113,6 +113,16 @@ impl Store {
         now: i64,
     ) -> Result<(Vec<StoredMessage>, u64), StoreError> {
         self.call(move |conn| {
+            {
+                let mut stmt = conn.prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND guaranteed_until >= ?2")?;
+                for id in &filter.message_ids {
+                    if !stmt.exists(params![id, now])? {
+                        return Err(StoreError::NotFound(format!(
+                            "message {id} does not exist (or has expired): list messages with DescribeMessages without message_ids"
+                        )));
+                    }
+                }
+            }
             let mut args: Vec<rusqlite::types::Value> = vec![now.into()];
             let mut conds = vec!["guaranteed_until >= ?1".to_string()];
             if !filter.message_ids.is_empty() {

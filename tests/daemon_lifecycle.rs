@@ -1,0 +1,393 @@
+//! The daemon as systemd and an operator see it: data that survives restarts
+//! and kill -9, jobs interrupted by a crash, signals, reload, start-up
+//! errors, file modes, sd_notify and the unit file.
+
+mod common;
+
+use common::{node, register, Daemon, BIN};
+use rackboot::store::{JobStatus, MessageLevel, Store, StoredMessage};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let mut d = Daemon::start();
+    let ids = register(&d, 0, 5);
+    d.ok(json!({"action": "ModifyBMNodeAttributes", "node_id": ids[2], "brand": "supermicro"}));
+    d.ok(json!({"action": "AddUser", "user_id": "ops", "new_password": "ops-password-1"}));
+    let before = d.snapshot();
+    d.restart();
+    assert_eq!(before, d.snapshot());
+    let r = d
+        .raw(&json!({"action": "DescribeBMNodes", "USER_ID": "ops", "PASSWORD": "ops-password-1"}));
+    assert_eq!(r["total_count"], 5, "{r}");
+}
+
+#[test]
+fn kill_9_during_a_1000_node_registration_leaves_all_or_none() {
+    let mut d = Daemon::start();
+    let mut expected_min = 0;
+    for (round, delay_ms) in [0u64, 3, 8, 15, 30].into_iter().enumerate() {
+        let nodes: Vec<Value> = (0..1000).map(|i| node(round as u32 * 1000 + i)).collect();
+        let body = json!({"action": "RegisterBMNodes", "bm_nodes": nodes, "USER_ID": "admin", "PASSWORD": d.password()});
+        let socket = d.socket();
+        let sender = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _ = rt.block_on(rackboot::cli::client::call(&socket, &body));
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        d.kill9();
+        let _ = sender.join();
+        d.spawn();
+        let count = d.ok(json!({"action": "DescribeBMNodes", "limit": 1}))["total_count"]
+            .as_u64()
+            .unwrap();
+        assert!(
+            count == expected_min || count == expected_min + 1000,
+            "round {round}: {count} nodes after kill -9 (expected {expected_min} or {})",
+            expected_min + 1000
+        );
+        expected_min = count;
+    }
+}
+
+#[test]
+fn a_job_running_when_the_daemon_died_is_failed_with_a_log_line_and_a_message() {
+    let d = Daemon::start_with(None, |dir| {
+        rt().block_on(async {
+            let store = Store::open(&dir.join("rackboot.db")).unwrap();
+            store
+                .create_job(
+                    "j-Crash001".into(),
+                    "ScanBMNodes",
+                    vec![],
+                    "admin",
+                    "req-Abcdefgh",
+                )
+                .await
+                .unwrap();
+            store
+                .set_job_status(
+                    "j-Crash001",
+                    JobStatus::Step(2),
+                    Some("probing 10.0.0.1-10.0.0.9".into()),
+                )
+                .await
+                .unwrap();
+            // An expired message, to be purged at start.
+            store
+                .insert_message(StoredMessage {
+                    id: "m-Expired1".into(),
+                    event_id: "RB-JOB-0001".into(),
+                    level: MessageLevel::Error,
+                    user_message: "old".into(),
+                    resource_type: "Job".into(),
+                    resource_id: "j-Old00001".into(),
+                    request_id: String::new(),
+                    created_at: 1,
+                    guaranteed_until: 2,
+                })
+                .await
+                .unwrap();
+        })
+    });
+    let r = d.ok(json!({"action": "GetStatus", "job_action": "ScanBMNodes"}));
+    assert_eq!(r["job_id"], "j-Crash001");
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["pre_status"], "step2");
+    let log = d
+        .ok(json!({"action": "GetLog", "job_action": "ScanBMNodes", "job_id": "j-Crash001"}))
+        ["log"]
+        .clone();
+    assert_eq!(log["001"], "probing 10.0.0.1-10.0.0.9");
+    assert!(
+        log["002"].as_str().unwrap().contains("daemon stopped"),
+        "{log}"
+    );
+
+    let m = d.ok(json!({"action": "DescribeMessages", "resource_id": "j-Crash001"}));
+    assert_eq!(m["total_count"], 1, "{m}");
+    let msg = &m["message_set"][0];
+    assert_eq!(msg["event_id"], "RB-JOB-0001");
+    assert_eq!(msg["message_level"], "ERROR");
+    assert_eq!(msg["resource_type"], "Job");
+    assert_eq!(msg["request_id"], "req-Abcdefgh");
+    assert!(msg["user_message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Job j-Crash001 (ScanBMNodes) was interrupted"));
+    let created = rackboot::ids::parse_time(msg["created_at"].as_str().unwrap()).unwrap();
+    let until = rackboot::ids::parse_time(msg["guaranteed_until"].as_str().unwrap()).unwrap();
+    assert_eq!(until - created, 30 * 86_400);
+    // Filters and deletion.
+    assert_eq!(
+        d.ok(json!({"action": "DescribeMessages", "level": "warning"}))["total_count"],
+        0
+    );
+    assert_eq!(
+        d.ok(json!({"action": "DescribeMessages", "event_id": "RB-JOB-0001"}))["total_count"],
+        1
+    );
+    let all = d.ok(json!({"action": "DescribeMessages"}));
+    assert_eq!(all["total_count"], 1, "expired message still listed: {all}");
+    let id = msg["id"].clone();
+    let r = d.ok(json!({"action": "DeleteMessages", "message_ids": [id]}));
+    assert_eq!(r["total_count"], 1);
+    assert_eq!(
+        d.ok(json!({"action": "DescribeMessages"}))["total_count"],
+        0
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_within_5_seconds() {
+    for sig in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGINT] {
+        let mut d = Daemon::start();
+        register(&d, 0, 2);
+        let mut child = d.child.take().unwrap();
+        let t = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{sig}: {status}\n{}", d.log());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{sig}: took {:?}",
+            t.elapsed()
+        );
+        assert!(!d.socket().exists(), "socket left behind");
+        assert!(d.log().contains("stopped"));
+        // WAL folded back: the database file alone holds the data.
+        let wal = d.state_dir().join("rackboot.db-wal");
+        assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+    }
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    let mut d = Daemon::start_with(
+        Some("[daemon]\nlog_level = \"debug\"\n[api]\nmax_request_bytes = 16777216\n"),
+        |_| {},
+    );
+    let nodes: Vec<Value> = (0..5000).map(node).collect();
+    let body = json!({"action": "RegisterBMNodes", "bm_nodes": nodes, "USER_ID": "admin", "PASSWORD": d.password()});
+    let socket = d.socket();
+    let sender = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(rackboot::cli::client::call(&socket, &body))
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !d.log().contains("request received") {
+        assert!(
+            Instant::now() < deadline,
+            "request never reached the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (status, took) = d.stop();
+    let response = sender.join().unwrap().expect("in-flight request answered");
+    assert_eq!(response["ret_code"], 0, "{response}");
+    assert!(status.success());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    d.spawn();
+    assert_eq!(
+        d.ok(json!({"action": "DescribeBMNodes", "limit": 1}))["total_count"],
+        5000
+    );
+}
+
+#[test]
+fn sighup_applies_valid_changes_and_keeps_the_old_config_on_errors() {
+    let d = Daemon::start_with(Some("[messages]\nretention_days = 30\n"), |_| {});
+    let config = d.config.clone().unwrap();
+    let hup = || {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(d.pid()),
+            nix::sys::signal::SIGHUP,
+        )
+        .unwrap()
+    };
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no `{needle}` in log:\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    std::fs::write(
+        &config,
+        "[messages]\nretention_days = 7\n[api]\nsocket = \"/tmp/elsewhere.sock\"\n",
+    )
+    .unwrap();
+    hup();
+    wait_for("messages.retention_days");
+    wait_for("api.socket");
+    let log = d.log();
+    assert!(
+        log.contains("SIGHUP: applied") && log.contains("takes effect only after a restart"),
+        "{log}"
+    );
+    std::fs::write(&config, "[messages]\nretention_dayz = 7\n").unwrap();
+    hup();
+    wait_for("keeping the current configuration");
+    assert!(d.log().contains("retention_dayz"));
+    d.ok(json!({"action": "DescribeBMNodes"}));
+}
+
+fn serve_with_config(text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--state-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn bad_configs_stop_start_up_naming_key_value_and_what_is_allowed() {
+    let (code, err) = serve_with_config("[daemon]\nlog_level = \"chatty\"\n");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("log_level") && err.contains("chatty") && err.contains("debug"),
+        "{err}"
+    );
+    let (code, err) = serve_with_config("[api]\nmax_request_bytes = 12\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("api.max_request_bytes = 12") && err.contains("1024"),
+        "{err}"
+    );
+    let (code, err) = serve_with_config("[dhcpp]\ninterface = \"eth0\"\n");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("dhcpp"), "{err}");
+    let missing = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/rackboot.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/rackboot.toml"));
+}
+
+#[test]
+fn files_have_safe_modes_and_a_second_daemon_is_refused() {
+    let d = Daemon::start();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.state_dir().join("rackboot.db")), 0o600);
+    assert_eq!(mode(&d.state_dir().join("admin.password")), 0o600);
+    assert_eq!(mode(&d.socket()), 0o660);
+    assert!(d.log().contains("admin.password"));
+    assert_eq!(d.password().len(), 24);
+
+    let out = Command::new(BIN)
+        .args(["serve", "--state-dir"])
+        .arg(d.state_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already serving"));
+    d.ok(json!({"action": "DescribeBMNodes"}));
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let mut d = Daemon::start();
+    d.kill9();
+    assert!(d.socket().exists(), "kill -9 leaves the socket file");
+    d.spawn();
+    d.ok(json!({"action": "DescribeBMNodes"}));
+}
+
+#[test]
+fn sd_notify_ready_after_the_socket_is_bound_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let state = dir.path().join("state");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--state-dir"])
+        .arg(&state)
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).expect("READY=1 within 60 s");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    assert!(
+        std::os::unix::net::UnixStream::connect(state.join("api.sock")).is_ok(),
+        "READY before the socket answers"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
+    let n = listener.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/rackboot.service"
+    ))
+    .unwrap();
+    for needle in [
+        "Type=notify",
+        "StateDirectory=rackboot",
+        "RuntimeDirectory=rackboot",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "CAP_NET_BIND_SERVICE CAP_NET_RAW",
+    ] {
+        assert!(unit.contains(needle), "unit lacks {needle}");
+    }
+    // verify checks that ExecStart exists: point it at the binary under test.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rackboot.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/rackboot", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze must be installed (tests/run.sh installs systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("rackboot.service:"),
+        "{stderr}"
+    );
+}
