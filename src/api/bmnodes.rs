@@ -9,7 +9,8 @@ use crate::config::Config;
 use crate::ids::{format_time, is_id, new_id, now_secs, NODE_PREFIX};
 use crate::store::{BmNode, BmNodeFilter, BmNodeStatus, NetworkSettings, PowerState, StoreError};
 use crate::validate;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -71,69 +72,156 @@ pub fn describe(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
             offset,
             limit,
         };
-        let (nodes, total) = ctx.store.describe_bm_nodes(filter).await?;
         let config = ctx.config();
-        let set: Vec<Value> = nodes.iter().map(|n| describe_node(n, &config)).collect();
-        Ok(fields([
-            ("node_set", Value::Array(set)),
-            ("total_count", total.into()),
-        ]))
+        // Serialize on the store thread, row by row, into one buffer.
+        let (mut json, total) = ctx
+            .store
+            .fold_bm_nodes(filter, b"[".to_vec(), move |out, node| {
+                if out.len() > 1 {
+                    out.push(b',');
+                }
+                if let Err(e) = serde_json::to_writer(&mut *out, &NodeView::new(node, &config)) {
+                    tracing::error!(node_id = %node.node_id, "cannot serialize node: {e}");
+                    out.extend_from_slice(b"null");
+                }
+            })
+            .await?;
+        json.push(b']');
+        let mut out = Fields::new();
+        out.insert_json("node_set", json);
+        out.insert("total_count", total);
+        Ok(out)
     })
-}
-
-fn network_json(prefix: &str, n: &NetworkSettings) -> Value {
-    let mut m = Map::new();
-    m.insert(format!("is_{prefix}_config_bond"), i64::from(n.bond).into());
-    m.insert(format!("is_{prefix}_config_vlan"), i64::from(n.vlan).into());
-    m.insert(
-        format!("{prefix}_network_address"),
-        n.address.clone().into(),
-    );
-    m.insert(
-        format!("{prefix}_network_gateway"),
-        n.gateway.clone().into(),
-    );
-    m.insert(
-        format!("{prefix}_network_netmask"),
-        n.netmask.clone().into(),
-    );
-    m.insert(format!("{prefix}_network_vlan_id"), n.vlan_id.into());
-    Value::Object(m)
 }
 
 /// One node in the shape of seed 002's DescribeBMNodes example (plus
 /// `ipmi_port` and `os_version_known`); the IPMI password is masked.
-pub fn describe_node(n: &BmNode, config: &Config) -> Value {
-    json!({
-        "create_time": format_time(n.create_time),
-        "description": n.description,
-        "general": {
-            "brand": n.brand,
-            "cpu_arch": n.cpu_arch,
-            "hostname": n.hostname,
-            "os_version": n.os_version,
-            "os_version_known": i64::from(config.knows_os_version(&n.os_version)),
-            "serial_number": n.serial_number,
-        },
-        "ipmi": {
-            "ipmi_network_address": n.ipmi_address,
-            "ipmi_password": PASSWORD_MASK,
-            "ipmi_port": n.ipmi_port,
-            "ipmi_username": n.ipmi_username,
-        },
-        "mgmt_network": network_json("mgmt", &n.mgmt),
-        "node_id": n.node_id,
-        "os_disk": { "os_disk_name": n.os_disk_name },
-        "pre_status": n.pre_status.map(|s| s.as_str()).unwrap_or(""),
-        "public_network": network_json("public", &n.public),
-        "pxe": {
-            "pxe_network_address": n.pxe_address,
-            "pxe_network_interface": n.pxe_interface,
-            "pxe_network_mac_addr": n.pxe_mac,
-        },
-        "status": n.status.as_str(),
-        "update_time": format_time(n.update_time),
-    })
+/// Serialized straight from the record (keys in the seed's order).
+#[derive(Serialize)]
+pub struct NodeView<'a> {
+    create_time: String,
+    description: &'a str,
+    general: GeneralView<'a>,
+    ipmi: IpmiView<'a>,
+    mgmt_network: NetworkView<'a>,
+    node_id: &'a str,
+    os_disk: OsDiskView<'a>,
+    pre_status: &'static str,
+    public_network: NetworkView<'a>,
+    pxe: PxeView<'a>,
+    status: &'static str,
+    update_time: String,
+}
+
+#[derive(Serialize)]
+struct GeneralView<'a> {
+    brand: &'a str,
+    cpu_arch: &'a str,
+    hostname: &'a str,
+    os_version: &'a str,
+    os_version_known: u8,
+    serial_number: &'a str,
+}
+
+#[derive(Serialize)]
+struct IpmiView<'a> {
+    ipmi_network_address: &'a str,
+    ipmi_password: &'static str,
+    ipmi_port: u16,
+    ipmi_username: &'a str,
+}
+
+#[derive(Serialize)]
+struct OsDiskView<'a> {
+    os_disk_name: &'a str,
+}
+
+#[derive(Serialize)]
+struct PxeView<'a> {
+    pxe_network_address: &'a str,
+    pxe_network_interface: &'a str,
+    pxe_network_mac_addr: &'a str,
+}
+
+/// A network group; its keys carry the network's name (`mgmt`/`public`).
+struct NetworkView<'a> {
+    keys: &'static [&'static str; 6],
+    net: &'a NetworkSettings,
+}
+
+const MGMT_KEYS: [&str; 6] = [
+    "is_mgmt_config_bond",
+    "is_mgmt_config_vlan",
+    "mgmt_network_address",
+    "mgmt_network_gateway",
+    "mgmt_network_netmask",
+    "mgmt_network_vlan_id",
+];
+const PUBLIC_KEYS: [&str; 6] = [
+    "is_public_config_bond",
+    "is_public_config_vlan",
+    "public_network_address",
+    "public_network_gateway",
+    "public_network_netmask",
+    "public_network_vlan_id",
+];
+
+impl Serialize for NetworkView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let n = self.net;
+        let mut m = s.serialize_map(Some(6))?;
+        m.serialize_entry(self.keys[0], &u8::from(n.bond))?;
+        m.serialize_entry(self.keys[1], &u8::from(n.vlan))?;
+        m.serialize_entry(self.keys[2], &n.address)?;
+        m.serialize_entry(self.keys[3], &n.gateway)?;
+        m.serialize_entry(self.keys[4], &n.netmask)?;
+        m.serialize_entry(self.keys[5], &n.vlan_id)?;
+        m.end()
+    }
+}
+
+impl<'a> NodeView<'a> {
+    pub fn new(n: &'a BmNode, config: &Config) -> NodeView<'a> {
+        NodeView {
+            create_time: format_time(n.create_time),
+            description: &n.description,
+            general: GeneralView {
+                brand: &n.brand,
+                cpu_arch: &n.cpu_arch,
+                hostname: &n.hostname,
+                os_version: &n.os_version,
+                os_version_known: u8::from(config.knows_os_version(&n.os_version)),
+                serial_number: &n.serial_number,
+            },
+            ipmi: IpmiView {
+                ipmi_network_address: &n.ipmi_address,
+                ipmi_password: PASSWORD_MASK,
+                ipmi_port: n.ipmi_port,
+                ipmi_username: &n.ipmi_username,
+            },
+            mgmt_network: NetworkView {
+                keys: &MGMT_KEYS,
+                net: &n.mgmt,
+            },
+            node_id: &n.node_id,
+            os_disk: OsDiskView {
+                os_disk_name: &n.os_disk_name,
+            },
+            pre_status: n.pre_status.map(|s| s.as_str()).unwrap_or(""),
+            public_network: NetworkView {
+                keys: &PUBLIC_KEYS,
+                net: &n.public,
+            },
+            pxe: PxeView {
+                pxe_network_address: &n.pxe_address,
+                pxe_network_interface: &n.pxe_interface,
+                pxe_network_mac_addr: &n.pxe_mac,
+            },
+            status: n.status.as_str(),
+            update_time: format_time(n.update_time),
+        }
+    }
 }
 
 fn empty_node() -> BmNode {
@@ -536,6 +624,7 @@ pub fn modify(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn params(v: Value) -> Params {
         Params::check(
@@ -566,7 +655,7 @@ mod tests {
         assert_eq!(n.ipmi_port, 623);
         assert_eq!(n.mgmt.gateway, "172.31.11.254");
         assert!(n.public.address.is_empty());
-        let shown = describe_node(&n, &Config::default());
+        let shown = serde_json::to_value(NodeView::new(&n, &Config::default())).unwrap();
         assert_eq!(shown["ipmi"]["ipmi_password"], PASSWORD_MASK);
         assert_eq!(shown["general"]["os_version_known"], 0);
     }

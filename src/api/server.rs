@@ -157,5 +157,30 @@ async fn api(
         ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
-    json_response(StatusCode::OK, &response)
+    let large = response.len() >= RELEASE_AFTER_BYTES || bytes.len() >= RELEASE_AFTER_BYTES;
+    let reply = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        response,
+    )
+        .into_response();
+    if large {
+        // Off the request path: the reply goes out while the heap is trimmed.
+        tokio::task::spawn_blocking(release_free_memory);
+    }
+    reply
+}
+
+/// Requests or responses at least this large are followed by handing freed
+/// heap back to the kernel.
+const RELEASE_AFTER_BYTES: usize = 1024 * 1024;
+
+/// Returns free heap pages to the kernel (glibc keeps them otherwise, and the
+/// daemon's RSS would stay at its largest response's high-water mark).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases unused memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

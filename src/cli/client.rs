@@ -24,6 +24,12 @@ pub enum ClientError {
 
 /// Sends `request` to the daemon listening on `socket` and returns its JSON answer.
 pub async fn call(socket: &Path, request: &Value) -> Result<Value, ClientError> {
+    let bytes = call_raw(socket, request).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
+}
+
+/// Sends `request` and returns the answer's bytes, unparsed.
+pub async fn call_raw(socket: &Path, request: &Value) -> Result<Bytes, ClientError> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ClientError::Connect {
@@ -53,5 +59,5 @@ pub async fn call(socket: &Path, request: &Value) -> Result<Value, ClientError> 
         .map_err(|e| ClientError::Http(e.to_string()))?
         .to_bytes();
     driver.abort();
-    serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse(e.to_string()))
+    Ok(bytes)
 }

@@ -326,6 +326,23 @@ impl Store {
         &self,
         filter: BmNodeFilter,
     ) -> Result<(Vec<BmNode>, u64), StoreError> {
+        self.fold_bm_nodes(filter, Vec::new(), |nodes, n| nodes.push(n.clone()))
+            .await
+    }
+
+    /// Like [`Store::describe_bm_nodes`], but hands each matching node to
+    /// `visit` on the store thread instead of collecting them: a caller that
+    /// serializes 10,000 nodes keeps only its output in memory.
+    pub async fn fold_bm_nodes<T, F>(
+        &self,
+        filter: BmNodeFilter,
+        init: T,
+        mut visit: F,
+    ) -> Result<(T, u64), StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut T, &BmNode) + Send + 'static,
+    {
         self.call(move |conn| {
             let mut conds: Vec<String> = Vec::new();
             let mut args: Vec<String> = Vec::new();
@@ -363,22 +380,30 @@ impl Store {
             } else {
                 format!("WHERE {}", conds.join(" AND "))
             };
-            let total: i64 = conn.query_row(
-                &format!("SELECT COUNT(*) FROM bm_nodes {where_}"),
-                params_from_iter(args.iter()),
-                |r| r.get(0),
-            )?;
-            let total = total as u64;
             let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
             let sql = format!(
-                "SELECT {COLUMNS} FROM bm_nodes {where_} ORDER BY create_time, rowid LIMIT {limit} OFFSET {}",
+                "SELECT {COLUMNS} FROM bm_nodes {where_} ORDER BY seq LIMIT {limit} OFFSET {}",
                 filter.offset
             );
+            let mut acc = init;
+            let mut visited = 0u64;
             let mut stmt = conn.prepare_cached(&sql)?;
-            let nodes = stmt
-                .query_map(params_from_iter(args.iter()), from_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok((nodes, total))
+            let mut rows = stmt.query(params_from_iter(args.iter()))?;
+            while let Some(row) = rows.next()? {
+                visit(&mut acc, &from_row(row)?);
+                visited += 1;
+            }
+            let total = if filter.offset == 0 && filter.limit.is_none_or(|l| visited < l) {
+                visited // every match was visited: no need to count again
+            } else {
+                let n: i64 = conn.query_row(
+                    &format!("SELECT COUNT(*) FROM bm_nodes {where_}"),
+                    params_from_iter(args.iter()),
+                    |r| r.get(0),
+                )?;
+                n as u64
+            };
+            Ok((acc, total))
         })
         .await
     }

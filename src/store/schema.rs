@@ -16,7 +16,10 @@ const MIGRATIONS: &[&str] = &[
     );
 
     CREATE TABLE bm_nodes (
-        node_id           TEXT PRIMARY KEY NOT NULL,
+        -- Registration order; an explicit INTEGER PRIMARY KEY survives VACUUM,
+        -- so listing in this order needs no sort.
+        seq               INTEGER PRIMARY KEY,
+        node_id           TEXT NOT NULL UNIQUE,
         hostname          TEXT NOT NULL UNIQUE,
         os_version        TEXT NOT NULL,
         cpu_arch          TEXT NOT NULL CHECK (cpu_arch IN ('x86_64', 'aarch64')),
