@@ -277,9 +277,53 @@ pub fn find_action(name: &str) -> Option<&'static Action> {
     ACTIONS.iter().find(|a| a.name == name)
 }
 
+/// The parameter reference of every action, as Markdown (README's "Actions"
+/// section is this text; a test keeps the two equal).
+pub fn markdown_reference() -> String {
+    let mut out = String::new();
+    for a in ACTIONS {
+        out.push_str(&format!(
+            "#### {}\n\n{}. CLI: `rackboot {}`{}. request_type: `{}`.\n\n",
+            a.name,
+            a.about,
+            a.command,
+            a.positional
+                .map(|p| format!(" (positional: `{p}`)"))
+                .unwrap_or_default(),
+            a.request_type
+        ));
+        if a.params.is_empty() {
+            out.push_str("No parameters besides the common ones.\n\n");
+            continue;
+        }
+        out.push_str("| parameter | type | required | description |\n|---|---|---|---|\n");
+        for p in a.params {
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                p.name,
+                p.ty.describe(),
+                if p.required { "yes" } else { "no" },
+                p.help
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readme_holds_the_generated_action_reference() {
+        let readme = include_str!("../../README.md");
+        let reference = markdown_reference();
+        assert!(
+            readme.contains(&reference),
+            "README.md's action reference is out of date; replace it with:\n\n{reference}"
+        );
+    }
 
     #[test]
     fn names_and_commands_are_unique_and_kebab() {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, as README's quick start and CI run it:
+# installs the system packages the tests use (when missing, as root),
+# checks formatting and lints, builds once, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package the tests need it from
+declare -A needs=(
+  [curl]=curl                       # tests/curl.rs: a real HTTP client on the socket
+  [systemd-analyze]=systemd         # tests/daemon_lifecycle.rs: unit file verification
+)
+missing=()
+for cmd in "${!needs[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needs[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "tests/run.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo build --all-targets --locked
+cargo test --locked
