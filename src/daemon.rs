@@ -156,6 +156,9 @@ fn write_secret(path: &Path, content: &str) -> std::io::Result<()> {
 }
 
 async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Result<(), String> {
+    // Handlers first: a SIGTERM that arrives as soon as READY is sent must
+    // already mean "stop cleanly", not the default instant death.
+    let signals_in = Signals::install()?;
     let state_dir = config::resolve_state_dir(opts.state_dir.as_deref(), &config);
     prepare_state_dir(&state_dir)?;
     let db_path = state_dir.join(DATABASE_FILE);
@@ -183,7 +186,14 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
 
     let server = tokio::spawn(server::serve(listener, ctx.clone(), shutdown.clone()));
     let upkeep = tokio::spawn(upkeep(store.clone(), shutdown.clone()));
-    signals(ctx.clone(), opts.config.clone(), filter, shutdown.clone()).await?;
+    signals(
+        signals_in,
+        ctx.clone(),
+        opts.config.clone(),
+        filter,
+        shutdown.clone(),
+    )
+    .await;
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     tracing::info!("stopping: no new requests; waiting for in-flight ones");
@@ -206,17 +216,37 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
     Ok(())
 }
 
+/// The signals the daemon handles, installed before anything else.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let err = |e: std::io::Error| format!("cannot install signal handlers: {e}");
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+            hup: signal(SignalKind::hangup()).map_err(err)?,
+        })
+    }
+}
+
 /// Waits for SIGTERM/SIGINT (then cancels `shutdown`), reloading on SIGHUP.
 async fn signals(
+    signals: Signals,
     ctx: Arc<Ctx>,
     config_path: Option<PathBuf>,
     filter: FilterHandle,
     shutdown: CancellationToken,
-) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("cannot install signal handlers: {e}");
-    let mut term = signal(SignalKind::terminate()).map_err(err)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(err)?;
+) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break; }
@@ -226,7 +256,6 @@ async fn signals(
         }
     }
     shutdown.cancel();
-    Ok(())
 }
 
 /// SIGHUP: re-reads the config file; applies what can change live, names
