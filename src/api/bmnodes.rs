@@ -46,8 +46,20 @@ fn status_param(p: &Params, name: &str) -> Result<Option<BmNodeStatus>, ApiError
     }
 }
 
+/// Most ids one request may name (SQLite's bound-parameter limit is 32766).
+pub const MAX_IDS: usize = 10_000;
+
 /// Checks that every id in `ids` is shaped like a node id.
 pub fn check_node_ids(field: &str, ids: &[String]) -> Result<(), ApiError> {
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::field(
+            field,
+            format!(
+                "{} ids in one request; send at most {MAX_IDS} per request",
+                ids.len()
+            ),
+        ));
+    }
     for (i, id) in ids.iter().enumerate() {
         if !is_id(id, NODE_PREFIX) {
             return Err(ApiError::field(

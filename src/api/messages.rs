@@ -8,6 +8,16 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 fn check_ids(ids: &[String]) -> Result<(), ApiError> {
+    if ids.len() > super::bmnodes::MAX_IDS {
+        return Err(ApiError::field(
+            "message_ids",
+            format!(
+                "{} ids in one request; send at most {} per request",
+                ids.len(),
+                super::bmnodes::MAX_IDS
+            ),
+        ));
+    }
     for (i, id) in ids.iter().enumerate() {
         if !is_id(id, MESSAGE_PREFIX) {
             return Err(ApiError::field(

@@ -33,6 +33,9 @@ pub struct Ctx {
     pub store: Store,
     config: RwLock<Arc<Config>>,
     pub auth: VerifiedCache,
+    /// argon2 verifications running at once: a flood of wrong passwords
+    /// costs at most this many cores.
+    verify_slots: tokio::sync::Semaphore,
 }
 
 impl Ctx {
@@ -41,6 +44,7 @@ impl Ctx {
             store,
             config: RwLock::new(Arc::new(config)),
             auth: VerifiedCache::default(),
+            verify_slots: tokio::sync::Semaphore::new(2),
         }
     }
 
@@ -296,6 +300,11 @@ async fn authenticate(
         return Err(auth_failed("unknown user or wrong password"));
     };
     if !ctx.auth.hit(&user_id, &user.password_hash, &password) {
+        let _slot = ctx
+            .verify_slots
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal())?;
         let hash = user.password_hash.clone();
         let pw = password.clone();
         let ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
