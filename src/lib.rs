@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod ids;
+pub mod ipmi;
 pub mod jobs;
 pub mod store;
 pub mod usermsg;

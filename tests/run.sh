@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 declare -A needs=(
   [curl]=curl                       # tests/curl.rs: a real HTTP client on the socket
   [systemd-analyze]=systemd         # tests/daemon_lifecycle.rs: unit file verification
+  [ipmi_sim]=openipmi               # tests/ipmi_*.rs: a real BMC (OpenIPMI's simulator)
+  [ipmitool]=ipmitool               # tests/ipmi_*.rs: cross-checks what the BMC did
 )
 missing=()
 for cmd in "${!needs[@]}"; do
