@@ -13,8 +13,92 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub api: ApiConfig,
     pub messages: MessagesConfig,
+    pub ipmi: IpmiConfig,
+    pub scan: ScanConfig,
     /// The OS image catalogue: what `os_version` of a BMNode refers to.
     pub images: Vec<ImageConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpmiConfig {
+    /// Milliseconds to wait for one reply before retransmitting.
+    pub timeout_ms: u64,
+    /// Tries per request (the first send included).
+    pub attempts: u32,
+    /// BMC sessions open at once over all BMCs.
+    pub max_concurrent: usize,
+    /// Sessions rackboot opens at once to one BMC (real BMCs allow 4–16).
+    pub sessions_per_bmc: usize,
+    /// Operations that may wait for one BMC's session budget; more fail at once.
+    pub queue_per_bmc: usize,
+    /// Seconds an unreachable BMC is left alone before the next try.
+    pub unreachable_backoff: u64,
+    /// Privilege level of sessions: operator or administrator.
+    pub privilege: PrivilegeLevel,
+    /// Seconds between power-state polls of every node; 0 turns polling off.
+    pub power_sync_interval: u64,
+    /// Failed polls in a row after which a node's BMC is marked unreachable.
+    pub power_sync_failures: u32,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivilegeLevel {
+    Operator,
+    Administrator,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// Credentials tried in order on each BMC a scan finds, when the scan
+    /// names none.
+    pub default_credentials: Vec<ScanCredentials>,
+    /// Host name of a node a scan registers; `{ip}` is its BMC address with
+    /// dashes (10-0-0-5), `{port}` its port.
+    pub hostname_pattern: String,
+    /// Addresses probed at once.
+    pub concurrency: usize,
+    /// Probes started per second at most.
+    pub rate: u32,
+    /// Milliseconds to wait for a probe's answer.
+    pub probe_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScanCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Default for IpmiConfig {
+    fn default() -> Self {
+        IpmiConfig {
+            timeout_ms: 1000,
+            attempts: 3,
+            max_concurrent: 64,
+            sessions_per_bmc: 1,
+            queue_per_bmc: 8,
+            unreachable_backoff: 5,
+            privilege: PrivilegeLevel::Administrator,
+            power_sync_interval: 60,
+            power_sync_failures: 3,
+        }
+    }
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            default_credentials: Vec::new(),
+            hostname_pattern: "bmc-{ip}".to_string(),
+            concurrency: 128,
+            rate: 2000,
+            probe_timeout_ms: 500,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -226,6 +310,49 @@ impl Config {
                 self.messages.retention_days,
                 "allowed: 1 to 3650 (days)",
             ));
+        }
+        let i = &self.ipmi;
+        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key, v, &format!("allowed: {lo} to {hi}")))
+            }
+        };
+        range("ipmi.timeout_ms", i.timeout_ms, 50, 60_000)?;
+        range("ipmi.attempts", i.attempts.into(), 1, 10)?;
+        range("ipmi.max_concurrent", i.max_concurrent as u64, 1, 4096)?;
+        range("ipmi.sessions_per_bmc", i.sessions_per_bmc as u64, 1, 16)?;
+        range("ipmi.queue_per_bmc", i.queue_per_bmc as u64, 0, 1000)?;
+        range("ipmi.unreachable_backoff", i.unreachable_backoff, 0, 3600)?;
+        if i.power_sync_interval != 0 {
+            range("ipmi.power_sync_interval", i.power_sync_interval, 1, 86_400)?;
+        }
+        range(
+            "ipmi.power_sync_failures",
+            i.power_sync_failures.into(),
+            1,
+            100,
+        )?;
+        let sc = &self.scan;
+        range("scan.concurrency", sc.concurrency as u64, 1, 4096)?;
+        range("scan.rate", sc.rate.into(), 1, 100_000)?;
+        range("scan.probe_timeout_ms", sc.probe_timeout_ms, 10, 60_000)?;
+        if !sc.hostname_pattern.contains("{ip}") {
+            return Err(invalid(
+                "scan.hostname_pattern",
+                format!("{:?}", sc.hostname_pattern),
+                "allowed: a pattern containing {ip} (so each BMC gets its own name)",
+            ));
+        }
+        for (n, c) in sc.default_credentials.iter().enumerate() {
+            if c.username.len() > 16 || c.password.len() > 20 {
+                return Err(invalid(
+                    &format!("scan.default_credentials[{n}]"),
+                    format!("{:?}", c.username),
+                    "allowed: a user name of at most 16 bytes and a password of at most 20",
+                ));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, image) in self.images.iter().enumerate() {

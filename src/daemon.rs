@@ -186,6 +186,7 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
 
     let server = tokio::spawn(server::serve(listener, ctx.clone(), shutdown.clone()));
     let upkeep = tokio::spawn(upkeep(store.clone(), shutdown.clone()));
+    let power_sync = tokio::spawn(power_sync(ctx.clone(), shutdown.clone()));
     signals(
         signals_in,
         ctx.clone(),
@@ -208,6 +209,16 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
         ),
     }
     upkeep.abort();
+    power_sync.abort();
+    // Jobs get what is left of the grace period; any still running are
+    // marked failed at the next start.
+    ctx.tasks.close();
+    if tokio::time::timeout(grace, ctx.tasks.wait()).await.is_err() {
+        tracing::warn!(
+            jobs = ctx.tasks.len(),
+            "jobs still running at shutdown; they will be marked failed at the next start"
+        );
+    }
     let _ = std::fs::remove_file(&socket_path);
     if let Err(e) = store.checkpoint().await {
         tracing::warn!("final checkpoint failed: {e}");
@@ -336,6 +347,8 @@ fn config_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
         true,
     );
     check("images", old.images != new.images, true);
+    check("ipmi", old.ipmi != new.ipmi, true);
+    check("scan", old.scan != new.scan, true);
     out
 }
 
@@ -344,6 +357,33 @@ async fn purge_messages(store: &Store) {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "purged expired user messages"),
         Err(e) => tracing::warn!("purging expired messages failed: {e}"),
+    }
+}
+
+/// Polls every node's power state every `ipmi.power_sync_interval` seconds
+/// (re-read each round, so SIGHUP changes apply; 0 pauses polling).
+async fn power_sync(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    loop {
+        let interval = ctx.config().ipmi.power_sync_interval;
+        let wait = Duration::from_secs(if interval == 0 { 60 } else { interval });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if ctx.config().ipmi.power_sync_interval == 0 {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let (ok, failed) = tokio::select! {
+            r = crate::api::power::sync_power(ctx.clone()) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        tracing::info!(
+            ok,
+            failed,
+            ms = started.elapsed().as_millis() as u64,
+            "power sync round"
+        );
     }
 }
 

@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod ids;
 pub mod ipmi;
 pub mod jobs;
+pub mod power;
 pub mod store;
 pub mod usermsg;
 pub mod validate;

@@ -25,8 +25,72 @@ pub const JOB_INTERRUPTED: Event = Event {
            It has been marked failed; check the nodes it covered and start the action again.",
 };
 
+/// A BMC did not answer at all.
+pub const BMC_UNREACHABLE: Event = Event {
+    event_id: "RB-BMC-0001",
+    level: MessageLevel::Error,
+    text: "The BMC of node {node_id} at {address} does not answer: check ipmi_network_address and ipmi_port, \
+           that IPMI over LAN is enabled on the BMC, and that UDP to it is not filtered.",
+};
+
+/// A BMC refused the login (unknown user or wrong password).
+pub const BMC_AUTH_FAILED: Event = Event {
+    event_id: "RB-BMC-0002",
+    level: MessageLevel::Error,
+    text: "The BMC of node {node_id} refused the login of user {user}: check ipmi_username and ipmi_password \
+           (ModifyBMNodeAttributes).",
+};
+
+/// The session could not be raised to the configured privilege level.
+pub const BMC_PRIVILEGE: Event = Event {
+    event_id: "RB-BMC-0003",
+    level: MessageLevel::Error,
+    text: "The BMC of node {node_id} did not grant user {user} the privilege needed for {operation}: \
+           give the user operator or administrator rights on the BMC (ipmi.privilege sets what rackboot asks for).",
+};
+
+/// The BMC has no free session, or too many operations wait for it.
+pub const BMC_NO_SESSION: Event = Event {
+    event_id: "RB-BMC-0004",
+    level: MessageLevel::Error,
+    text: "The BMC of node {node_id} has no free session for {operation}: other tools may hold its sessions; \
+           close them or wait for them to time out, then try again.",
+};
+
+/// The BMC answered but refused the command or spoke nonsense.
+pub const BMC_COMMAND_FAILED: Event = Event {
+    event_id: "RB-BMC-0005",
+    level: MessageLevel::Error,
+    text: "The BMC of node {node_id} could not carry out {operation} ({detail}): check that the BMC supports it \
+           and that the chassis allows it now.",
+};
+
+/// Power sync: a node's BMC failed several polls in a row.
+pub const BMC_LOST: Event = Event {
+    event_id: "RB-BMC-0006",
+    level: MessageLevel::Warning,
+    text: "The BMC of node {node_id} at {address} failed {count} power-state polls in a row; the node is shown \
+           with bmc_reachable 0 and power_state unknown until its BMC answers again.",
+};
+
+/// Power sync: a node marked unreachable answers again.
+pub const BMC_BACK: Event = Event {
+    event_id: "RB-BMC-0007",
+    level: MessageLevel::Info,
+    text: "The BMC of node {node_id} answers again; its power state is {power_state}.",
+};
+
 /// Every event, for documentation and tests.
-pub const CATALOGUE: &[Event] = &[JOB_INTERRUPTED];
+pub const CATALOGUE: &[Event] = &[
+    JOB_INTERRUPTED,
+    BMC_UNREACHABLE,
+    BMC_AUTH_FAILED,
+    BMC_PRIVILEGE,
+    BMC_NO_SESSION,
+    BMC_COMMAND_FAILED,
+    BMC_LOST,
+    BMC_BACK,
+];
 
 /// Fills `event`'s placeholders from `args`. A value is cut to 64 characters
 /// and stripped of control characters; a placeholder without a value becomes `?`.

@@ -3,162 +3,14 @@
 //! power and boot device in files; every change is cross-checked with
 //! ipmitool, a peer none of this code wrote.
 
-use rackboot::ipmi::client::{probe, BmcError, Session, Target, Timing};
+mod common;
+
+use common::sim::{rt, Sim};
+use rackboot::ipmi::client::{BmcError, Session, Target, Timing};
 use rackboot::ipmi::commands::{self, BootDevice, BootSetting, ChassisAction};
 use rackboot::ipmi::session::{Credentials, HandshakeError, Privilege};
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
-
-const CHASSIS: &str = r#"#!/bin/bash
-D=$(dirname "$0")
-op=$1; shift
-if [ "$op" = get ]; then
-  for p in "$@"; do case $p in
-    power) echo "power:$(cat $D/power 2>/dev/null || echo 0)";;
-    boot) echo "boot:$(cat $D/boot 2>/dev/null || echo none)";;
-  esac; done
-elif [ "$op" = set ]; then
-  while [ $# -ge 2 ]; do p=$1; v=$2; shift 2; case $p in
-    power) echo "$v" > $D/power;;
-    reset) echo 1 > $D/power;;
-    boot) echo "$v" > $D/boot;;
-    shutdown) echo 0 > $D/power;;
-  esac; echo "$p $v" >> $D/ops.log; done
-fi
-exit 0
-"#;
-
-pub struct Sim {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Child,
-}
-
-impl Sim {
-    pub fn start() -> Sim {
-        let dir = tempfile::tempdir().unwrap();
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let chassis = dir.path().join("chassis.sh");
-        std::fs::write(&chassis, CHASSIS).unwrap();
-        std::fs::set_permissions(
-            &chassis,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let auths = "none md2 md5 straight";
-        let conf = format!(
-            "name \"sim\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n\
-             allowed_auths_callback {auths}\n allowed_auths_user {auths}\n allowed_auths_operator {auths}\n allowed_auths_admin {auths}\n\
-             guid a123456789abcdefa123456789abcdef\n  endlan\n  chassis_control \"{}\"\n\
-             user 1 true \"\" \"test\" user 10 {auths}\n user 2 true \"admin\" \"password\" admin 10 {auths}\n\
-             user 3 true \"viewer\" \"viewerpw\" user 10 {auths}\n",
-            chassis.display()
-        );
-        std::fs::write(dir.path().join("lan.conf"), conf).unwrap();
-        std::fs::write(
-            dir.path().join("sim.emu"),
-            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
-        )
-        .unwrap();
-        std::fs::create_dir_all(dir.path().join("state")).unwrap();
-        let child = Command::new("ipmi_sim")
-            .arg("-n")
-            .arg("-c")
-            .arg(dir.path().join("lan.conf"))
-            .arg("-f")
-            .arg(dir.path().join("sim.emu"))
-            .arg("-s")
-            .arg(dir.path().join("state"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ipmi_sim must be installed (tests/run.sh installs openipmi)");
-        let sim = Sim { dir, port, child };
-        let rt = rt();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while rt
-            .block_on(probe(
-                sim.addr(),
-                Timing {
-                    timeout: Duration::from_millis(200),
-                    attempts: 1,
-                },
-            ))
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "ipmi_sim did not answer");
-        }
-        sim
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    pub fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    }
-
-    pub fn ipmitool(&self, args: &[&str]) -> String {
-        let out = Command::new("ipmitool")
-            .args([
-                "-I",
-                "lanplus",
-                "-C",
-                "3",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "admin",
-                "-P",
-                "password",
-            ])
-            .args(args)
-            .output()
-            .expect("ipmitool must be installed");
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-    }
-
-    /// Active sessions as the BMC reports them (ipmitool's own included).
-    pub fn active_sessions(&self) -> u32 {
-        let out = self.ipmitool(&["session", "info", "all"]);
-        out.lines()
-            .find(|l| l.starts_with("active sessions"))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no session count in: {out}"))
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn target(sim: &Sim, user: &str, password: &str) -> Target {
     Target {
@@ -325,5 +177,4 @@ fn sessions_are_closed_after_200_operations_and_on_drop() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     });
     assert_eq!(sim.active_sessions(), before, "sessions leaked");
-    let _ = Path::new(&sim.path());
 }

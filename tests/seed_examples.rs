@@ -83,6 +83,9 @@ fn fixture_node(id: &str, i: u8) -> BmNode {
         power_state_time: None,
         create_time: t,
         update_time: t,
+        ipmi_cipher_suite: 0,
+        bmc_reachable: true,
+        bmc_failures: 0,
     }
 }
 

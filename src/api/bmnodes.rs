@@ -111,6 +111,7 @@ pub fn describe(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
 /// Serialized straight from the record (keys in the seed's order).
 #[derive(Serialize)]
 pub struct NodeView<'a> {
+    bmc_reachable: u8,
     create_time: String,
     description: &'a str,
     general: GeneralView<'a>,
@@ -118,6 +119,8 @@ pub struct NodeView<'a> {
     mgmt_network: NetworkView<'a>,
     node_id: &'a str,
     os_disk: OsDiskView<'a>,
+    power_state: &'static str,
+    power_state_time: String,
     pre_status: &'static str,
     public_network: NetworkView<'a>,
     pxe: PxeView<'a>,
@@ -137,6 +140,7 @@ struct GeneralView<'a> {
 
 #[derive(Serialize)]
 struct IpmiView<'a> {
+    ipmi_cipher_suite: u8,
     ipmi_network_address: &'a str,
     ipmi_password: &'static str,
     ipmi_port: u16,
@@ -196,6 +200,7 @@ impl Serialize for NetworkView<'_> {
 impl<'a> NodeView<'a> {
     pub fn new(n: &'a BmNode, config: &Config) -> NodeView<'a> {
         NodeView {
+            bmc_reachable: u8::from(n.bmc_reachable),
             create_time: format_time(n.create_time),
             description: &n.description,
             general: GeneralView {
@@ -207,6 +212,7 @@ impl<'a> NodeView<'a> {
                 serial_number: &n.serial_number,
             },
             ipmi: IpmiView {
+                ipmi_cipher_suite: n.ipmi_cipher_suite,
                 ipmi_network_address: &n.ipmi_address,
                 ipmi_password: PASSWORD_MASK,
                 ipmi_port: n.ipmi_port,
@@ -220,6 +226,8 @@ impl<'a> NodeView<'a> {
             os_disk: OsDiskView {
                 os_disk_name: &n.os_disk_name,
             },
+            power_state: n.power_state.as_str(),
+            power_state_time: n.power_state_time.map(format_time).unwrap_or_default(),
             pre_status: n.pre_status.map(|s| s.as_str()).unwrap_or(""),
             public_network: NetworkView {
                 keys: &PUBLIC_KEYS,
@@ -261,6 +269,9 @@ fn empty_node() -> BmNode {
         power_state_time: None,
         create_time: 0,
         update_time: 0,
+        ipmi_cipher_suite: 0,
+        bmc_reachable: true,
+        bmc_failures: 0,
     }
 }
 
@@ -341,6 +352,18 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
                     ));
                 }
                 node.ipmi_password = s;
+            }
+            "ipmi_cipher_suite" => {
+                let suite = p.int(key).unwrap_or(0);
+                if ![0, 3, 17].contains(&suite) {
+                    return Err(ApiError::field(
+                        key,
+                        format!(
+                            "{suite} is not a supported cipher suite (0 = ask the BMC, 3 or 17)"
+                        ),
+                    ));
+                }
+                node.ipmi_cipher_suite = suite as u8;
             }
             "pxe_network_mac_addr" => {
                 node.pxe_mac = validate::mac(&s).map_err(|why| ApiError::field(key, why))?;
@@ -573,6 +596,7 @@ pub fn delete(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
 /// is under way on it.
 const IDENTITY: &[&str] = &[
     "ipmi_network_address",
+    "ipmi_cipher_suite",
     "ipmi_port",
     "ipmi_username",
     "ipmi_password",

@@ -4,7 +4,7 @@
 //! (and its handler).
 
 use super::params::{p, Param, Ty};
-use super::{bmnodes, jobs, messages, users, Handler};
+use super::{bmnodes, jobs, messages, power, users, Handler};
 
 /// One action of the API.
 pub struct Action {
@@ -19,6 +19,9 @@ pub struct Action {
     pub params: &'static [Param],
     /// The parameter the CLI takes as positional arguments.
     pub positional: Option<&'static str>,
+    /// Whether the action starts a job (its response carries `job_id`; the
+    /// CLI offers `--wait`).
+    pub job: bool,
     /// For the CLI's human output: the list field and its columns
     /// (header, dotted path into each item).
     pub table: Option<Table>,
@@ -56,6 +59,7 @@ pub const BM_NODE_FIELDS: &[Param] = &[
     p("ipmi_port", Ty::Int, false, "BMC UDP port (default 623); address+port is unique"),
     p("ipmi_username", Ty::Str, false, "BMC user (at most 16 bytes); required to register"),
     p("ipmi_password", Ty::Str, false, "BMC password (at most 20 bytes); never returned; required to register"),
+    p("ipmi_cipher_suite", Ty::Int, false, "RMCP+ cipher suite: 0 = ask the BMC (17, then 3; default), 3 or 17"),
     p("pxe_network_mac_addr", Ty::Str, false, "MAC of the NIC that network-boots, unique; required to register"),
     p("pxe_network_address", Ty::Str, false, "fixed IPv4 address for the PXE NIC (optional)"),
     p("pxe_network_interface", Ty::Str, false, "name of the PXE NIC in the installed OS (optional)"),
@@ -87,7 +91,7 @@ const fn concat<const N: usize>(head: [Param; 1], tail: &[Param]) -> [Param; N] 
     out
 }
 
-const REGISTER_PARAMS: [Param; 27] = concat(
+const REGISTER_PARAMS: [Param; 28] = concat(
     [p(
         "bm_nodes",
         Ty::Objects,
@@ -96,7 +100,7 @@ const REGISTER_PARAMS: [Param; 27] = concat(
     )],
     BM_NODE_FIELDS,
 );
-const MODIFY_PARAMS: [Param; 27] = concat(
+const MODIFY_PARAMS: [Param; 28] = concat(
     [p("node_id", Ty::Str, true, "the node to change (n-…)")],
     BM_NODE_FIELDS,
 );
@@ -125,6 +129,7 @@ pub static ACTIONS: &[Action] = &[
             PAGING[1],
         ],
         positional: Some("node_ids"),
+        job: false,
         table: Some(Table { field: "node_set", columns: NODE_COLUMNS }),
         handler: bmnodes::describe,
     },
@@ -135,6 +140,7 @@ pub static ACTIONS: &[Action] = &[
         about: "Register bare-metal nodes, all or none (bm_nodes list, or one node's fields)",
         params: &REGISTER_PARAMS,
         positional: None,
+        job: false,
         table: None,
         handler: bmnodes::register,
     },
@@ -145,6 +151,7 @@ pub static ACTIONS: &[Action] = &[
         about: "Delete bare-metal nodes, all or none",
         params: &[p("node_ids", Ty::List, true, "the nodes to delete (n-…)")],
         positional: Some("node_ids"),
+        job: false,
         table: None,
         handler: bmnodes::delete,
     },
@@ -155,8 +162,75 @@ pub static ACTIONS: &[Action] = &[
         about: "Change fields of one bare-metal node (only the fields sent; \"\" clears an optional one)",
         params: &MODIFY_PARAMS,
         positional: Some("node_id"),
+        job: false,
         table: None,
         handler: bmnodes::modify,
+    },
+    Action {
+        name: "StartBMNodes",
+        command: "start-bm-nodes",
+        request_type: "BMNode",
+        about: "Power nodes on through their BMCs (a job; one log line per node)",
+        params: &[p("node_ids", Ty::List, true, "the nodes (n-…)")],
+        positional: Some("node_ids"),
+        job: true,
+        table: None,
+        handler: power::start,
+    },
+    Action {
+        name: "StopBMNodes",
+        command: "stop-bm-nodes",
+        request_type: "BMNode",
+        about: "Power nodes off (force 1: hard off, default; 0: ACPI soft off) (a job)",
+        params: &[
+            p("node_ids", Ty::List, true, "the nodes (n-…)"),
+            p("force", Ty::Flag, false, "1 = hard power off (default), 0 = soft off through the OS (ACPI)"),
+        ],
+        positional: Some("node_ids"),
+        job: true,
+        table: None,
+        handler: power::stop,
+    },
+    Action {
+        name: "RestartBMNodes",
+        command: "restart-bm-nodes",
+        request_type: "BMNode",
+        about: "Restart nodes (force 1: hard reset, default; 0: power cycle); a node that is off is powered on (a job)",
+        params: &[
+            p("node_ids", Ty::List, true, "the nodes (n-…)"),
+            p("force", Ty::Flag, false, "1 = hard reset (default), 0 = power cycle"),
+        ],
+        positional: Some("node_ids"),
+        job: true,
+        table: None,
+        handler: power::restart,
+    },
+    Action {
+        name: "SetBMNodesBootDevice",
+        command: "set-bm-nodes-boot-device",
+        request_type: "BMNode",
+        about: "Set the boot device of nodes and read it back (a job)",
+        params: &[
+            p("node_ids", Ty::List, true, "the nodes (n-…)"),
+            p("boot_device", Ty::Str, true, "pxe, disk or bios (setup)"),
+            p("persistent", Ty::Flag, false, "1 = every boot, 0 = next boot only (default)"),
+            p("efi", Ty::Flag, false, "1 = UEFI boot, 0 = legacy BIOS (default)"),
+        ],
+        positional: Some("node_ids"),
+        job: true,
+        table: None,
+        handler: power::set_boot_device,
+    },
+    Action {
+        name: "RefreshBMNodesPowerState",
+        command: "refresh-bm-nodes-power-state",
+        request_type: "BMNode",
+        about: "Read nodes' power state from their BMCs now (all nodes when no node_ids) (a job)",
+        params: &[p("node_ids", Ty::List, false, "the nodes (n-…); default all")],
+        positional: Some("node_ids"),
+        job: true,
+        table: None,
+        handler: power::refresh,
     },
     Action {
         name: "GetStatus",
@@ -168,6 +242,7 @@ pub static ACTIONS: &[Action] = &[
             p("job_id", Ty::Str, false, "the job (j-…); default: the newest job of job_action"),
         ],
         positional: Some("job_id"),
+        job: false,
         table: None,
         handler: jobs::get_status,
     },
@@ -182,6 +257,7 @@ pub static ACTIONS: &[Action] = &[
             p("job_status", Ty::Str, false, "only lines written while the job had this status (step<N>, successful, failed)"),
         ],
         positional: Some("job_id"),
+        job: false,
         table: None,
         handler: jobs::get_log,
     },
@@ -199,6 +275,7 @@ pub static ACTIONS: &[Action] = &[
             PAGING[1],
         ],
         positional: Some("message_ids"),
+        job: false,
         table: Some(Table {
             field: "message_set",
             columns: &[
@@ -218,6 +295,7 @@ pub static ACTIONS: &[Action] = &[
         about: "Delete user messages, all or none",
         params: &[p("message_ids", Ty::List, true, "the messages to delete (m-…)")],
         positional: Some("message_ids"),
+        job: false,
         table: None,
         handler: messages::delete,
     },
@@ -228,6 +306,7 @@ pub static ACTIONS: &[Action] = &[
         about: "List API users",
         params: &[],
         positional: None,
+        job: false,
         table: Some(Table {
             field: "user_set",
             columns: &[("USER_ID", "user_id"), ("CREATED", "create_time"), ("UPDATED", "update_time")],
@@ -244,6 +323,7 @@ pub static ACTIONS: &[Action] = &[
             p("new_password", Ty::Str, false, "the new user's password (at least 8 characters)"),
         ],
         positional: Some("user_id"),
+        job: false,
         table: None,
         handler: users::add,
     },
@@ -257,6 +337,7 @@ pub static ACTIONS: &[Action] = &[
             p("new_password", Ty::Str, false, "the new password (at least 8 characters)"),
         ],
         positional: Some("user_id"),
+        job: false,
         table: None,
         handler: users::passwd,
     },
@@ -267,6 +348,7 @@ pub static ACTIONS: &[Action] = &[
         about: "Delete an API user (not the last one)",
         params: &[p("user_id", Ty::Str, true, "the user")],
         positional: Some("user_id"),
+        job: false,
         table: None,
         handler: users::delete,
     },

@@ -23,12 +23,22 @@ pub enum RetCode {
     WrongState = 2300,
     /// The request collides with existing data (duplicate MAC, hostname…).
     Conflict = 2400,
+    /// The node's BMC does not answer.
+    BmcUnreachable = 3100,
+    /// The node's BMC refused the login (user or password).
+    BmcAuthFailed = 3200,
+    /// The BMC session lacks the privilege for the operation.
+    BmcPrivilege = 3300,
+    /// The BMC has no free session (or too many operations wait for it).
+    BmcNoSession = 3400,
+    /// The BMC refused the command or answered nonsense.
+    BmcCommandFailed = 3500,
     /// A fault inside rackboot; the daemon log has the details.
     Internal = 5000,
 }
 
 impl RetCode {
-    pub const ALL: [RetCode; 9] = [
+    pub const ALL: [RetCode; 14] = [
         RetCode::BadParameter,
         RetCode::MissingParameter,
         RetCode::UnknownAction,
@@ -37,6 +47,11 @@ impl RetCode {
         RetCode::NotFound,
         RetCode::WrongState,
         RetCode::Conflict,
+        RetCode::BmcUnreachable,
+        RetCode::BmcAuthFailed,
+        RetCode::BmcPrivilege,
+        RetCode::BmcNoSession,
+        RetCode::BmcCommandFailed,
         RetCode::Internal,
     ];
 
@@ -55,6 +70,11 @@ impl RetCode {
             RetCode::NotFound => "not found",
             RetCode::WrongState => "wrong state",
             RetCode::Conflict => "conflict",
+            RetCode::BmcUnreachable => "BMC unreachable",
+            RetCode::BmcAuthFailed => "BMC login refused",
+            RetCode::BmcPrivilege => "BMC privilege insufficient",
+            RetCode::BmcNoSession => "BMC session refused",
+            RetCode::BmcCommandFailed => "BMC command failed",
             RetCode::Internal => "internal error",
         }
     }

@@ -8,21 +8,40 @@ use crate::store::{Job, JobStatus};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
-/// Actions that run as jobs (what `job_action` may name). The seed names
-/// these three; later actions add themselves here.
-pub const JOB_ACTIONS: &[&str] = &["CollectNodes", "ProvisionBMNodes", "ScanBMNodes"];
+/// Actions that run as jobs (what `job_action` may name): those of the
+/// catalogue marked `job`, and the seed's CollectNodes and ProvisionBMNodes
+/// whose actions come with later features.
+fn is_job_action(name: &str) -> bool {
+    ["CollectNodes", "ProvisionBMNodes", "ScanBMNodes"].contains(&name)
+        || super::catalogue::ACTIONS
+            .iter()
+            .any(|a| a.job && a.name == name)
+}
+
+fn job_action_names() -> String {
+    let mut names: Vec<&str> = vec!["CollectNodes", "ProvisionBMNodes", "ScanBMNodes"];
+    names.extend(
+        super::catalogue::ACTIONS
+            .iter()
+            .filter(|a| a.job)
+            .map(|a| a.name),
+    );
+    names.sort();
+    names.dedup();
+    names.join(", ")
+}
 
 /// Finds the job a GetStatus/GetLog call means: `job_id` if given (and of
 /// `job_action`), else the newest job of `job_action`.
 async fn find_job(ctx: &Ctx, call: &Call) -> Result<Job, ApiError> {
     let p = &call.params;
     let action = p.str("job_action").unwrap_or_default();
-    if !JOB_ACTIONS.contains(&action) {
+    if !is_job_action(action) {
         return Err(ApiError::field(
             "job_action",
             format!(
                 "`{action}` is not an action that runs as a job (allowed: {})",
-                JOB_ACTIONS.join(", ")
+                job_action_names()
             ),
         ));
     }
@@ -67,7 +86,12 @@ pub fn get_status(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
             .map(|n| {
                 (
                     n.node_id.clone(),
-                    json!({"status": n.status, "progress": format!("{}%", n.progress)}),
+                    json!({
+                        "status": n.status,
+                        "progress": format!("{}%", n.progress),
+                        "ret_code": n.ret_code,
+                        "message": n.message,
+                    }),
                 )
             })
             .collect();

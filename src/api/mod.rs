@@ -13,6 +13,7 @@ pub mod server;
 mod bmnodes;
 mod jobs;
 mod messages;
+pub mod power;
 mod users;
 
 use crate::auth::{self, VerifiedCache};
@@ -31,6 +32,10 @@ use std::sync::{Arc, RwLock};
 /// What every handler can reach: the store, the live config, the auth cache.
 pub struct Ctx {
     pub store: Store,
+    /// Every BMC operation goes through it (session budgets, backoff).
+    pub power: crate::power::PowerController,
+    /// Background work started by actions (jobs); awaited at shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
     config: RwLock<Arc<Config>>,
     pub auth: VerifiedCache,
     /// argon2 verifications running at once: a flood of wrong passwords
@@ -42,6 +47,8 @@ impl Ctx {
     pub fn new(store: Store, config: Config) -> Ctx {
         Ctx {
             store,
+            power: crate::power::PowerController::new(config.ipmi.clone()),
+            tasks: tokio_util::task::TaskTracker::new(),
             config: RwLock::new(Arc::new(config)),
             auth: VerifiedCache::default(),
             verify_slots: tokio::sync::Semaphore::new(2),
@@ -57,6 +64,7 @@ impl Ctx {
     }
 
     pub fn set_config(&self, config: Config) {
+        self.power.reconfigure(config.ipmi.clone());
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 }

@@ -61,7 +61,7 @@ fn action_command(action: &'static Action) -> Command {
             .value_name("FILE")
             .help("read parameters from a JSON file (an object of parameters; a list is taken as the action's object list, e.g. bm_nodes); flags override it"),
     );
-    if action.name == "GetStatus" {
+    if action.name == "GetStatus" || action.job {
         cmd = cmd.arg(
             Arg::new("wait")
                 .long("wait")
@@ -380,7 +380,11 @@ async fn follow_job(session: &Session, first: &Value) -> i32 {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    // A job-starting action answers with the id only: start from step0.
     let mut last = first.clone();
+    if last.get("status").is_none() {
+        last["status"] = "step0".into();
+    }
     loop {
         let status = last.get("status").and_then(Value::as_str).unwrap_or("");
         let progress = last.get("progress").and_then(Value::as_str).unwrap_or("0%");

@@ -143,6 +143,12 @@ pub struct BmNode {
     pub power_state_time: Option<i64>,
     pub create_time: i64,
     pub update_time: i64,
+    /// 0 = ask the BMC (17, then 3); or 3 or 17.
+    pub ipmi_cipher_suite: u8,
+    /// False after `ipmi.power_sync_failures` failed polls in a row.
+    pub bmc_reachable: bool,
+    /// Failed power-sync polls in a row.
+    pub bmc_failures: u32,
 }
 
 /// Which nodes DescribeBMNodes lists, and which page of them.
@@ -160,7 +166,8 @@ const COLUMNS: &str =
     ipmi_address, ipmi_port, ipmi_username, ipmi_password, pxe_mac, pxe_address, pxe_interface, \
     os_disk_name, mgmt_address, mgmt_netmask, mgmt_gateway, mgmt_bond, mgmt_vlan, mgmt_vlan_id, \
     public_address, public_netmask, public_gateway, public_bond, public_vlan, public_vlan_id, \
-    status, pre_status, power_state, power_state_time, create_time, update_time";
+    status, pre_status, power_state, power_state_time, create_time, update_time, \
+    ipmi_cipher_suite, bmc_reachable, bmc_failures";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
     let status: String = r.get(27)?;
@@ -178,7 +185,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
         ipmi_port: r.get(8)?,
         ipmi_username: r.get(9)?,
         ipmi_password: r.get(10)?,
-        pxe_mac: r.get(11)?,
+        pxe_mac: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
         pxe_address: r.get(12)?,
         pxe_interface: r.get(13)?,
         os_disk_name: r.get(14)?,
@@ -205,12 +212,15 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
         power_state_time: r.get(30)?,
         create_time: r.get(31)?,
         update_time: r.get(32)?,
+        ipmi_cipher_suite: r.get(33)?,
+        bmc_reachable: r.get(34)?,
+        bmc_failures: r.get(35)?,
     })
 }
 
 fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usize> {
     let sql = if insert {
-        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)")
+        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)")
     } else {
         let sets: Vec<String> = COLUMNS
             .split(',')
@@ -234,7 +244,7 @@ fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usi
         n.ipmi_port,
         n.ipmi_username,
         n.ipmi_password,
-        n.pxe_mac,
+        (!n.pxe_mac.is_empty()).then_some(&n.pxe_mac),
         n.pxe_address,
         n.pxe_interface,
         n.os_disk_name,
@@ -256,6 +266,9 @@ fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usi
         n.power_state_time,
         n.create_time,
         n.update_time,
+        n.ipmi_cipher_suite,
+        n.bmc_reachable,
+        n.bmc_failures,
     ])
 }
 
@@ -273,7 +286,9 @@ fn find_conflict(conn: &Connection, n: &BmNode) -> rusqlite::Result<Option<Strin
         ))
     };
     let id = &n.node_id;
-    if let Some(other) = holder(
+    if n.pxe_mac.is_empty() {
+        // Unknown MAC: nothing to collide with.
+    } else if let Some(other) = holder(
         "SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1 AND node_id != ?2",
         &[&n.pxe_mac, id],
     )? {
@@ -484,6 +499,72 @@ impl Store {
             })?;
             tx.commit()?;
             Ok(node)
+        })
+        .await
+    }
+
+    /// Records a power state read from (or set through) the BMC, and that
+    /// the BMC answered: clears its failure count. Returns whether the node
+    /// was marked unreachable before (it has just come back).
+    pub async fn record_power_state(
+        &self,
+        node_id: &str,
+        state: PowerState,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let node_id = node_id.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let was_unreachable: Option<bool> = tx
+                .query_row("SELECT bmc_reachable = 0 FROM bm_nodes WHERE node_id = ?1", [&node_id], |r| r.get(0))
+                .optional()?;
+            tx.execute(
+                "UPDATE bm_nodes SET power_state = ?2, power_state_time = ?3, bmc_reachable = 1, bmc_failures = 0
+                 WHERE node_id = ?1",
+                params![node_id, state.as_str(), at],
+            )?;
+            tx.commit()?;
+            Ok(was_unreachable.unwrap_or(false))
+        })
+        .await
+    }
+
+    /// Records a failed poll; after `threshold` failures in a row the node is
+    /// marked unreachable and its power state unknown. Returns true exactly
+    /// when this call crossed the threshold (so one message is recorded, not
+    /// one per poll).
+    pub async fn record_bmc_failure(
+        &self,
+        node_id: &str,
+        threshold: u32,
+        at: i64,
+    ) -> Result<bool, StoreError> {
+        let node_id = node_id.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let row: Option<(u32, bool)> = tx
+                .query_row(
+                    "SELECT bmc_failures, bmc_reachable FROM bm_nodes WHERE node_id = ?1",
+                    [&node_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((failures, reachable)) = row else {
+                return Ok(false);
+            };
+            let failures = failures.saturating_add(1);
+            let crossed = reachable && failures >= threshold;
+            if crossed {
+                tx.execute(
+                    "UPDATE bm_nodes SET bmc_failures = ?2, bmc_reachable = 0, power_state = 'unknown', power_state_time = ?3
+                     WHERE node_id = ?1",
+                    params![node_id, failures, at],
+                )?;
+            } else {
+                tx.execute("UPDATE bm_nodes SET bmc_failures = ?2 WHERE node_id = ?1", params![node_id, failures])?;
+            }
+            tx.commit()?;
+            Ok(crossed)
         })
         .await
     }

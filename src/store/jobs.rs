@@ -70,6 +70,10 @@ pub struct JobNode {
     pub node_id: String,
     pub status: String,
     pub progress: u8,
+    /// 0, or the ret_code of the node's failure.
+    pub ret_code: i64,
+    /// The catalogue text explaining a failure.
+    pub message: String,
 }
 
 /// One numbered line of a job's log.
@@ -105,7 +109,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
 
 fn load_nodes(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
-        "SELECT node_id, status, progress FROM job_nodes WHERE job_id = ?1 ORDER BY rowid",
+        "SELECT node_id, status, progress, ret_code, message FROM job_nodes WHERE job_id = ?1 ORDER BY rowid",
     )?;
     job.nodes = stmt
         .query_map([&job.job_id], |r| {
@@ -113,6 +117,8 @@ fn load_nodes(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
                 node_id: r.get(0)?,
                 status: r.get(1)?,
                 progress: r.get(2)?,
+                ret_code: r.get(3)?,
+                message: r.get(4)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -229,24 +235,26 @@ impl Store {
         .await
     }
 
-    /// Records one node's status and progress within a job, and the job's
-    /// overall progress as the mean of its nodes'.
+    /// Records one node's share of a job (status, progress, outcome) and,
+    /// when given, a log line, and sets the job's overall progress to the
+    /// mean of its nodes', in one transaction.
     pub async fn set_job_node(
         &self,
         job_id: &str,
-        node_id: &str,
-        status: &str,
-        progress: u8,
+        node: JobNode,
+        line: Option<String>,
     ) -> Result<(), StoreError> {
-        let (job_id, node_id, status) =
-            (job_id.to_string(), node_id.to_string(), status.to_string());
+        let job_id = job_id.to_string();
         self.call(move |conn| {
             let tx = conn.transaction()?;
             tx.execute(
-                "INSERT INTO job_nodes (job_id, node_id, status, progress) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (job_id, node_id) DO UPDATE SET status = ?3, progress = ?4",
-                params![job_id, node_id, status, progress.min(100)],
+                "INSERT INTO job_nodes (job_id, node_id, status, progress, ret_code, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (job_id, node_id) DO UPDATE SET status = ?3, progress = ?4, ret_code = ?5, message = ?6",
+                params![job_id, node.node_id, node.status, node.progress.min(100), node.ret_code, node.message],
             )?;
+            if let Some(line) = line {
+                append_log(&tx, &job_id, &line)?;
+            }
             tx.execute(
                 "UPDATE jobs SET progress = (SELECT CAST(AVG(progress) AS INTEGER) FROM job_nodes WHERE job_id = ?1),
                      updated_at = ?2 WHERE job_id = ?1",

@@ -30,7 +30,8 @@ const MIGRATIONS: &[&str] = &[
         ipmi_port         INTEGER NOT NULL DEFAULT 623 CHECK (ipmi_port BETWEEN 1 AND 65535),
         ipmi_username     TEXT NOT NULL,
         ipmi_password     TEXT NOT NULL,
-        pxe_mac           TEXT NOT NULL UNIQUE,
+        -- NULL until known (a node found by a BMC scan has not booted yet).
+        pxe_mac           TEXT UNIQUE,
         pxe_address       TEXT NOT NULL DEFAULT '',
         pxe_interface     TEXT NOT NULL DEFAULT '',
         os_disk_name      TEXT NOT NULL DEFAULT '',
@@ -56,6 +57,11 @@ const MIGRATIONS: &[&str] = &[
         power_state_time  INTEGER,
         create_time       INTEGER NOT NULL,
         update_time       INTEGER NOT NULL,
+        -- 0 = ask the BMC (17, then 3).
+        ipmi_cipher_suite INTEGER NOT NULL DEFAULT 0 CHECK (ipmi_cipher_suite IN (0, 3, 17)),
+        bmc_reachable     INTEGER NOT NULL DEFAULT 1 CHECK (bmc_reachable IN (0, 1)),
+        -- Consecutive failed power-sync polls.
+        bmc_failures      INTEGER NOT NULL DEFAULT 0,
         UNIQUE (ipmi_address, ipmi_port)
     );
     CREATE INDEX bm_nodes_status ON bm_nodes (status);
@@ -79,6 +85,10 @@ const MIGRATIONS: &[&str] = &[
         node_id   TEXT NOT NULL,
         status    TEXT NOT NULL DEFAULT '',
         progress  INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+        -- The node's outcome: 0, or the API ret_code of its failure, and the
+        -- catalogue text explaining it.
+        ret_code  INTEGER NOT NULL DEFAULT 0,
+        message   TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (job_id, node_id)
     );
 

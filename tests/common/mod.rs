@@ -3,6 +3,8 @@
 //! to it through the real Unix socket.
 #![allow(dead_code)]
 
+pub mod sim;
+
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
