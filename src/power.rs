@@ -111,10 +111,7 @@ impl PowerController {
             .ipmi_address
             .parse()
             .map_err(|_| PowerError::BadAddress(node.ipmi_address.clone()))?;
-        let privilege = match self.settings().privilege {
-            PrivilegeLevel::Operator => Privilege::Operator,
-            PrivilegeLevel::Administrator => Privilege::Administrator,
-        };
+        let privilege = self.privilege();
         Ok(Target {
             addr: SocketAddr::new(ip, node.ipmi_port),
             creds: Credentials {
@@ -129,6 +126,18 @@ impl PowerController {
 
     /// Runs `op` against `target` within the budgets.
     pub async fn run(&self, target: &Target, op: PowerOp) -> Result<PowerOutcome, PowerError> {
+        self.with_session(target, async |s: &mut Session| perform(s, op).await)
+            .await
+    }
+
+    /// Opens a session to `target` within the budgets, runs `work` in it and
+    /// closes it on every path. An unreachable BMC is then left alone for
+    /// `ipmi.unreachable_backoff` seconds.
+    pub async fn with_session<T>(
+        &self,
+        target: &Target,
+        work: impl AsyncFnOnce(&mut Session) -> Result<T, BmcError>,
+    ) -> Result<T, PowerError> {
         let settings = self.settings();
         let slot = self.slot(target.addr, settings.sessions_per_bmc);
         if let Some(until) = *slot
@@ -159,7 +168,7 @@ impl PowerController {
                 attempts: settings.attempts,
             };
             let mut session = Session::open(target, timing).await?;
-            let outcome = perform(&mut session, op).await;
+            let outcome = work(&mut session).await;
             session.close().await;
             Ok(outcome?)
         }
@@ -176,6 +185,14 @@ impl PowerController {
             _ => None,
         };
         result
+    }
+
+    /// The session settings in force (for callers that build targets).
+    pub fn privilege(&self) -> Privilege {
+        match self.settings().privilege {
+            PrivilegeLevel::Operator => Privilege::Operator,
+            PrivilegeLevel::Administrator => Privilege::Administrator,
+        }
     }
 }
 

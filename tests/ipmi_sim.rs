@@ -93,6 +93,11 @@ fn power_and_boot_device_changes_are_seen_by_ipmitool() {
             .unwrap();
         let (_, manufacturer, _) = commands::device_id(&mut s).await.unwrap();
         assert_eq!(manufacturer, 0x1291 & 0xffffff); // from sim.emu's mc_add
+        let fru = commands::read_fru(&mut s)
+            .await
+            .unwrap()
+            .expect("the simulator has a FRU");
+        assert_eq!((fru.brand(), fru.serial()), ("Dell Inc.", "CN7016"));
         s.close().await;
     });
     assert_eq!(sim.file("boot"), "default");

@@ -4,7 +4,7 @@
 //! (and its handler).
 
 use super::params::{p, Param, Ty};
-use super::{bmnodes, jobs, messages, power, users, Handler};
+use super::{bmnodes, jobs, messages, power, scan, users, Handler};
 
 /// One action of the API.
 pub struct Action {
@@ -231,6 +231,49 @@ pub static ACTIONS: &[Action] = &[
         job: true,
         table: None,
         handler: power::refresh,
+    },
+    Action {
+        name: "ScanBMNodes",
+        command: "scan-bm-nodes",
+        request_type: "BMNode",
+        about: "Find BMCs on an address range (or re-scan nodes) and register or update them (a job)",
+        params: &[
+            p("ip_start", Ty::Str, false, "first BMC address of the range (IPv4)"),
+            p("ip_end", Ty::Str, false, "last BMC address of the range; at most 4096 addresses"),
+            p("ipmi_port", Ty::Int, false, "BMC UDP port (default 623)"),
+            p("ipmi_username", Ty::Str, false, "user to log in with (default: scan.default_credentials in order)"),
+            p("ipmi_password", Ty::Str, false, "its password"),
+            p("node_ids", Ty::List, false, "re-scan these registered nodes instead of a range"),
+        ],
+        positional: None,
+        job: true,
+        table: None,
+        handler: scan::scan,
+    },
+    Action {
+        name: "GetScanBMNodesStatus",
+        command: "get-scan-bm-nodes-status",
+        request_type: "BMNode",
+        about: "Status of a ScanBMNodes job (the newest when no job_id)",
+        params: &[p("job_id", Ty::Str, false, "the job (j-…)")],
+        positional: Some("job_id"),
+        job: false,
+        table: None,
+        handler: jobs::scan_status,
+    },
+    Action {
+        name: "GetScanBMNodesLog",
+        command: "get-scan-bm-nodes-log",
+        request_type: "BMNode",
+        about: "Log lines of a ScanBMNodes job (the newest when no job_id)",
+        params: &[
+            p("job_id", Ty::Str, false, "the job (j-…)"),
+            p("job_status", Ty::Str, false, "only lines written under this status (step<N>, successful, failed)"),
+        ],
+        positional: Some("job_id"),
+        job: false,
+        table: None,
+        handler: jobs::scan_log,
     },
     Action {
         name: "GetStatus",

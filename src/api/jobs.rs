@@ -35,7 +35,10 @@ fn job_action_names() -> String {
 /// `job_action`), else the newest job of `job_action`.
 async fn find_job(ctx: &Ctx, call: &Call) -> Result<Job, ApiError> {
     let p = &call.params;
-    let action = p.str("job_action").unwrap_or_default();
+    let action = p
+        .str("job_action")
+        .or(call.fixed_job_action)
+        .unwrap_or_default();
     if !is_job_action(action) {
         return Err(ApiError::field(
             "job_action",
@@ -75,6 +78,18 @@ async fn find_job(ctx: &Ctx, call: &Call) -> Result<Job, ApiError> {
             ))
         }),
     }
+}
+
+/// GetScanBMNodesStatus (seed 002 §2.6 of the scan): GetStatus of ScanBMNodes jobs.
+pub fn scan_status(ctx: Arc<Ctx>, mut call: Call) -> HandlerFuture {
+    call.fixed_job_action = Some("ScanBMNodes");
+    get_status(ctx, call)
+}
+
+/// GetScanBMNodesLog (seed 002 §2.7 of the scan): GetLog of ScanBMNodes jobs.
+pub fn scan_log(ctx: Arc<Ctx>, mut call: Call) -> HandlerFuture {
+    call.fixed_job_action = Some("ScanBMNodes");
+    get_log(ctx, call)
 }
 
 pub fn get_status(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {

@@ -14,6 +14,7 @@ mod bmnodes;
 mod jobs;
 mod messages;
 pub mod power;
+mod scan;
 mod users;
 
 use crate::auth::{self, VerifiedCache};
@@ -81,6 +82,8 @@ pub struct Caller {
 pub struct Call {
     pub params: Params,
     pub caller: Caller,
+    /// For job-specific status/log actions: the job action they read.
+    pub fixed_job_action: Option<&'static str>,
 }
 
 /// The fields of a successful response (without `action`/`ret_code`), in
@@ -274,7 +277,12 @@ async fn parse_and_run(
     }
     let params =
         Params::check(action.name, action.params, obj).map_err(|e| fail(action.name, e))?;
-    let fields = (action.handler)(ctx.clone(), Call { params, caller })
+    let call = Call {
+        params,
+        caller,
+        fixed_job_action: None,
+    };
+    let fields = (action.handler)(ctx.clone(), call)
         .await
         .map_err(|e| fail(action.name, e))?;
     Ok((action.name.to_string(), fields))

@@ -30,9 +30,15 @@ exit 0
 
 pub struct Sim {
     pub dir: tempfile::TempDir,
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
+    pub password: String,
     child: Option<Child>,
 }
+
+/// The FRU image every simulator serves (ipmitool `fru print`: Board Mfg
+/// "Dell Inc.", Product Serial "CN7016").
+pub const FRU_BYTES: &str = "0x01 0x00 0x00 0x01 0x08 0x00 0x00 0xf6 0x01 0x07 0x00 0x00 0x00 0x00 0xc9 0x44 0x65 0x6c 0x6c 0x20 0x49 0x6e 0x63 0x2e 0xd1 0x50 0x6f 0x77 0x65 0x72 0x45 0x64 0x67 0x65 0x20 0x52 0x36 0x34 0x30 0x20 0x4d 0x42 0xc7 0x42 0x53 0x4e 0x30 0x30 0x30 0x31 0xc7 0x50 0x4e 0x2d 0x30 0x30 0x30 0x31 0xc0 0xc1 0x00 0x00 0x00 0xf9 0x01 0x06 0x00 0xc9 0x44 0x65 0x6c 0x6c 0x20 0x49 0x6e 0x63 0x2e 0xce 0x50 0x6f 0x77 0x65 0x72 0x45 0x64 0x67 0x65 0x20 0x52 0x36 0x34 0x30 0xc4 0x52 0x36 0x34 0x30 0xc3 0x31 0x2e 0x30 0xc6 0x43 0x4e 0x37 0x30 0x31 0x36 0xc0 0xc0 0xc1 0x83";
 
 impl Sim {
     pub fn start() -> Sim {
@@ -46,6 +52,11 @@ impl Sim {
 
     /// Starts a simulator on `port` (to bring a BMC back on the same address).
     pub fn start_on(port: u16) -> Sim {
+        Self::start_at([127, 0, 0, 1].into(), port, "password")
+    }
+
+    /// Starts a simulator at `ip`:`port` whose user admin has `password`.
+    pub fn start_at(ip: std::net::Ipv4Addr, port: u16, password: &str) -> Sim {
         let dir = tempfile::tempdir().unwrap();
         let chassis = dir.path().join("chassis.sh");
         std::fs::write(&chassis, CHASSIS).unwrap();
@@ -56,17 +67,17 @@ impl Sim {
         .unwrap();
         let auths = "none md2 md5 straight";
         let conf = format!(
-            "name \"sim\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n\
+            "name \"sim\"\nset_working_mc 0x20\n  startlan 1\n    addr {ip} {port}\n    priv_limit admin\n\
              allowed_auths_callback {auths}\n allowed_auths_user {auths}\n allowed_auths_operator {auths}\n allowed_auths_admin {auths}\n\
              guid a123456789abcdefa123456789abcdef\n  endlan\n  chassis_control \"{}\"\n\
-             user 1 true \"\" \"test\" user 10 {auths}\n user 2 true \"admin\" \"password\" admin 10 {auths}\n\
+             user 1 true \"\" \"test\" user 10 {auths}\n user 2 true \"admin\" \"{password}\" admin 10 {auths}\n\
              user 3 true \"viewer\" \"viewerpw\" user 10 {auths}\n",
             chassis.display()
         );
         std::fs::write(dir.path().join("lan.conf"), conf).unwrap();
         std::fs::write(
             dir.path().join("sim.emu"),
-            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+            format!("mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_add_fru_data 0x20 0 112 data {FRU_BYTES}\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n"),
         )
         .unwrap();
         std::fs::create_dir_all(dir.path().join("state")).unwrap();
@@ -85,7 +96,9 @@ impl Sim {
             .expect("ipmi_sim must be installed (tests/run.sh installs openipmi)");
         let sim = Sim {
             dir,
+            ip,
             port,
+            password: password.to_string(),
             child: Some(child),
         };
         let rt = rt();
@@ -106,7 +119,7 @@ impl Sim {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     pub fn file(&self, name: &str) -> String {
@@ -124,13 +137,13 @@ impl Sim {
                 "-C",
                 "3",
                 "-H",
-                "127.0.0.1",
+                &self.ip.to_string(),
                 "-p",
                 &self.port.to_string(),
                 "-U",
                 "admin",
                 "-P",
-                "password",
+                &self.password,
             ])
             .args(args)
             .output()

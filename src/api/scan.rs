@@ -1,0 +1,499 @@
+//! ScanBMNodes (seed 002 §2.8): discovers BMCs on a range of addresses (or
+//! re-scans registered nodes) and registers or updates them. The job's
+//! steps: step0 probe sweep (Get Channel Authentication Capabilities, which
+//! every IPMI 2.0 BMC answers without a session; bounded concurrency and
+//! rate, one short timeout per address), step1 login with the given or
+//! configured credentials, step2 Device ID, FRU (brand, serial) and power
+//! state, step3 register new BMCs (status `new`, PXE MAC unknown) and update
+//! known ones. Only the given addresses are ever contacted.
+
+use super::bmnodes::check_node_ids;
+use super::error::ApiError;
+use super::{Call, Ctx, Fields, HandlerFuture};
+use crate::config::ScanCredentials;
+use crate::ids::{new_id, now_secs, JOB_PREFIX, NODE_PREFIX};
+use crate::ipmi::client::{probe, BmcError, Session, Target, Timing};
+use crate::ipmi::commands::{self, FruInfo};
+use crate::ipmi::session::Credentials;
+use crate::power::PowerError;
+use crate::store::{
+    BmNode, BmNodeFilter, BmNodeStatus, JobNode, JobStatus, NetworkSettings, PowerState,
+};
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Most addresses one scan may cover.
+pub const MAX_ADDRESSES: u32 = 4096;
+
+/// What one BMC told us.
+#[derive(Debug, Clone)]
+struct Found {
+    addr: SocketAddr,
+    creds: ScanCredentials,
+    power_on: bool,
+    fru: Option<FruInfo>,
+}
+
+/// The scan as requested.
+struct Plan {
+    addresses: Vec<SocketAddr>,
+    /// Credentials to try, in order (per address when re-scanning nodes).
+    credentials: Vec<ScanCredentials>,
+    per_node: HashMap<SocketAddr, ScanCredentials>,
+    /// Known node per address (re-scan).
+    known: Vec<String>,
+}
+
+fn range(ip_start: &str, ip_end: &str) -> Result<Vec<Ipv4Addr>, ApiError> {
+    let start: Ipv4Addr =
+        crate::validate::ipv4(ip_start).map_err(|why| ApiError::field("ip_start", why))?;
+    let end: Ipv4Addr =
+        crate::validate::ipv4(ip_end).map_err(|why| ApiError::field("ip_end", why))?;
+    let (a, b) = (u32::from(start), u32::from(end));
+    if b < a {
+        return Err(ApiError::field(
+            "ip_end",
+            format!("{end} comes before ip_start {start}"),
+        ));
+    }
+    if b - a >= MAX_ADDRESSES {
+        return Err(ApiError::field(
+            "ip_end",
+            format!("{start}–{end} is {} addresses; a scan covers at most {MAX_ADDRESSES}: split the range", b - a + 1),
+        ));
+    }
+    Ok((a..=b).map(Ipv4Addr::from).collect())
+}
+
+pub fn scan(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
+    Box::pin(async move {
+        let p = &call.params;
+        let node_ids = p.list("node_ids");
+        let has_range = p.str("ip_start").is_some() || p.str("ip_end").is_some();
+        let given = match (p.str("ipmi_username"), p.str("ipmi_password")) {
+            (Some(u), Some(pw)) => Some(ScanCredentials {
+                username: u.into(),
+                password: pw.into(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ApiError::missing(
+                    "ipmi_password",
+                    " (given with ipmi_username)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::missing(
+                    "ipmi_username",
+                    " (given with ipmi_password)",
+                ))
+            }
+        };
+        let plan = if !node_ids.is_empty() {
+            if has_range {
+                return Err(ApiError::field(
+                    "node_ids",
+                    "send either node_ids or ip_start/ip_end, not both",
+                ));
+            }
+            check_node_ids("node_ids", &node_ids)?;
+            let (nodes, _) = ctx
+                .store
+                .describe_bm_nodes(BmNodeFilter {
+                    node_ids: node_ids.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            let mut per_node = HashMap::new();
+            let mut addresses = Vec::new();
+            for n in &nodes {
+                let target = ctx
+                    .power
+                    .target(n)
+                    .map_err(|e| ApiError::field("node_ids", e.to_string()))?;
+                addresses.push(target.addr);
+                per_node.insert(
+                    target.addr,
+                    given.clone().unwrap_or(ScanCredentials {
+                        username: n.ipmi_username.clone(),
+                        password: n.ipmi_password.clone(),
+                    }),
+                );
+            }
+            Plan {
+                addresses,
+                credentials: Vec::new(),
+                per_node,
+                known: node_ids,
+            }
+        } else {
+            let start = p.str("ip_start").ok_or_else(|| {
+                ApiError::missing(
+                    "ip_start",
+                    " (first BMC address of the range, or send node_ids)",
+                )
+            })?;
+            let end = p
+                .str("ip_end")
+                .ok_or_else(|| ApiError::missing("ip_end", " (last BMC address of the range)"))?;
+            let port = p.int("ipmi_port").unwrap_or(623);
+            if !(1..=65535).contains(&port) {
+                return Err(ApiError::field(
+                    "ipmi_port",
+                    format!("{port} is not a UDP port (1 to 65535)"),
+                ));
+            }
+            let addresses = range(start, end)?
+                .into_iter()
+                .map(|ip| SocketAddr::from((ip, port as u16)))
+                .collect();
+            let credentials = match given {
+                Some(c) => vec![c],
+                None => ctx.config().scan.default_credentials.clone(),
+            };
+            if credentials.is_empty() {
+                return Err(ApiError::missing(
+                    "ipmi_username",
+                    " and ipmi_password (or configure scan.default_credentials): a scan needs credentials to log in to the BMCs it finds",
+                ));
+            }
+            Plan {
+                addresses,
+                credentials,
+                per_node: HashMap::new(),
+                known: Vec::new(),
+            }
+        };
+        let job = ctx
+            .store
+            .create_job(
+                new_id(JOB_PREFIX),
+                "ScanBMNodes",
+                plan.known.clone(),
+                &call.caller.user_id,
+                &call.caller.request_id,
+            )
+            .await?;
+        let job_id = job.job_id.clone();
+        let runner = ctx.clone();
+        ctx.tasks.spawn(async move {
+            if let Err(e) = run(runner.clone(), &job_id, plan).await {
+                tracing::error!(job_id = %job_id, "scan failed: {e}");
+                let _ = runner
+                    .store
+                    .set_job_status(
+                        &job_id,
+                        JobStatus::Failed,
+                        Some("Error: internal error; see the daemon log".into()),
+                    )
+                    .await;
+            }
+        });
+        Ok(Fields::new()
+            .with("job_id", job.job_id)
+            .with("job_action", "ScanBMNodes"))
+    })
+}
+
+async fn run(ctx: Arc<Ctx>, job_id: &str, plan: Plan) -> Result<(), crate::store::StoreError> {
+    let store = &ctx.store;
+    let cfg = ctx.config().scan.clone();
+    let total = plan.addresses.len();
+    store
+        .append_job_log(job_id, format!("step0: probing {total} address(es)"))
+        .await?;
+
+    // step0: probe sweep, bounded in concurrency and rate.
+    let gate = Arc::new(Semaphore::new(cfg.concurrency));
+    let timing = Timing {
+        timeout: Duration::from_millis(cfg.probe_timeout_ms),
+        attempts: 1,
+    };
+    let gap = Duration::from_secs_f64(1.0 / f64::from(cfg.rate));
+    let mut probes = JoinSet::new();
+    let mut tick = tokio::time::interval(gap);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for addr in plan.addresses.clone() {
+        tick.tick().await;
+        let permit = gate.clone().acquire_owned().await.expect("never closed");
+        probes.spawn(async move {
+            let alive = probe(addr, timing).await.is_ok();
+            drop(permit);
+            (addr, alive)
+        });
+    }
+    let mut alive = Vec::new();
+    while let Some(r) = probes.join_next().await {
+        if let Ok((addr, true)) = r {
+            alive.push(addr);
+        }
+    }
+    alive.sort();
+    let unreachable = total - alive.len();
+    store
+        .set_job_status(
+            job_id,
+            JobStatus::Step(1),
+            Some(format!(
+                "step1: {} BMC(s) answered; logging in",
+                alive.len()
+            )),
+        )
+        .await?;
+
+    // step1 + step2: login with each credential in turn, then inventory in
+    // the same session.
+    let mut logins = JoinSet::new();
+    for addr in alive.clone() {
+        let ctx = ctx.clone();
+        let creds = match plan.per_node.get(&addr) {
+            Some(c) => vec![c.clone()],
+            None => plan.credentials.clone(),
+        };
+        logins.spawn(async move { (addr, login_and_inventory(&ctx, addr, &creds).await) });
+    }
+    let mut found = Vec::new();
+    let mut auth_failed = 0;
+    while let Some(r) = logins.join_next().await {
+        let Ok((addr, result)) = r else { continue };
+        match result {
+            Ok(f) => found.push(f),
+            Err(e) => {
+                auth_failed += 1;
+                let (_, _, detail) = super::power::classify(&e);
+                store
+                    .append_job_log(job_id, format!("{addr}: {detail}; not registered"))
+                    .await?;
+            }
+        }
+    }
+    found.sort_by_key(|f| f.addr);
+    store
+        .set_job_status(
+            job_id,
+            JobStatus::Step(2),
+            Some(format!("step2: read {} BMC(s)", found.len())),
+        )
+        .await?;
+
+    // step3: register the new, update the known.
+    store
+        .set_job_status(job_id, JobStatus::Step(3), None)
+        .await?;
+    let (registered, updated) = register(&ctx, job_id, &found).await?;
+    let summary = format!(
+        "found {}, registered {registered}, updated {updated}, auth failed {auth_failed}, unreachable {unreachable}",
+        alive.len()
+    );
+    store
+        .set_job_status(job_id, JobStatus::Successful, Some(summary))
+        .await
+}
+
+async fn login_and_inventory(
+    ctx: &Ctx,
+    addr: SocketAddr,
+    creds: &[ScanCredentials],
+) -> Result<Found, PowerError> {
+    let mut last = PowerError::Bmc(BmcError::NoCipherSuite);
+    for c in creds {
+        let target = Target {
+            addr,
+            creds: Credentials {
+                user: c.username.clone(),
+                password: c.password.clone(),
+                bmc_key: None,
+                privilege: ctx.power.privilege(),
+            },
+            suite: None,
+        };
+        let result = ctx
+            .power
+            .with_session(&target, async |s: &mut Session| {
+                let power_on = commands::power_is_on(s).await?;
+                let fru = commands::read_fru(s).await.unwrap_or(None);
+                Ok((power_on, fru))
+            })
+            .await;
+        match result {
+            Ok((power_on, fru)) => {
+                return Ok(Found {
+                    addr,
+                    creds: c.clone(),
+                    power_on,
+                    fru,
+                })
+            }
+            // Wrong user or password: try the next credentials.
+            Err(e @ PowerError::Bmc(BmcError::Auth(_))) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+fn hostname_for(pattern: &str, addr: SocketAddr) -> String {
+    let ip = addr.ip().to_string().replace(['.', ':'], "-");
+    let mut name = pattern
+        .replace("{ip}", &ip)
+        .replace("{port}", &addr.port().to_string());
+    if !pattern.contains("{port}") && addr.port() != 623 {
+        name = format!("{name}-{}", addr.port());
+    }
+    name.to_ascii_lowercase()
+}
+
+async fn register(
+    ctx: &Ctx,
+    job_id: &str,
+    found: &[Found],
+) -> Result<(usize, usize), crate::store::StoreError> {
+    let (nodes, _) = ctx.store.describe_bm_nodes(BmNodeFilter::default()).await?;
+    let by_addr: HashMap<(String, u16), BmNode> = nodes
+        .iter()
+        .map(|n| ((n.ipmi_address.clone(), n.ipmi_port), n.clone()))
+        .collect();
+    let mut hostnames: HashSet<String> = nodes.iter().map(|n| n.hostname.clone()).collect();
+    let pattern = ctx.config().scan.hostname_pattern.clone();
+    let now = now_secs();
+    let mut new_nodes = Vec::new();
+    let mut updated = 0;
+    for f in found {
+        let (brand, serial) = f
+            .fru
+            .as_ref()
+            .map(|fru| (fru.brand().to_string(), fru.serial().to_string()))
+            .unwrap_or_default();
+        let power = if f.power_on {
+            PowerState::On
+        } else {
+            PowerState::Off
+        };
+        let power_text = if f.power_on { "on" } else { "off" };
+        if let Some(known) = by_addr.get(&(f.addr.ip().to_string(), f.addr.port())) {
+            let (b, s) = (brand.clone(), serial.clone());
+            ctx.store
+                .modify_bm_node(&known.node_id, move |n| {
+                    if !b.is_empty() {
+                        n.brand = b;
+                    }
+                    if !s.is_empty() {
+                        n.serial_number = s;
+                    }
+                    Ok(())
+                })
+                .await?;
+            ctx.store
+                .record_power_state(&known.node_id, power, now)
+                .await?;
+            updated += 1;
+            let line = format!(
+                "updated {} ({}) at {}: {brand} {serial}, power {power_text}",
+                known.node_id, known.hostname, f.addr
+            );
+            let share = JobNode {
+                node_id: known.node_id.clone(),
+                status: "updated".into(),
+                progress: 100,
+                ret_code: 0,
+                message: String::new(),
+            };
+            ctx.store.set_job_node(job_id, share, Some(line)).await?;
+            continue;
+        }
+        let base = hostname_for(&pattern, f.addr);
+        let mut hostname = base.clone();
+        let mut n = 2;
+        while !hostnames.insert(hostname.clone()) {
+            hostname = format!("{base}-{n}");
+            n += 1;
+        }
+        new_nodes.push(BmNode {
+            node_id: new_id(NODE_PREFIX),
+            hostname,
+            os_version: String::new(),
+            cpu_arch: "x86_64".into(),
+            serial_number: serial,
+            brand,
+            description: "found by ScanBMNodes".into(),
+            ipmi_address: f.addr.ip().to_string(),
+            ipmi_port: f.addr.port(),
+            ipmi_username: f.creds.username.clone(),
+            ipmi_password: f.creds.password.clone(),
+            pxe_mac: String::new(),
+            pxe_address: String::new(),
+            pxe_interface: String::new(),
+            os_disk_name: String::new(),
+            mgmt: NetworkSettings::default(),
+            public: NetworkSettings::default(),
+            status: BmNodeStatus::New,
+            pre_status: None,
+            power_state: power,
+            power_state_time: Some(now),
+            create_time: now,
+            update_time: now,
+            ipmi_cipher_suite: 0,
+            bmc_reachable: true,
+            bmc_failures: 0,
+        });
+    }
+    let registered = new_nodes.len();
+    ctx.store.insert_bm_nodes(new_nodes.clone()).await?;
+    for n in &new_nodes {
+        let line = format!(
+            "registered {} ({}) at {}:{}: {} {}, power {}",
+            n.node_id,
+            n.hostname,
+            n.ipmi_address,
+            n.ipmi_port,
+            n.brand,
+            n.serial_number,
+            n.power_state.as_str()
+        );
+        let share = JobNode {
+            node_id: n.node_id.clone(),
+            status: "registered".into(),
+            progress: 100,
+            ret_code: 0,
+            message: String::new(),
+        };
+        ctx.store.set_job_node(job_id, share, Some(line)).await?;
+    }
+    Ok((registered, updated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_bounded_and_ordered() {
+        assert_eq!(range("10.0.0.254", "10.0.1.1").unwrap().len(), 4);
+        assert!(range("10.0.0.5", "10.0.0.4")
+            .unwrap_err()
+            .message
+            .contains("before"));
+        assert!(range("10.0.0.0", "10.0.16.0")
+            .unwrap_err()
+            .message
+            .contains("at most 4096"));
+        assert_eq!(range("10.0.0.0", "10.0.15.255").unwrap().len(), 4096);
+        assert!(range("10.0.0", "10.0.0.1")
+            .unwrap_err()
+            .message
+            .starts_with("ip_start"));
+    }
+
+    #[test]
+    fn hostnames_follow_the_pattern_and_name_odd_ports() {
+        let a: SocketAddr = "10.0.0.5:623".parse().unwrap();
+        assert_eq!(hostname_for("bmc-{ip}", a), "bmc-10-0-0-5");
+        let b: SocketAddr = "127.0.0.1:9100".parse().unwrap();
+        assert_eq!(hostname_for("bmc-{ip}", b), "bmc-127-0-0-1-9100");
+        assert_eq!(hostname_for("r1-{ip}-{port}", b), "r1-127-0-0-1-9100");
+    }
+}
