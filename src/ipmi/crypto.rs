@@ -186,10 +186,11 @@ impl std::fmt::Debug for SessionKeys {
 }
 
 impl SessionKeys {
+    /// K1 = HMAC_SIK(0x01 × 20), K2 = HMAC_SIK(0x02 × 20): the constants
+    /// are 20 bytes for every algorithm (IPMI 2.0 §13.32; ipmitool agrees).
     pub fn derive(suite: CipherSuite, sik: &[u8]) -> SessionKeys {
-        let n = suite.hmac_len();
-        let k1 = suite.hmac(sik, &[&vec![0x01; n]]);
-        let k2 = suite.hmac(sik, &[&vec![0x02; n]]);
+        let k1 = suite.hmac(sik, &[&[0x01; 20]]);
+        let k2 = suite.hmac(sik, &[&[0x02; 20]]);
         let mut aes = [0u8; 16];
         aes.copy_from_slice(&k2[..16]);
         SessionKeys { suite, k1, aes }
@@ -313,9 +314,9 @@ mod tests {
         let keys = SessionKeys::derive(CipherSuite::Seventeen, &sik);
         assert_eq!(
             hex(&keys.k1),
-            "d2bb1919caf11253c1d7849dd7aa00825470ea0bec22df7ead719e11435b5d02"
+            "dc4fe73d075306f6897115dd63257385e845c10404fa1d73991790c6a101bec2"
         );
-        assert_eq!(hex(&keys.aes), "fba574e70f910546e8a56bafa690a03b");
+        assert_eq!(hex(&keys.aes), "2a4f969ea6dfa83066f36674fdc2fea2");
     }
 
     #[test]

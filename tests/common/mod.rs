@@ -3,6 +3,7 @@
 //! to it through the real Unix socket.
 #![allow(dead_code)]
 
+pub mod fakebmc;
 pub mod sim;
 
 use serde_json::{json, Map, Value};
