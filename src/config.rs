@@ -517,5 +517,7 @@ mod tests {
         assert_eq!(config.daemon, DaemonConfig::default());
         assert_eq!(config.api, ApiConfig::default());
         assert_eq!(config.messages, MessagesConfig::default());
+        assert_eq!(config.ipmi, IpmiConfig::default());
+        assert_eq!(config.scan, ScanConfig::default());
     }
 }

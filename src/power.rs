@@ -117,7 +117,7 @@ impl PowerController {
             creds: Credentials {
                 user: node.ipmi_username.clone(),
                 password: node.ipmi_password.clone(),
-                bmc_key: None,
+                bmc_key: hex_key(&node.ipmi_bmc_key),
                 privilege,
             },
             suite: CipherSuite::from_id(node.ipmi_cipher_suite),
@@ -194,6 +194,20 @@ impl PowerController {
             PrivilegeLevel::Administrator => Privilege::Administrator,
         }
     }
+}
+
+/// Decodes a stored hex BMC key ("" = none).
+fn hex_key(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect()
 }
 
 async fn perform(s: &mut Session, op: PowerOp) -> Result<PowerOutcome, BmcError> {

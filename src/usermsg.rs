@@ -37,8 +37,8 @@ pub const BMC_UNREACHABLE: Event = Event {
 pub const BMC_AUTH_FAILED: Event = Event {
     event_id: "RB-BMC-0002",
     level: MessageLevel::Error,
-    text: "The BMC of node {node_id} refused the login of user {user}: check ipmi_username and ipmi_password \
-           (ModifyBMNodeAttributes).",
+    text: "The BMC of node {node_id} refused the login of user {user}: check ipmi_username, ipmi_password and, \
+           if the BMC has one, ipmi_bmc_key (ModifyBMNodeAttributes).",
 };
 
 /// The session could not be raised to the configured privilege level.

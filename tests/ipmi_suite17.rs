@@ -69,3 +69,55 @@ fn suite_17_interoperates_with_ipmitool_and_is_preferred() {
     });
     assert!(ipmitool(port, "17", &["chassis", "power", "status"]).contains("Chassis Power is off"));
 }
+
+#[test]
+fn a_bmc_key_is_used_when_set_and_its_absence_is_named() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kg = b"0123456789abcdefghij".to_vec();
+    fakebmc::spawn_with_key(
+        fakebmc::addresses(1, Ipv4Addr::LOCALHOST, port, None),
+        Some(kg.clone()),
+    );
+    // ipmitool with the same Kg (-k) validates the fake BMC's key handling.
+    assert!(ipmitool(
+        port,
+        "3",
+        &["-k", "0123456789abcdefghij", "chassis", "power", "status"]
+    )
+    .contains("Chassis Power is off"));
+
+    rt().block_on(async {
+        let mut target = Target {
+            addr: ([127, 0, 0, 1], port).into(),
+            creds: Credentials {
+                user: "admin".into(),
+                password: "password".into(),
+                bmc_key: Some(kg.clone()),
+                privilege: Privilege::Administrator,
+            },
+            suite: None,
+        };
+        let mut s = Session::open(&target, Timing::default()).await.unwrap();
+        assert!(!commands::power_is_on(&mut s).await.unwrap());
+        s.close().await;
+        target.creds.bmc_key = None;
+        let e = Session::open(
+            &target,
+            Timing {
+                timeout: std::time::Duration::from_millis(300),
+                attempts: 1,
+            },
+        )
+        .await
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "login refused: the session keys do not match: check the BMC key (Kg)"
+        );
+    });
+}

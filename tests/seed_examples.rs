@@ -86,6 +86,7 @@ fn fixture_node(id: &str, i: u8) -> BmNode {
         ipmi_cipher_suite: 0,
         bmc_reachable: true,
         bmc_failures: 0,
+        ipmi_bmc_key: String::new(),
     }
 }
 

@@ -140,6 +140,7 @@ struct GeneralView<'a> {
 
 #[derive(Serialize)]
 struct IpmiView<'a> {
+    ipmi_bmc_key: &'static str,
     ipmi_cipher_suite: u8,
     ipmi_network_address: &'a str,
     ipmi_password: &'static str,
@@ -212,6 +213,11 @@ impl<'a> NodeView<'a> {
                 serial_number: &n.serial_number,
             },
             ipmi: IpmiView {
+                ipmi_bmc_key: if n.ipmi_bmc_key.is_empty() {
+                    ""
+                } else {
+                    PASSWORD_MASK
+                },
                 ipmi_cipher_suite: n.ipmi_cipher_suite,
                 ipmi_network_address: &n.ipmi_address,
                 ipmi_password: PASSWORD_MASK,
@@ -272,6 +278,7 @@ fn empty_node() -> BmNode {
         ipmi_cipher_suite: 0,
         bmc_reachable: true,
         bmc_failures: 0,
+        ipmi_bmc_key: String::new(),
     }
 }
 
@@ -364,6 +371,17 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
                     ));
                 }
                 node.ipmi_cipher_suite = suite as u8;
+            }
+            "ipmi_bmc_key" => {
+                let ok =
+                    s.len() <= 40 && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+                if !ok {
+                    return Err(ApiError::field(
+                        key,
+                        "is not a BMC key: up to 20 bytes as hex (e.g. 0102…), or \"\" for none",
+                    ));
+                }
+                node.ipmi_bmc_key = s.to_ascii_lowercase();
             }
             "pxe_network_mac_addr" => {
                 node.pxe_mac = validate::mac(&s).map_err(|why| ApiError::field(key, why))?;
@@ -597,6 +615,7 @@ pub fn delete(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
 const IDENTITY: &[&str] = &[
     "ipmi_network_address",
     "ipmi_cipher_suite",
+    "ipmi_bmc_key",
     "ipmi_port",
     "ipmi_username",
     "ipmi_password",

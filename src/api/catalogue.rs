@@ -60,6 +60,7 @@ pub const BM_NODE_FIELDS: &[Param] = &[
     p("ipmi_username", Ty::Str, false, "BMC user (at most 16 bytes); required to register"),
     p("ipmi_password", Ty::Str, false, "BMC password (at most 20 bytes); never returned; required to register"),
     p("ipmi_cipher_suite", Ty::Int, false, "RMCP+ cipher suite: 0 = ask the BMC (17, then 3; default), 3 or 17"),
+    p("ipmi_bmc_key", Ty::Str, false, "the BMC key Kg as hex (up to 20 bytes) when the BMC has one; never returned"),
     p("pxe_network_mac_addr", Ty::Str, false, "MAC of the NIC that network-boots, unique; required to register"),
     p("pxe_network_address", Ty::Str, false, "fixed IPv4 address for the PXE NIC (optional)"),
     p("pxe_network_interface", Ty::Str, false, "name of the PXE NIC in the installed OS (optional)"),
@@ -91,7 +92,7 @@ const fn concat<const N: usize>(head: [Param; 1], tail: &[Param]) -> [Param; N] 
     out
 }
 
-const REGISTER_PARAMS: [Param; 28] = concat(
+const REGISTER_PARAMS: [Param; 29] = concat(
     [p(
         "bm_nodes",
         Ty::Objects,
@@ -100,7 +101,7 @@ const REGISTER_PARAMS: [Param; 28] = concat(
     )],
     BM_NODE_FIELDS,
 );
-const MODIFY_PARAMS: [Param; 28] = concat(
+const MODIFY_PARAMS: [Param; 29] = concat(
     [p("node_id", Ty::Str, true, "the node to change (n-…)")],
     BM_NODE_FIELDS,
 );

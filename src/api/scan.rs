@@ -439,6 +439,7 @@ async fn register(
             ipmi_cipher_suite: 0,
             bmc_reachable: true,
             bmc_failures: 0,
+            ipmi_bmc_key: String::new(),
         });
     }
     let registered = new_nodes.len();

@@ -37,6 +37,10 @@ pub enum HandshakeError {
     UnknownUser(String),
     #[error("wrong password for user {0}")]
     WrongPassword(String),
+    /// RAKP4 did not check: the BMC derived other session keys, which with a
+    /// right password means another BMC key (Kg).
+    #[error("the session keys do not match: check the BMC key (Kg)")]
+    WrongBmcKey,
     #[error("the BMC refused the requested privilege level")]
     Privilege,
     #[error("the BMC has no free session (insufficient resources)")]
@@ -240,9 +244,7 @@ impl Handshake {
             expected.as_slice(),
             &p[8..8 + n],
         )) {
-            return Err(HandshakeError::Malformed(
-                "RAKP4 integrity check failed".into(),
-            ));
+            return Err(HandshakeError::WrongBmcKey);
         }
         Ok(ActiveSession {
             keys: SessionKeys::derive(self.suite, &self.sik),

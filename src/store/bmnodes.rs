@@ -145,6 +145,8 @@ pub struct BmNode {
     pub update_time: i64,
     /// 0 = ask the BMC (17, then 3); or 3 or 17.
     pub ipmi_cipher_suite: u8,
+    /// The BMC key Kg in hex ("" = none); never returned nor logged.
+    pub ipmi_bmc_key: String,
     /// False after `ipmi.power_sync_failures` failed polls in a row.
     pub bmc_reachable: bool,
     /// Failed power-sync polls in a row.
@@ -167,7 +169,7 @@ const COLUMNS: &str =
     os_disk_name, mgmt_address, mgmt_netmask, mgmt_gateway, mgmt_bond, mgmt_vlan, mgmt_vlan_id, \
     public_address, public_netmask, public_gateway, public_bond, public_vlan, public_vlan_id, \
     status, pre_status, power_state, power_state_time, create_time, update_time, \
-    ipmi_cipher_suite, bmc_reachable, bmc_failures";
+    ipmi_cipher_suite, bmc_reachable, bmc_failures, ipmi_bmc_key";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
     let status: String = r.get(27)?;
@@ -215,12 +217,13 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
         ipmi_cipher_suite: r.get(33)?,
         bmc_reachable: r.get(34)?,
         bmc_failures: r.get(35)?,
+        ipmi_bmc_key: r.get(36)?,
     })
 }
 
 fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usize> {
     let sql = if insert {
-        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)")
+        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)")
     } else {
         let sets: Vec<String> = COLUMNS
             .split(',')
@@ -269,6 +272,7 @@ fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usi
         n.ipmi_cipher_suite,
         n.bmc_reachable,
         n.bmc_failures,
+        n.ipmi_bmc_key,
     ])
 }
 

@@ -59,6 +59,8 @@ const MIGRATIONS: &[&str] = &[
         update_time       INTEGER NOT NULL,
         -- 0 = ask the BMC (17, then 3).
         ipmi_cipher_suite INTEGER NOT NULL DEFAULT 0 CHECK (ipmi_cipher_suite IN (0, 3, 17)),
+        -- The BMC key Kg (hex), when the BMC has one; never returned.
+        ipmi_bmc_key      TEXT NOT NULL DEFAULT '',
         bmc_reachable     INTEGER NOT NULL DEFAULT 1 CHECK (bmc_reachable IN (0, 1)),
         -- Consecutive failed power-sync polls.
         bmc_failures      INTEGER NOT NULL DEFAULT 0,

@@ -39,6 +39,8 @@ struct Pending {
 
 #[derive(Default)]
 struct Bmc {
+    /// The BMC key Kg, if set (else Kuid keys the session).
+    kg: Option<Vec<u8>>,
     power: bool,
     boot: [u8; 2],
     sessions: HashMap<u32, Pending>,
@@ -202,6 +204,10 @@ impl Bmc {
                     self.sessions.remove(&sid);
                     return Some(packet::v20_packet(payload::RAKP4, 0, 0, &r, None, [0; 16]));
                 }
+                let x = Exchange {
+                    bmc_key: self.kg.as_deref(),
+                    ..x
+                };
                 let sik = x.sik();
                 r.extend_from_slice(&x.rakp4_icv(&sik));
                 s.keys = Some(SessionKeys::derive(s.suite, &sik));
@@ -285,12 +291,24 @@ pub fn addresses(
 /// once all are bound (the serving runs in spawned tasks), with a counter of
 /// replies sent.
 pub async fn serve(at: Vec<SocketAddr>) -> std::io::Result<Arc<AtomicU64>> {
+    serve_with_key(at, None).await
+}
+
+/// Like [`serve`], with a BMC key Kg on every BMC.
+pub async fn serve_with_key(
+    at: Vec<SocketAddr>,
+    kg: Option<Vec<u8>>,
+) -> std::io::Result<Arc<AtomicU64>> {
     let served = Arc::new(AtomicU64::new(0));
     for a in at {
         let sock = UdpSocket::bind(a).await?;
         let served = served.clone();
+        let kg = kg.clone();
         tokio::spawn(async move {
-            let mut bmc = Bmc::default();
+            let mut bmc = Bmc {
+                kg,
+                ..Bmc::default()
+            };
             let guid: [u8; 16] = rand::random();
             let mut buf = vec![0u8; 2048];
             loop {
@@ -310,6 +328,11 @@ pub async fn serve(at: Vec<SocketAddr>) -> std::io::Result<Arc<AtomicU64>> {
 /// Starts a farm on its own thread and runtime (for tests); returns when
 /// every BMC is bound.
 pub fn spawn(at: Vec<SocketAddr>) {
+    spawn_with_key(at, None)
+}
+
+/// Like [`spawn`], with a BMC key Kg on every BMC.
+pub fn spawn_with_key(at: Vec<SocketAddr>, kg: Option<Vec<u8>>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -317,7 +340,7 @@ pub fn spawn(at: Vec<SocketAddr>) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let r = serve(at).await.map(|_| ());
+            let r = serve_with_key(at, kg).await.map(|_| ());
             let _ = tx.send(r);
             std::future::pending::<()>().await;
         });
