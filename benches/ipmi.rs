@@ -6,12 +6,12 @@
 //! 2. the same through rackboot: RefreshBMNodesPowerState over 1,000
 //!    registered nodes, from request to the job's end;
 //! 3. ScanBMNodes over 4,096 loopback addresses with 100 live BMCs.
+//!
 //! Prints times, failures, ratios to the baseline and to the goals
 //! (< 5 s and ≥ 20× ipmitool for 1,000; < 15 s for the scan), and the
 //! daemon's RSS. Environment: BENCH_BMCS (default 1000).
 
 #[path = "../tests/common/fakebmc.rs"]
-#[allow(dead_code)]
 mod fakebmc;
 
 use serde_json::{json, Value};
@@ -226,7 +226,7 @@ fn main() {
         api.call(json!({"action": "GetScanBMNodesLog", "job_id": status["job_id"]}))["log"].clone();
     let summary = log
         .as_object()
-        .and_then(|m| m.values().last())
+        .and_then(|m| m.values().next_back())
         .cloned()
         .unwrap_or_default();
     println!(

@@ -23,6 +23,16 @@ fn assert_refused(d: &Daemon, request: Value, code: i64, mentions: &str) {
     );
 }
 
+/// A value of the right JSON type for `ty` (not necessarily a valid value).
+fn right_type(ty: Ty) -> Value {
+    match ty {
+        Ty::Str => json!("x"),
+        Ty::Int | Ty::Flag => json!(0),
+        Ty::List => json!(["n-Zz000000"]),
+        Ty::Objects => json!([{}]),
+    }
+}
+
 /// A value of the wrong JSON type for `ty`.
 fn wrong_type(ty: Ty) -> Value {
     match ty {
@@ -40,7 +50,16 @@ fn every_action_refuses_missing_and_mistyped_parameters_without_changes() {
     let before = d.snapshot();
     for action in ACTIONS {
         for param in action.params.iter().filter(|p| p.required) {
-            assert_refused(&d, json!({"action": action.name}), 1101, param.name);
+            // Every other required parameter present, this one missing.
+            let mut req = json!({"action": action.name});
+            for other in action
+                .params
+                .iter()
+                .filter(|o| o.required && o.name != param.name)
+            {
+                req[other.name] = right_type(other.ty);
+            }
+            assert_refused(&d, req, 1101, param.name);
         }
         for param in action.params {
             let mut req = json!({"action": action.name});
