@@ -105,6 +105,31 @@ fn power_and_boot_actions_reach_the_bmc() {
     let (s, _) = run_job(&d, json!({"action": "RefreshBMNodesPowerState"}));
     assert_eq!(s["status"], "successful");
 
+    // Hard reset of a running node, then a soft (ACPI) power off.
+    let (s, log) = run_job(
+        &d,
+        json!({"action": "RestartBMNodes", "node_ids": [id], "force": 1}),
+    );
+    assert_eq!(s["status"], "successful", "{log}");
+    assert!(
+        sim.file("ops.log").lines().any(|l| l == "reset 1"),
+        "{}",
+        sim.file("ops.log")
+    );
+    let (s, log) = run_job(
+        &d,
+        json!({"action": "StopBMNodes", "node_ids": [id], "force": 0}),
+    );
+    assert_eq!(s["status"], "successful", "{log}");
+    assert!(
+        sim.file("ops.log").lines().any(|l| l == "shutdown 1"),
+        "{}",
+        sim.file("ops.log")
+    );
+    assert!(sim
+        .ipmitool(&["chassis", "power", "status"])
+        .contains("is off"));
+
     // Bad boot device and unknown nodes are refused before any job.
     let r = d
         .call(json!({"action": "SetBMNodesBootDevice", "node_ids": [id], "boot_device": "floppy"}));
@@ -253,4 +278,43 @@ fn power_sync_marks_a_silent_bmc_unreachable_once_and_clears_it_when_it_answers(
     let back =
         d.ok(json!({"action": "DescribeMessages", "resource_id": id, "event_id": "RB-BMC-0007"}));
     assert_eq!(back["total_count"], 1, "{back}");
+}
+
+#[test]
+fn a_bmc_that_drives_a_qemu_vm_powers_it_on_and_off() {
+    let sim = Sim::start();
+    sim.drive_a_vm();
+    let d = Daemon::start_with(Some(CONFIG), |_| {});
+    let id = register(&d, "vm01", sim.port, "password", 7);
+    assert!(sim.vm_pid().is_none());
+
+    let (s, log) = run_job(&d, json!({"action": "StartBMNodes", "node_ids": [id]}));
+    assert_eq!(s["status"], "successful", "{log}");
+    let pid = sim.vm_pid().expect("a QEMU VM runs after StartBMNodes");
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("qemu-system-x86_64"), "{cmdline}");
+    // The firmware really runs: SeaBIOS writes to the VM's serial port.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sim.file("serial.log").contains("SeaBIOS") {
+        assert!(
+            Instant::now() < deadline,
+            "no SeaBIOS output: {}",
+            sim.file("serial.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sim
+        .ipmitool(&["chassis", "power", "status"])
+        .contains("is on"));
+
+    let (s, log) = run_job(
+        &d,
+        json!({"action": "StopBMNodes", "node_ids": [id], "force": 1}),
+    );
+    assert_eq!(s["status"], "successful", "{log}");
+    assert!(
+        sim.vm_pid().is_none(),
+        "the VM still runs after StopBMNodes"
+    );
+    assert_eq!(node(&d, &id)["power_state"], "off");
 }

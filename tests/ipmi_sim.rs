@@ -163,12 +163,12 @@ fn wrong_credentials_and_dead_ports_fail_with_their_own_error() {
 }
 
 #[test]
-fn sessions_are_closed_after_200_operations_and_on_drop() {
+fn sessions_are_closed_after_1000_operations_and_on_drop() {
     let sim = Sim::start();
     let before = sim.active_sessions();
     let rt = rt();
     rt.block_on(async {
-        for i in 0..200 {
+        for i in 0..1000 {
             let mut s = Session::open(&target(&sim, "admin", "password"), Timing::default())
                 .await
                 .unwrap();

@@ -11,6 +11,7 @@ declare -A needs=(
   [systemd-analyze]=systemd         # tests/daemon_lifecycle.rs: unit file verification
   [ipmi_sim]=openipmi               # tests/ipmi_*.rs: a real BMC (OpenIPMI's simulator)
   [ipmitool]=ipmitool               # tests/ipmi_*.rs: cross-checks what the BMC did
+  [qemu-system-x86_64]=qemu-system-x86  # tests/ipmi_power.rs: a BMC that powers a real VM
 )
 missing=()
 for cmd in "${!needs[@]}"; do

@@ -315,7 +315,16 @@ async fn login_and_inventory(
             .power
             .with_session(&target, async |s: &mut Session| {
                 let power_on = commands::power_is_on(s).await?;
-                let fru = commands::read_fru(s).await.unwrap_or(None);
+                let mut fru = commands::read_fru(s).await.unwrap_or(None);
+                if fru.as_ref().is_none_or(|f| f.brand().is_empty()) {
+                    // No FRU brand: name the maker from Get Device ID.
+                    if let Ok((_, iana, _)) = commands::device_id(s).await {
+                        if let Some(brand) = commands::brand_of_manufacturer(iana) {
+                            fru.get_or_insert_with(FruInfo::default)
+                                .product_manufacturer = brand.into();
+                        }
+                    }
+                }
                 Ok((power_on, fru))
             })
             .await;

@@ -85,7 +85,9 @@ async fn socket_for(addr: SocketAddr) -> Result<UdpSocket, BmcError> {
 }
 
 /// Sends `datagram` and waits for a reply `accept` takes, retransmitting
-/// on timeout. Replies `accept` refuses (`None`) are ignored.
+/// on timeout with a growing wait (×1.5 per attempt). Replies `accept`
+/// refuses (`None`) are ignored; an ICMP port-unreachable ends the attempt
+/// early.
 async fn exchange<T>(
     sock: &UdpSocket,
     addr: SocketAddr,
@@ -94,9 +96,12 @@ async fn exchange<T>(
     mut accept: impl FnMut(&[u8]) -> Option<Result<T, BmcError>>,
 ) -> Result<T, BmcError> {
     let mut buf = vec![0u8; 2048];
+    let mut wait = timing.timeout;
     for _ in 0..timing.attempts.max(1) {
         sock.send(datagram).await.map_err(io)?;
-        let deadline = Instant::now() + timing.timeout;
+        let deadline = Instant::now() + wait;
+        // Back off: each retransmission waits half as long again.
+        wait += wait / 2;
         loop {
             match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
                 Err(_) => break, // attempt timed out

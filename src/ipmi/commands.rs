@@ -138,6 +138,25 @@ pub async fn device_id(s: &mut Session) -> Result<(u8, u32, u16), BmcError> {
     ))
 }
 
+/// A brand name for an IANA enterprise number of Get Device ID, for BMCs
+/// without a FRU (the common server makers only).
+pub fn brand_of_manufacturer(iana: u32) -> Option<&'static str> {
+    Some(match iana {
+        2 => "IBM",
+        11 => "HPE",
+        42 => "Oracle",
+        343 => "Intel",
+        674 => "Dell",
+        2011 => "Huawei",
+        5771 => "Cisco",
+        10876 => "Supermicro",
+        19046 => "Lenovo",
+        47196 => "Inspur",
+        49622 => "Gigabyte",
+        _ => return None,
+    })
+}
+
 /// What a FRU inventory says about the machine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FruInfo {

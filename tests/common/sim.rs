@@ -9,20 +9,37 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// ipmi_sim's chassis_control program. Power is a file, or, when the file
+/// `vm` exists beside it, a real QEMU VM (TCG, no disk, no network) started
+/// detached (ipmi_sim reads our output to EOF) and killed by pid file.
 const CHASSIS: &str = r#"#!/bin/bash
 D=$(dirname "$0")
+PIDF=$D/vm.pid
+alive() { [ -f $PIDF ] && kill -0 "$(cat $PIDF)" 2>/dev/null; }
+power_of() { if [ -f $D/vm ]; then alive && echo 1 || echo 0; else cat $D/power 2>/dev/null || echo 0; fi; }
+start() {
+  echo 1 > $D/power
+  if [ -f $D/vm ] && ! alive; then
+    setsid qemu-system-x86_64 -accel tcg -m 32 -nographic -nodefaults -serial file:$D/serial.log       -pidfile $PIDF -daemonize </dev/null >>$D/qemu.out 2>&1
+  fi
+}
+stop() {
+  echo 0 > $D/power
+  if alive; then kill "$(cat $PIDF)"; for i in $(seq 50); do alive || break; sleep 0.1; done; fi
+  rm -f $PIDF
+}
 op=$1; shift
 if [ "$op" = get ]; then
   for p in "$@"; do case $p in
-    power) echo "power:$(cat $D/power 2>/dev/null || echo 0)";;
+    power) echo "power:$(power_of)";;
     boot) echo "boot:$(cat $D/boot 2>/dev/null || echo none)";;
   esac; done
 elif [ "$op" = set ]; then
   while [ $# -ge 2 ]; do p=$1; v=$2; shift 2; case $p in
-    power) echo "$v" > $D/power;;
-    reset) echo 1 > $D/power;;
+    power) if [ "$v" = 1 ]; then start; else stop; fi;;
+    reset) stop; start;;
     boot) echo "$v" > $D/boot;;
-    shutdown) echo 0 > $D/power;;
+    shutdown) stop;;
   esac; echo "$p $v" >> $D/ops.log; done
 fi
 exit 0
@@ -173,6 +190,32 @@ impl Sim {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A VM the chassis program started goes too.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("vm.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+            }
+        }
+    }
+
+    /// Makes power mean a real QEMU VM from now on.
+    pub fn drive_a_vm(&self) {
+        std::fs::write(self.dir.path().join("vm"), "").unwrap();
+    }
+
+    /// The pid of the VM, if one runs.
+    pub fn vm_pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.dir.path().join("vm.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            .ok()
+            .map(|_| pid)
     }
 }
 
