@@ -15,6 +15,7 @@ pub struct Config {
     pub messages: MessagesConfig,
     pub ipmi: IpmiConfig,
     pub scan: ScanConfig,
+    pub ssh: SshConfig,
     /// The OS image catalogue: what `os_version` of a BMNode refers to.
     pub images: Vec<ImageConfig>,
 }
@@ -71,6 +72,38 @@ pub struct ScanConfig {
 pub struct ScanCredentials {
     pub username: String,
     pub password: String,
+}
+
+/// How the daemon reaches hosts that already run an OS (Node actions).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// User to log in as.
+    pub user: String,
+    /// Private key; empty: `<state_dir>/ssh/id_ed25519` (`rackboot ssh-key`
+    /// creates it).
+    pub key: String,
+    /// SSH port of the hosts.
+    pub port: u16,
+    /// Seconds to connect and authenticate.
+    pub connect_timeout: u64,
+    /// Seconds one collection command may run.
+    pub command_timeout: u64,
+    /// Hosts collected at once.
+    pub max_concurrent: usize,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            user: "root".into(),
+            key: String::new(),
+            port: 22,
+            connect_timeout: 5,
+            command_timeout: 10,
+            max_concurrent: 32,
+        }
+    }
 }
 
 impl Default for IpmiConfig {
@@ -354,6 +387,25 @@ impl Config {
                 ));
             }
         }
+        let ssh = &self.ssh;
+        if ssh.user.is_empty() || ssh.user.contains(char::is_whitespace) {
+            return Err(invalid(
+                "ssh.user",
+                format!("{:?}", ssh.user),
+                "allowed: a user name",
+            ));
+        }
+        if !ssh.key.is_empty() && !Path::new(&ssh.key).is_absolute() {
+            return Err(invalid(
+                "ssh.key",
+                format!("{:?}", ssh.key),
+                "allowed: an absolute path, or empty for <state_dir>/ssh/id_ed25519",
+            ));
+        }
+        range("ssh.port", ssh.port.into(), 1, 65535)?;
+        range("ssh.connect_timeout", ssh.connect_timeout, 1, 300)?;
+        range("ssh.command_timeout", ssh.command_timeout, 1, 3600)?;
+        range("ssh.max_concurrent", ssh.max_concurrent as u64, 1, 1024)?;
         let mut seen = std::collections::HashSet::new();
         for (i, image) in self.images.iter().enumerate() {
             let key = |k: &str| format!("images[{i}].{k}");
@@ -519,5 +571,6 @@ mod tests {
         assert_eq!(config.messages, MessagesConfig::default());
         assert_eq!(config.ipmi, IpmiConfig::default());
         assert_eq!(config.scan, ScanConfig::default());
+        assert_eq!(config.ssh, SshConfig::default());
     }
 }

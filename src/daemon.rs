@@ -178,7 +178,7 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
     let mode = config.socket_mode().map_err(|e| e.to_string())?;
     let listener = server::bind(&socket_path, mode)
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
-    let ctx = Arc::new(Ctx::new(store.clone(), config));
+    let ctx = Arc::new(Ctx::new(store.clone(), config, state_dir.clone()));
     let shutdown = CancellationToken::new();
 
     tracing::info!(socket = %socket_path.display(), "API listening");

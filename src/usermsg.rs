@@ -80,6 +80,38 @@ pub const BMC_BACK: Event = Event {
     text: "The BMC of node {node_id} answers again; its power state is {power_state}.",
 };
 
+/// Collection: the host's SSH port does not answer.
+pub const NODE_UNREACHABLE: Event = Event {
+    event_id: "RB-NODE-0001",
+    level: MessageLevel::Error,
+    text: "Node {node_id} at {address} cannot be reached over SSH: check that the host is up, that sshd listens on \
+           port {port} (ssh.port) and that no firewall blocks it.",
+};
+
+/// Collection: the host refused the daemon's key.
+pub const NODE_AUTH_REJECTED: Event = Event {
+    event_id: "RB-NODE-0002",
+    level: MessageLevel::Error,
+    text: "Node {node_id} at {address} refused rackboot's SSH key for user {user}: add the public key that \
+           `rackboot ssh-key` prints to that user's ~/.ssh/authorized_keys on the host.",
+};
+
+/// Collection: the host presented another host key than the first time.
+pub const NODE_HOST_KEY_CHANGED: Event = Event {
+    event_id: "RB-NODE-0003",
+    level: MessageLevel::Error,
+    text: "Node {node_id} at {address} presented another SSH host key ({presented}) than the one trusted at first \
+           contact ({expected}): this may be an impersonation. If the host was reinstalled, delete the node and add it again.",
+};
+
+/// Collection: the host stalled or the session failed.
+pub const NODE_COLLECT_FAILED: Event = Event {
+    event_id: "RB-NODE-0004",
+    level: MessageLevel::Error,
+    text: "Collecting node {node_id} at {address} failed ({detail}): check that the host answers commands \
+           promptly (ssh.command_timeout) and try CollectNodes again.",
+};
+
 /// Every event, for documentation and tests.
 pub const CATALOGUE: &[Event] = &[
     JOB_INTERRUPTED,
@@ -90,6 +122,10 @@ pub const CATALOGUE: &[Event] = &[
     BMC_COMMAND_FAILED,
     BMC_LOST,
     BMC_BACK,
+    NODE_UNREACHABLE,
+    NODE_AUTH_REJECTED,
+    NODE_HOST_KEY_CHANGED,
+    NODE_COLLECT_FAILED,
 ];
 
 /// Fills `event`'s placeholders from `args`. A value is cut to 64 characters

@@ -4,7 +4,7 @@
 //! (and its handler).
 
 use super::params::{p, Param, Ty};
-use super::{bmnodes, jobs, messages, power, scan, users, Handler};
+use super::{bmnodes, jobs, messages, nodes, power, scan, users, Handler};
 
 /// One action of the API.
 pub struct Action {
@@ -115,8 +115,103 @@ const NODE_COLUMNS: &[(&str, &str)] = &[
     ("OS_VERSION", "general.os_version"),
 ];
 
+const HOST_COLUMNS: &[(&str, &str)] = &[
+    ("NODE_ID", "node_id"),
+    ("ADDRESS", "address"),
+    ("HOSTNAME", "hostname"),
+    ("STATUS", "status"),
+    ("CPUS", "cpu.cpu_processors"),
+    ("MEM_GIB", "memory.memory_size"),
+    ("OS", "os.os_name"),
+    ("ROLE", "role"),
+];
+
 /// Every action the daemon answers.
 pub static ACTIONS: &[Action] = &[
+    Action {
+        name: "DescribeNodes",
+        command: "describe-nodes",
+        request_type: "Node",
+        about: "List hosts that already run an OS, with their collected hardware",
+        params: &[
+            NODE_IDS,
+            p("product_type", Ty::Str, false, "only nodes of this product type"),
+            p("product_name", Ty::Str, false, "only nodes of this product name"),
+            p("role", Ty::Str, false, "only nodes with this role"),
+            p("sub_roles", Ty::List, false, "only nodes having all these sub-roles"),
+            p("status", Ty::Str, false, "collecting, available or collect_failed"),
+            p("pre_status", Ty::Str, false, "previous status"),
+            PAGING[0],
+            PAGING[1],
+        ],
+        positional: Some("node_ids"),
+        job: false,
+        table: Some(Table { field: "node_set", columns: HOST_COLUMNS }),
+        handler: nodes::describe,
+    },
+    Action {
+        name: "AddNodes",
+        command: "add-nodes",
+        request_type: "Node",
+        about: "Add the hosts whose SSH port answers on an address range and collect their hardware (a CollectNodes job)",
+        params: &[
+            p("ip_start", Ty::Str, true, "first address of the range (IPv4)"),
+            p("ip_end", Ty::Str, true, "last address; at most 1024 addresses"),
+        ],
+        positional: None,
+        job: true,
+        table: None,
+        handler: nodes::add,
+    },
+    Action {
+        name: "DeleteNodes",
+        command: "delete-nodes",
+        request_type: "Node",
+        about: "Delete nodes, all or none",
+        params: &[p("node_ids", Ty::List, true, "the nodes to delete (n-…)")],
+        positional: Some("node_ids"),
+        job: false,
+        table: None,
+        handler: nodes::delete,
+    },
+    Action {
+        name: "CollectNodes",
+        command: "collect-nodes",
+        request_type: "Node",
+        about: "Collect the hardware of nodes over SSH again (nodes without a role) (a job)",
+        params: &[p("node_ids", Ty::List, true, "the nodes (n-…)")],
+        positional: Some("node_ids"),
+        job: true,
+        table: None,
+        handler: nodes::collect,
+    },
+    Action {
+        name: "ModifyNodeAttributes",
+        command: "modify-node-attributes",
+        request_type: "Node",
+        about: "Set the type and status of a node's data disks",
+        params: &[
+            p("node_id", Ty::Str, true, "the node (n-…)"),
+            p("data_disks", Ty::List, true, "disk names, e.g. \"vdb, vdc\" or [\"vdb\", \"vdc\"]"),
+            p("type", Ty::Str, false, "ssd, sata, hdd or nvme"),
+            p("status", Ty::Int, false, "1 = data disk, 0 = not a data disk"),
+        ],
+        positional: Some("node_id"),
+        job: false,
+        table: None,
+        handler: nodes::modify,
+    },
+    Action {
+        name: "DescribeSSHKey",
+        command: "ssh-key",
+        request_type: "Node",
+        about: "The daemon's SSH public key to install on hosts (created on first use)",
+        params: &[],
+        positional: None,
+        job: false,
+        table: None,
+        handler: nodes::ssh_key,
+    },
     Action {
         name: "DescribeBMNodes",
         command: "describe-bm-nodes",

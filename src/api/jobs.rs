@@ -9,17 +9,17 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// Actions that run as jobs (what `job_action` may name): those of the
-/// catalogue marked `job`, and the seed's CollectNodes and ProvisionBMNodes
-/// whose actions come with later features.
+/// catalogue marked `job`, and the seed's ProvisionBMNodes, whose action
+/// comes with the provisioning feature.
 fn is_job_action(name: &str) -> bool {
-    ["CollectNodes", "ProvisionBMNodes", "ScanBMNodes"].contains(&name)
+    ["ProvisionBMNodes"].contains(&name)
         || super::catalogue::ACTIONS
             .iter()
             .any(|a| a.job && a.name == name)
 }
 
 fn job_action_names() -> String {
-    let mut names: Vec<&str> = vec!["CollectNodes", "ProvisionBMNodes", "ScanBMNodes"];
+    let mut names: Vec<&str> = vec!["ProvisionBMNodes"];
     names.extend(
         super::catalogue::ACTIONS
             .iter()

@@ -13,6 +13,7 @@ pub mod server;
 mod bmnodes;
 mod jobs;
 mod messages;
+mod nodes;
 pub mod power;
 mod scan;
 mod users;
@@ -37,6 +38,8 @@ pub struct Ctx {
     pub power: crate::power::PowerController,
     /// Background work started by actions (jobs); awaited at shutdown.
     pub tasks: tokio_util::task::TaskTracker,
+    /// The state directory (default places of keys and files).
+    pub state_dir: std::path::PathBuf,
     config: RwLock<Arc<Config>>,
     pub auth: VerifiedCache,
     /// argon2 verifications running at once: a flood of wrong passwords
@@ -45,8 +48,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(store: Store, config: Config) -> Ctx {
+    pub fn new(store: Store, config: Config, state_dir: std::path::PathBuf) -> Ctx {
         Ctx {
+            state_dir,
             store,
             power: crate::power::PowerController::new(config.ipmi.clone()),
             tasks: tokio_util::task::TaskTracker::new(),

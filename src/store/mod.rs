@@ -7,12 +7,14 @@
 mod bmnodes;
 mod jobs;
 mod messages;
+mod nodes;
 mod schema;
 mod users;
 
 pub use bmnodes::{BmNode, BmNodeFilter, BmNodeStatus, NetworkSettings, PowerState};
 pub use jobs::{Job, JobNode, JobStatus, LogLine};
 pub use messages::{MessageFilter, MessageLevel, StoredMessage};
+pub use nodes::{Node, NodeStatus};
 pub use users::User;
 
 use rusqlite::Connection;

@@ -68,6 +68,33 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX bm_nodes_status ON bm_nodes (status);
 
+    CREATE TABLE nodes (
+        seq           INTEGER PRIMARY KEY,
+        node_id       TEXT NOT NULL UNIQUE,
+        -- Where the host's SSH server answers.
+        address       TEXT NOT NULL,
+        port          INTEGER NOT NULL DEFAULT 22,
+        hostname      TEXT NOT NULL DEFAULT '',
+        role          TEXT NOT NULL DEFAULT '',
+        sub_roles     TEXT NOT NULL DEFAULT '[]',
+        product_type  TEXT NOT NULL DEFAULT '',
+        product_name  TEXT NOT NULL DEFAULT '',
+        zone_id       TEXT NOT NULL DEFAULT '',
+        description   TEXT NOT NULL DEFAULT '',
+        status        TEXT NOT NULL DEFAULT 'collecting' CHECK (status IN ('collecting', 'available', 'collect_failed')),
+        pre_status    TEXT NOT NULL DEFAULT '' CHECK (pre_status IN ('', 'collecting', 'available', 'collect_failed')),
+        machine_id    TEXT NOT NULL DEFAULT '',
+        -- Trusted on first use; a different key later fails collection.
+        host_key      TEXT NOT NULL DEFAULT '',
+        -- The BMNode this host was provisioned as, if any.
+        bm_node_id    TEXT NOT NULL DEFAULT '',
+        -- The collected inventory (JSON; disk and network ids included).
+        inventory     TEXT NOT NULL DEFAULT '{}',
+        create_time   INTEGER NOT NULL,
+        update_time   INTEGER NOT NULL,
+        UNIQUE (address, port)
+    );
+
     CREATE TABLE jobs (
         job_id      TEXT PRIMARY KEY NOT NULL,
         job_action  TEXT NOT NULL,

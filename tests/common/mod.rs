@@ -5,6 +5,7 @@
 
 pub mod fakebmc;
 pub mod sim;
+pub mod sshd;
 
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
