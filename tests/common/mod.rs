@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fakebmc;
+pub mod netns;
 pub mod sim;
 pub mod sshd;
 
@@ -16,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rackboot");
 
 pub struct Daemon {
     pub dir: tempfile::TempDir,
+    /// Network namespace the daemon runs in (its socket is still a file).
+    pub netns: Option<String>,
     pub child: Option<Child>,
     pub config: Option<PathBuf>,
     runtime: tokio::runtime::Runtime,
@@ -40,6 +43,7 @@ impl Daemon {
         });
         let mut d = Daemon {
             dir,
+            netns: None,
             child: None,
             config,
             runtime: tokio::runtime::Builder::new_current_thread()
@@ -69,10 +73,42 @@ impl Daemon {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Like [`Daemon::start_with`], with the daemon inside network namespace `ns`.
+    pub fn start_in_netns(ns: &str, config: Option<&str>, prepare: impl FnOnce(&Path)) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
+        let config = config.map(|text| {
+            let p = dir.path().join("rackboot.toml");
+            std::fs::write(&p, text).unwrap();
+            p
+        });
+        let mut d = Daemon {
+            dir,
+            netns: Some(ns.to_string()),
+            child: None,
+            config,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            starts: 0,
+        };
+        d.spawn();
+        d
+    }
+
     pub fn spawn(&mut self) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the program: the child's pid is the daemon's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve").arg("--state-dir").arg(self.dir.path());
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);

@@ -13,6 +13,7 @@ pub struct Sshd {
     pub dir: tempfile::TempDir,
     pub ip: Ipv4Addr,
     pub port: u16,
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -40,6 +41,17 @@ fn keygen(path: &Path) {
 
 impl Sshd {
     pub fn start(ip: Ipv4Addr, port: u16, authorized: &str, quirk: Quirk) -> Sshd {
+        Self::start_in(None, ip, port, authorized, quirk)
+    }
+
+    /// An sshd inside network namespace `netns` (when given).
+    pub fn start_in(
+        netns: Option<&str>,
+        ip: Ipv4Addr,
+        port: u16,
+        authorized: &str,
+        quirk: Quirk,
+    ) -> Sshd {
         let dir = tempfile::tempdir().unwrap();
         keygen(&dir.path().join("host_key"));
         std::fs::write(dir.path().join("authorized_keys"), authorized).unwrap();
@@ -47,6 +59,7 @@ impl Sshd {
             dir,
             ip,
             port,
+            netns: netns.map(str::to_string),
             child: None,
         };
         s.write_config(quirk);
@@ -107,7 +120,15 @@ impl Sshd {
 
     fn spawn(&mut self) {
         std::fs::create_dir_all("/run/sshd").unwrap(); // privilege separation directory
-        let child = Command::new("/usr/sbin/sshd")
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+                c
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(self.dir.path().join("sshd_config"))
             .stdin(Stdio::null())
@@ -117,7 +138,23 @@ impl Sshd {
             .expect("sshd must be installed (tests/run.sh installs openssh-server)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect((self.ip, self.port)).is_err() {
+        let listening = |s: &Sshd| match &s.netns {
+            None => std::net::TcpStream::connect((s.ip, s.port)).is_ok(),
+            Some(ns) => Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "bash",
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/{}/{}", s.ip, s.port),
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .map(|st| st.success())
+                .unwrap_or(false),
+        };
+        while !listening(self) {
             assert!(
                 Instant::now() < deadline,
                 "sshd did not listen: {}",
