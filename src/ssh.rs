@@ -180,51 +180,107 @@ pub async fn collect(
     if !auth.success() {
         return Err(SshError::AuthRejected(addr, settings.user.clone()));
     }
-    let mut outputs = Outputs::new();
-    let mut notes = Vec::new();
-    for (part, command) in COMMANDS {
-        match tokio::time::timeout(settings.command_timeout, run(&session, command)).await {
-            Err(_) => {
-                // The host stalls: give up on it (a partial inventory of a
-                // stalling host would hide the problem).
-                let _ = session
-                    .disconnect(russh::Disconnect::ByApplication, "", "en")
-                    .await;
-                return Err(SshError::Stalled(
-                    command.to_string(),
-                    settings.command_timeout.as_secs(),
-                ));
-            }
-            Ok(Err(e)) => notes.push(format!("`{command}` could not run: {e}")),
-            Ok(Ok((0, out))) => {
-                outputs.insert(part.to_string(), out);
-            }
-            Ok(Ok((127, _))) => notes.push(format!("`{command}`: command not found on the host")),
-            Ok(Ok((code, _))) => notes.push(format!("`{command}` exited with status {code}")),
-        }
-    }
+    // One shell runs every command, each between markers carrying its
+    // exit status: one channel instead of one per command (each channel is
+    // a new session and shell on the host).
+    let script: String = COMMANDS
+        .iter()
+        .map(|(part, command)| {
+            format!("echo '{BEGIN}{part}'; {command}; echo \"{END}{part} $?\"; ")
+        })
+        .collect();
+    let (outputs, notes) = run_script(&session, &script, settings.command_timeout).await;
     let _ = session
         .disconnect(russh::Disconnect::ByApplication, "", "en")
         .await;
-    Ok((outputs, notes, seen()))
+    Ok((outputs?, notes, seen()))
 }
 
-async fn run(session: &client::Handle<Tofu>, command: &str) -> Result<(u32, String), russh::Error> {
-    let mut channel = session.channel_open_session().await?;
-    channel.exec(true, command).await?;
-    let mut out = Vec::new();
-    let mut code = None;
-    while let Some(msg) = channel.wait().await {
-        match msg {
-            ChannelMsg::Data { ref data } if out.len() < 4 * 1024 * 1024 => {
-                out.extend_from_slice(data)
+const BEGIN: &str = "@@rackboot-begin ";
+const END: &str = "@@rackboot-end ";
+
+/// Runs the collection script; splits its output into parts. A part whose
+/// end marker does not come within `command_timeout` of the last output
+/// means the host stalls in that command.
+async fn run_script(
+    session: &client::Handle<Tofu>,
+    script: &str,
+    command_timeout: Duration,
+) -> (Result<Outputs, SshError>, Vec<String>) {
+    let mut notes = Vec::new();
+    let mut channel = match session.channel_open_session().await {
+        Ok(c) => c,
+        Err(e) => return (Err(SshError::Protocol(e.to_string())), notes),
+    };
+    if let Err(e) = channel.exec(true, script).await {
+        return (Err(SshError::Protocol(e.to_string())), notes);
+    }
+    let mut text = String::new();
+    let mut raw = Vec::new();
+    loop {
+        match tokio::time::timeout(command_timeout, channel.wait()).await {
+            Err(_) => {
+                raw_to_text(&mut raw, &mut text);
+                let stalled = current_part(&text).unwrap_or("?");
+                let command = COMMANDS
+                    .iter()
+                    .find(|(p, _)| *p == stalled)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(stalled);
+                return (
+                    Err(SshError::Stalled(
+                        command.to_string(),
+                        command_timeout.as_secs(),
+                    )),
+                    notes,
+                );
             }
-            ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
-            _ => {}
+            Ok(None) => break,
+            Ok(Some(ChannelMsg::Data { ref data })) if raw.len() < 8 * 1024 * 1024 => {
+                raw.extend_from_slice(data)
+            }
+            Ok(Some(_)) => {}
         }
     }
-    Ok((
-        code.unwrap_or(255),
-        String::from_utf8_lossy(&out).into_owned(),
-    ))
+    raw_to_text(&mut raw, &mut text);
+    let mut outputs = Outputs::new();
+    for (part, command) in COMMANDS {
+        let begin = format!("{BEGIN}{part}\n");
+        let Some(b) = text.find(&begin) else {
+            notes.push(format!("`{command}` did not run"));
+            continue;
+        };
+        let body_start = b + begin.len();
+        let end_marker = format!("{END}{part} ");
+        let Some(e) = text[body_start..].find(&end_marker).map(|e| body_start + e) else {
+            notes.push(format!("`{command}` did not finish"));
+            continue;
+        };
+        let status = text[e + end_marker.len()..]
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim();
+        let body = &text[body_start..e];
+        match status {
+            "0" => {
+                outputs.insert(part.to_string(), body.to_string());
+            }
+            "127" => notes.push(format!("`{command}`: command not found on the host")),
+            other => notes.push(format!("`{command}` exited with status {other}")),
+        }
+    }
+    (Ok(outputs), notes)
+}
+
+fn raw_to_text(raw: &mut Vec<u8>, text: &mut String) {
+    text.push_str(&String::from_utf8_lossy(raw));
+    raw.clear();
+}
+
+/// The part whose begin marker is the last one without an end marker.
+fn current_part(text: &str) -> Option<&str> {
+    let b = text.rfind(BEGIN)?;
+    let part = text[b + BEGIN.len()..].lines().next()?;
+    (!text[b..].contains(&format!("{END}{part} "))).then_some(part)
 }

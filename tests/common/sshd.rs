@@ -86,6 +86,25 @@ impl Sshd {
                 if quirk == Quirk::NoLsblk && tool == "lsblk" {
                     continue;
                 }
+                if quirk == Quirk::StallsOnLscpu && tool == "lscpu" {
+                    let stall = bin.join("lscpu");
+                    // Records its pid so that stop() can end it: a stalled
+                    // command outlives the SSH session otherwise.
+                    std::fs::write(
+                        &stall,
+                        format!(
+                            "#!/bin/sh\necho $$ >> {}/stall.pids\nexec sleep 600\n",
+                            d.display()
+                        ),
+                    )
+                    .unwrap();
+                    std::fs::set_permissions(
+                        &stall,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )
+                    .unwrap();
+                    continue;
+                }
                 let target = String::from_utf8(
                     Command::new("sh")
                         .arg("-c")
@@ -98,14 +117,12 @@ impl Sshd {
                 let _ = std::os::unix::fs::symlink(target.trim(), bin.join(tool));
             }
             let wrapper = d.join("wrapper.sh");
-            let stall = if quirk == Quirk::StallsOnLscpu {
-                "case \"$SSH_ORIGINAL_COMMAND\" in lscpu*) exec sleep 600;; esac\n"
-            } else {
-                ""
-            };
             std::fs::write(
                 &wrapper,
-                format!("#!/bin/sh\nPATH={}\nexport PATH\n{stall}exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n", bin.display()),
+                format!(
+                    "#!/bin/sh\nPATH={}\nexport PATH\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+                    bin.display()
+                ),
             )
             .unwrap();
             std::fs::set_permissions(
@@ -175,6 +192,11 @@ impl Sshd {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        let pids = std::fs::read_to_string(self.dir.path().join("stall.pids")).unwrap_or_default();
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
         }
     }
 
