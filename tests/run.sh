@@ -13,6 +13,7 @@ declare -A needs=(
   [ipmitool]=ipmitool               # tests/ipmi_*.rs: cross-checks what the BMC did
   [qemu-system-x86_64]=qemu-system-x86  # tests/ipmi_power.rs: a BMC that powers a real VM
   [sshd]=openssh-server             # tests/nodes*.rs: real SSH hosts (started by the tests only)
+  [ip]=iproute2                     # tests/nodes_seed.rs: network namespaces
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -32,6 +33,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ "$had_policy" = 1 ] || rm -f "$policy"
+fi
+
+# pyghmi: a second, independent BMC implementation (tests/ipmi_pyghmi.rs).
+if ! python3 -c 'import pyghmi' 2>/dev/null; then
+  echo "tests/run.sh: installing pyghmi"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'pyghmi==1.6.19'
 fi
 
 cargo fmt --all -- --check
