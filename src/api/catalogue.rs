@@ -110,6 +110,7 @@ const NODE_COLUMNS: &[(&str, &str)] = &[
     ("NODE_ID", "node_id"),
     ("HOSTNAME", "general.hostname"),
     ("STATUS", "status"),
+    ("POWER", "power_state"),
     ("PXE_MAC", "pxe.pxe_network_mac_addr"),
     ("IPMI", "ipmi.ipmi_network_address"),
     ("OS_VERSION", "general.os_version"),

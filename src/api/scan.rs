@@ -345,6 +345,17 @@ async fn login_and_inventory(
     Err(last)
 }
 
+/// "Dell Inc. CN7016, " (what the FRU said), or nothing.
+fn machine_text(brand: &str, serial: &str) -> String {
+    let text = format!("{brand} {serial}");
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("{text}, ")
+    }
+}
+
 fn hostname_for(pattern: &str, addr: SocketAddr) -> String {
     let ip = addr.ip().to_string().replace(['.', ':'], "-");
     let mut name = pattern
@@ -401,8 +412,11 @@ async fn register(
                 .await?;
             updated += 1;
             let line = format!(
-                "updated {} ({}) at {}: {brand} {serial}, power {power_text}",
-                known.node_id, known.hostname, f.addr
+                "updated {} ({}) at {}: {}power {power_text}",
+                known.node_id,
+                known.hostname,
+                f.addr,
+                machine_text(&brand, &serial)
             );
             let share = JobNode {
                 node_id: known.node_id.clone(),
@@ -455,13 +469,12 @@ async fn register(
     ctx.store.insert_bm_nodes(new_nodes.clone()).await?;
     for n in &new_nodes {
         let line = format!(
-            "registered {} ({}) at {}:{}: {} {}, power {}",
+            "registered {} ({}) at {}:{}: {}power {}",
             n.node_id,
             n.hostname,
             n.ipmi_address,
             n.ipmi_port,
-            n.brand,
-            n.serial_number,
+            machine_text(&n.brand, &n.serial_number),
             n.power_state.as_str()
         );
         let share = JobNode {
