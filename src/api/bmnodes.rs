@@ -593,14 +593,8 @@ pub fn register(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
 
 pub fn delete(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
     Box::pin(async move {
-        let ids = call.params.list("node_ids");
-        check_node_ids("node_ids", &ids)?;
-        let mut unique = Vec::new();
-        for id in ids {
-            if !unique.contains(&id) {
-                unique.push(id);
-            }
-        }
+        let unique = call.params.unique_list("node_ids");
+        check_node_ids("node_ids", &unique)?;
         let deleted = ctx.store.delete_bm_nodes(unique).await?;
         let count = deleted.len();
         Ok(fields([

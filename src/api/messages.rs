@@ -78,14 +78,8 @@ pub fn describe(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
 
 pub fn delete(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
     Box::pin(async move {
-        let ids = call.params.list("message_ids");
-        check_ids(&ids)?;
-        let mut unique = Vec::new();
-        for id in ids {
-            if !unique.contains(&id) {
-                unique.push(id);
-            }
-        }
+        let unique = call.params.unique_list("message_ids");
+        check_ids(&unique)?;
         let deleted = ctx.store.delete_messages(unique).await?;
         let count = deleted.len();
         Ok(fields([

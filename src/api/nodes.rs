@@ -234,35 +234,10 @@ pub fn describe(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
     })
 }
 
-fn range(ip_start: &str, ip_end: &str) -> Result<Vec<Ipv4Addr>, ApiError> {
-    let a = crate::validate::ipv4(ip_start).map_err(|w| ApiError::field("ip_start", w))?;
-    let b = crate::validate::ipv4(ip_end).map_err(|w| ApiError::field("ip_end", w))?;
-    let (x, y) = (u32::from(a), u32::from(b));
-    if y < x {
-        return Err(ApiError::field(
-            "ip_end",
-            format!("{b} comes before ip_start {a}"),
-        ));
-    }
-    if y - x >= MAX_ADD {
-        return Err(ApiError::field(
-            "ip_end",
-            format!(
-                "{a}–{b} is {} addresses; AddNodes covers at most {MAX_ADD}: split the range",
-                y - x + 1
-            ),
-        ));
-    }
-    Ok((x..=y).map(Ipv4Addr::from).collect())
-}
-
 pub fn add(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
     Box::pin(async move {
         let p = &call.params;
-        let addrs = range(
-            p.str("ip_start").unwrap_or_default(),
-            p.str("ip_end").unwrap_or_default(),
-        )?;
+        let addrs = p.ipv4_range(MAX_ADD, "AddNodes")?;
         let s = settings(&ctx);
         // Probe the SSH port of every address, bounded in concurrency and time.
         let gate = Arc::new(Semaphore::new(256));
@@ -658,14 +633,8 @@ async fn run_collect(
 
 pub fn delete(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
     Box::pin(async move {
-        let ids = call.params.list("node_ids");
-        check_node_ids("node_ids", &ids)?;
-        let mut unique = Vec::new();
-        for id in ids {
-            if !unique.contains(&id) {
-                unique.push(id);
-            }
-        }
+        let unique = call.params.unique_list("node_ids");
+        check_node_ids("node_ids", &unique)?;
         let deleted = ctx.store.delete_nodes(unique).await?;
         let n = deleted.len();
         Ok(Fields::new()

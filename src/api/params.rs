@@ -217,6 +217,46 @@ impl Params {
             .unwrap_or_default()
     }
 
+    /// A list-of-strings parameter without repeats, in first-seen order.
+    pub fn unique_list(&self, name: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self.list(name) {
+            if !out.contains(&item) {
+                out.push(item);
+            }
+        }
+        out
+    }
+
+    /// The addresses from `ip_start` to `ip_end`, at most `max` of them;
+    /// `what` names the action in the error ("a scan", "AddNodes").
+    pub fn ipv4_range(&self, max: u32, what: &str) -> Result<Vec<std::net::Ipv4Addr>, ApiError> {
+        let field = |name: &str| -> Result<std::net::Ipv4Addr, ApiError> {
+            let value = self.str(name).ok_or_else(|| {
+                ApiError::missing(name, " (the first and last address of the range)")
+            })?;
+            crate::validate::ipv4(value).map_err(|why| ApiError::field(name, why))
+        };
+        let (start, end) = (field("ip_start")?, field("ip_end")?);
+        let (a, b) = (u32::from(start), u32::from(end));
+        if b < a {
+            return Err(ApiError::field(
+                "ip_end",
+                format!("{end} comes before ip_start {start}"),
+            ));
+        }
+        if b - a >= max {
+            return Err(ApiError::field(
+                "ip_end",
+                format!(
+                    "{start}–{end} is {} addresses; {what} covers at most {max}: split the range",
+                    b - a + 1
+                ),
+            ));
+        }
+        Ok((a..=b).map(std::net::Ipv4Addr::from).collect())
+    }
+
     /// A list-of-objects parameter.
     pub fn objects(&self, name: &str) -> Option<Vec<Map<String, Value>>> {
         self.values
@@ -266,6 +306,36 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn ranges_are_bounded_and_ordered() {
+        let range = |a: &str, b: &str, max| {
+            let p = Params::check(
+                "X",
+                &[
+                    p("ip_start", Ty::Str, false, ""),
+                    p("ip_end", Ty::Str, false, ""),
+                ],
+                obj(json!({"ip_start": a, "ip_end": b})),
+            )
+            .unwrap();
+            p.ipv4_range(max, "X")
+        };
+        assert_eq!(range("10.0.0.254", "10.0.1.1", 4096).unwrap().len(), 4);
+        assert!(range("10.0.0.5", "10.0.0.4", 4096)
+            .unwrap_err()
+            .message
+            .contains("before"));
+        assert!(range("10.0.0.0", "10.0.16.0", 4096)
+            .unwrap_err()
+            .message
+            .contains("at most 4096"));
+        assert_eq!(range("10.0.0.0", "10.0.15.255", 4096).unwrap().len(), 4096);
+        assert!(range("10.0.0", "10.0.0.1", 4096)
+            .unwrap_err()
+            .message
+            .starts_with("ip_start"));
     }
 
     #[test]

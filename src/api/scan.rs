@@ -20,7 +20,7 @@ use crate::store::{
     BmNode, BmNodeFilter, BmNodeStatus, JobNode, JobStatus, NetworkSettings, PowerState,
 };
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -46,27 +46,6 @@ struct Plan {
     per_node: HashMap<SocketAddr, ScanCredentials>,
     /// Known node per address (re-scan).
     known: Vec<String>,
-}
-
-fn range(ip_start: &str, ip_end: &str) -> Result<Vec<Ipv4Addr>, ApiError> {
-    let start: Ipv4Addr =
-        crate::validate::ipv4(ip_start).map_err(|why| ApiError::field("ip_start", why))?;
-    let end: Ipv4Addr =
-        crate::validate::ipv4(ip_end).map_err(|why| ApiError::field("ip_end", why))?;
-    let (a, b) = (u32::from(start), u32::from(end));
-    if b < a {
-        return Err(ApiError::field(
-            "ip_end",
-            format!("{end} comes before ip_start {start}"),
-        ));
-    }
-    if b - a >= MAX_ADDRESSES {
-        return Err(ApiError::field(
-            "ip_end",
-            format!("{start}–{end} is {} addresses; a scan covers at most {MAX_ADDRESSES}: split the range", b - a + 1),
-        ));
-    }
-    Ok((a..=b).map(Ipv4Addr::from).collect())
 }
 
 pub fn scan(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
@@ -131,15 +110,12 @@ pub fn scan(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
                 known: node_ids,
             }
         } else {
-            let start = p.str("ip_start").ok_or_else(|| {
-                ApiError::missing(
+            if p.str("ip_start").is_none() {
+                return Err(ApiError::missing(
                     "ip_start",
                     " (first BMC address of the range, or send node_ids)",
-                )
-            })?;
-            let end = p
-                .str("ip_end")
-                .ok_or_else(|| ApiError::missing("ip_end", " (last BMC address of the range)"))?;
+                ));
+            }
             let port = p.int("ipmi_port").unwrap_or(623);
             if !(1..=65535).contains(&port) {
                 return Err(ApiError::field(
@@ -147,7 +123,8 @@ pub fn scan(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
                     format!("{port} is not a UDP port (1 to 65535)"),
                 ));
             }
-            let addresses = range(start, end)?
+            let addresses = p
+                .ipv4_range(MAX_ADDRESSES, "a scan")?
                 .into_iter()
                 .map(|ip| SocketAddr::from((ip, port as u16)))
                 .collect();
@@ -492,24 +469,6 @@ async fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_are_bounded_and_ordered() {
-        assert_eq!(range("10.0.0.254", "10.0.1.1").unwrap().len(), 4);
-        assert!(range("10.0.0.5", "10.0.0.4")
-            .unwrap_err()
-            .message
-            .contains("before"));
-        assert!(range("10.0.0.0", "10.0.16.0")
-            .unwrap_err()
-            .message
-            .contains("at most 4096"));
-        assert_eq!(range("10.0.0.0", "10.0.15.255").unwrap().len(), 4096);
-        assert!(range("10.0.0", "10.0.0.1")
-            .unwrap_err()
-            .message
-            .starts_with("ip_start"));
-    }
 
     #[test]
     fn hostnames_follow_the_pattern_and_name_odd_ports() {

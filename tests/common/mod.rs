@@ -34,6 +34,15 @@ impl Daemon {
     /// Starts a daemon with `config` (TOML text) if given, after `prepare`
     /// has had the state directory (to seed the database, say).
     pub fn start_with(config: Option<&str>, prepare: impl FnOnce(&Path)) -> Daemon {
+        Self::launch(None, config, prepare)
+    }
+
+    /// Like [`Daemon::start_with`], with the daemon inside network namespace `ns`.
+    pub fn start_in_netns(ns: &str, config: Option<&str>, prepare: impl FnOnce(&Path)) -> Daemon {
+        Self::launch(Some(ns), config, prepare)
+    }
+
+    fn launch(netns: Option<&str>, config: Option<&str>, prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
         let config = config.map(|text| {
@@ -43,7 +52,7 @@ impl Daemon {
         });
         let mut d = Daemon {
             dir,
-            netns: None,
+            netns: netns.map(str::to_string),
             child: None,
             config,
             runtime: tokio::runtime::Builder::new_current_thread()
@@ -71,30 +80,6 @@ impl Daemon {
     /// The daemon's log of its current (or last) run.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// Like [`Daemon::start_with`], with the daemon inside network namespace `ns`.
-    pub fn start_in_netns(ns: &str, config: Option<&str>, prepare: impl FnOnce(&Path)) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        prepare(dir.path());
-        let config = config.map(|text| {
-            let p = dir.path().join("rackboot.toml");
-            std::fs::write(&p, text).unwrap();
-            p
-        });
-        let mut d = Daemon {
-            dir,
-            netns: Some(ns.to_string()),
-            child: None,
-            config,
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-            starts: 0,
-        };
-        d.spawn();
-        d
     }
 
     pub fn spawn(&mut self) {
