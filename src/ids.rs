@@ -3,7 +3,7 @@
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Prefix of BMNode and Node ids.
 pub const NODE_PREFIX: &str = "n-";
@@ -38,12 +38,27 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Formats Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC), the seed's time format.
+/// Formats Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC), the seed's time
+/// format. Hand-rolled (civil-from-days, H. Hinnant) because it runs three
+/// times per node of a 10,000-node DescribeBMNodes.
 pub fn format_time(secs: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
-    // humantime gives "YYYY-MM-DDTHH:MM:SSZ"; the seed writes a space and no zone.
-    let s = humantime::format_rfc3339_seconds(t).to_string();
-    s.replacen('T', " ", 1).trim_end_matches('Z').to_string()
+    let secs = secs.max(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
 }
 
 /// Parses `YYYY-MM-DD HH:MM:SS` (UTC) back to Unix seconds.
@@ -58,6 +73,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn ids_have_the_seed_shape() {
@@ -70,6 +86,21 @@ mod tests {
         assert!(!is_id("n-Jr8KE6c", NODE_PREFIX));
         assert!(!is_id("n-Jr8KE6c!", NODE_PREFIX));
         assert!(!is_id("n-Jr8KE6cfX", NODE_PREFIX));
+    }
+
+    #[test]
+    fn formatting_agrees_with_humantime_over_centuries() {
+        let mut t: i64 = 0;
+        while t < 8_000_000_000 {
+            let reference =
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t as u64))
+                    .to_string()
+                    .replacen('T', " ", 1)
+                    .trim_end_matches('Z')
+                    .to_string();
+            assert_eq!(format_time(t), reference, "{t}");
+            t += 86_400 * 37 + 3_601;
+        }
     }
 
     #[test]

@@ -125,10 +125,6 @@ impl Fields {
     pub fn extend(&mut self, other: Fields) {
         self.0.extend(other.0);
     }
-
-    fn encoded_len(&self) -> usize {
-        self.0.iter().map(|(k, v)| k.len() + v.len() + 4).sum()
-    }
 }
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Fields, ApiError>> + Send>>;
@@ -152,25 +148,34 @@ pub fn error_response(action_name: &str, e: &ApiError) -> Value {
     Value::Object(out)
 }
 
-/// Encodes a successful response: `action`, the fields, `ret_code` 0.
-fn encode_success(action_name: &str, fields: &Fields) -> Vec<u8> {
-    let mut out = Vec::with_capacity(fields.encoded_len() + action_name.len() + 48);
-    out.extend_from_slice(b"{\"action\":\"");
-    out.extend_from_slice(action_name.as_bytes()); // checked: ASCII letters/digits only
-    out.extend_from_slice(b"Response\"");
-    for (key, value) in &fields.0 {
-        out.push(b',');
-        let _ = serde_json::to_writer(&mut out, key);
-        out.push(b':');
-        out.extend_from_slice(value);
+/// Encodes a successful response (`action`, the fields, `ret_code` 0) as
+/// pieces to send one after another: a large field is sent as it was
+/// serialized, never copied into one buffer with the rest.
+fn encode_success(action_name: &str, fields: Fields) -> Vec<Vec<u8>> {
+    let mut pieces = Vec::with_capacity(fields.0.len() * 2 + 1);
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(b"{\"action\":\"");
+    head.extend_from_slice(action_name.as_bytes()); // checked: ASCII letters/digits only
+    head.extend_from_slice(b"Response\"");
+    for (key, value) in fields.0 {
+        head.push(b',');
+        let _ = serde_json::to_writer(&mut head, key);
+        head.push(b':');
+        if value.len() < 4096 {
+            head.extend_from_slice(&value);
+        } else {
+            pieces.push(std::mem::take(&mut head));
+            pieces.push(value);
+        }
     }
-    out.extend_from_slice(b",\"ret_code\":0}");
-    out
+    head.extend_from_slice(b",\"ret_code\":0}");
+    pieces.push(head);
+    pieces
 }
 
-/// Handles one request body and returns the response body; never fails
-/// (errors become responses).
-pub async fn handle(ctx: Arc<Ctx>, body: &[u8]) -> (Vec<u8>, Outcome) {
+/// Handles one request body and returns the response body, in pieces to be
+/// sent in order; never fails (errors become responses).
+pub async fn handle(ctx: Arc<Ctx>, body: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
     let mut outcome = Outcome {
         request_id: new_id(REQUEST_PREFIX),
         ..Outcome::default()
@@ -181,10 +186,10 @@ pub async fn handle(ctx: Arc<Ctx>, body: &[u8]) -> (Vec<u8>, Outcome) {
     };
     outcome.action = response_name.clone();
     let response = match result {
-        Ok(fields) => encode_success(&response_name, &fields),
+        Ok(fields) => encode_success(&response_name, fields),
         Err(e) => {
             outcome.ret_code = e.code.code();
-            serde_json::to_vec(&error_response(&response_name, &e)).unwrap_or_default()
+            vec![serde_json::to_vec(&error_response(&response_name, &e)).unwrap_or_default()]
         }
     };
     (response, outcome)

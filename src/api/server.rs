@@ -157,11 +157,12 @@ async fn api(
         ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
-    let large = response.len() >= RELEASE_AFTER_BYTES || bytes.len() >= RELEASE_AFTER_BYTES;
+    let size: usize = response.iter().map(Vec::len).sum();
+    let large = size >= RELEASE_AFTER_BYTES || bytes.len() >= RELEASE_AFTER_BYTES;
     let reply = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        response,
+        Body::new(Pieces::new(response)),
     )
         .into_response();
     if large {
@@ -169,6 +170,49 @@ async fn api(
         tokio::task::spawn_blocking(release_free_memory);
     }
     reply
+}
+
+/// A response body sent as the pieces the handler produced, with its exact
+/// length known (Content-Length), without joining them into one buffer.
+struct Pieces {
+    pieces: std::collections::VecDeque<Vec<u8>>,
+    remaining: u64,
+}
+
+impl Pieces {
+    fn new(pieces: Vec<Vec<u8>>) -> Pieces {
+        let remaining = pieces.iter().map(|p| p.len() as u64).sum();
+        Pieces {
+            pieces: pieces.into(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Pieces {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.pieces.pop_front() {
+            Some(piece) => {
+                self.remaining -= piece.len() as u64;
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(piece.into()))))
+            }
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// Requests or responses at least this large are followed by handing freed
