@@ -31,5 +31,6 @@ pub mod jobs;
 pub mod power;
 pub mod ssh;
 pub mod store;
+pub mod tftp;
 pub mod usermsg;
 pub mod validate;

@@ -14,6 +14,8 @@ declare -A needs=(
   [qemu-system-x86_64]=qemu-system-x86  # tests/ipmi_power.rs: a BMC that powers a real VM
   [sshd]=openssh-server             # tests/nodes*.rs: real SSH hosts (started by the tests only)
   [ip]=iproute2                     # tests/nodes_seed.rs: network namespaces
+  [atftp]=atftp                     # tests/tftp.rs: a TFTP client with windowsize
+  [tftp]=tftp-hpa                   # tests/tftp.rs: a plain RFC 1350 client
 )
 missing=()
 for cmd in "${!needs[@]}"; do
