@@ -115,11 +115,13 @@ async fn transfer(
             return refuse(&sock, code::ACCESS_VIOLATION, "access violation").await
         }
     };
-    let mut file = match tokio::fs::File::open(&path).await {
+    let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(_) => return refuse(&sock, code::FILE_NOT_FOUND, "file not found").await,
     };
     let size = file.metadata().await?.len();
+    // Large reads: each read of a tokio file is a trip to the blocking pool.
+    let mut file = tokio::io::BufReader::with_capacity(256 * 1024, file);
     let n = proto::negotiate(&req, size, s.limits);
     let wait = Duration::from_secs(u64::from(n.timeout));
     let mut buf = vec![0u8; 1024];
