@@ -29,6 +29,7 @@ pub mod inventory;
 pub mod ipmi;
 pub mod jobs;
 pub mod power;
+pub mod pxe;
 pub mod ssh;
 pub mod store;
 pub mod tftp;
