@@ -67,11 +67,17 @@ pub struct ScanConfig {
     pub probe_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScanCredentials {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for ScanCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ScanCredentials({}, ******)", self.username)
+    }
 }
 
 /// How the daemon reaches hosts that already run an OS (Node actions).

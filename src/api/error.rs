@@ -33,12 +33,20 @@ pub enum RetCode {
     BmcNoSession = 3400,
     /// The BMC refused the command or answered nonsense.
     BmcCommandFailed = 3500,
+    /// A Node's SSH port does not answer.
+    NodeUnreachable = 3600,
+    /// A Node refused the daemon's SSH key.
+    NodeAuthRejected = 3610,
+    /// A Node presented another host key than at first contact.
+    NodeHostKeyChanged = 3620,
+    /// Collecting a Node stalled, timed out or broke off.
+    NodeCollectFailed = 3630,
     /// A fault inside rackboot; the daemon log has the details.
     Internal = 5000,
 }
 
 impl RetCode {
-    pub const ALL: [RetCode; 14] = [
+    pub const ALL: [RetCode; 18] = [
         RetCode::BadParameter,
         RetCode::MissingParameter,
         RetCode::UnknownAction,
@@ -52,6 +60,10 @@ impl RetCode {
         RetCode::BmcPrivilege,
         RetCode::BmcNoSession,
         RetCode::BmcCommandFailed,
+        RetCode::NodeUnreachable,
+        RetCode::NodeAuthRejected,
+        RetCode::NodeHostKeyChanged,
+        RetCode::NodeCollectFailed,
         RetCode::Internal,
     ];
 
@@ -75,6 +87,10 @@ impl RetCode {
             RetCode::BmcPrivilege => "BMC privilege insufficient",
             RetCode::BmcNoSession => "BMC session refused",
             RetCode::BmcCommandFailed => "BMC command failed",
+            RetCode::NodeUnreachable => "node unreachable over SSH",
+            RetCode::NodeAuthRejected => "node refused the SSH key",
+            RetCode::NodeHostKeyChanged => "node host key changed",
+            RetCode::NodeCollectFailed => "node collection failed",
             RetCode::Internal => "internal error",
         }
     }

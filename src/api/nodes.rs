@@ -525,14 +525,16 @@ async fn run_collect(
             Err(e) => {
                 failed.push(node.node_id.clone());
                 let address = format!("{}:{}", node.address, node.port);
-                let (event, detail, expected, presented) = match &e {
+                let (code, event, detail, expected, presented) = match &e {
                     SshError::Unreachable(_) => (
+                        RetCode::NodeUnreachable,
                         &usermsg::NODE_UNREACHABLE,
                         String::new(),
                         String::new(),
                         String::new(),
                     ),
                     SshError::AuthRejected(..) => (
+                        RetCode::NodeAuthRejected,
                         &usermsg::NODE_AUTH_REJECTED,
                         String::new(),
                         String::new(),
@@ -543,18 +545,21 @@ async fn run_collect(
                         presented,
                         ..
                     } => (
+                        RetCode::NodeHostKeyChanged,
                         &usermsg::NODE_HOST_KEY_CHANGED,
                         String::new(),
                         expected.clone(),
                         presented.clone(),
                     ),
                     SshError::Timeout => (
+                        RetCode::NodeCollectFailed,
                         &usermsg::NODE_COLLECT_FAILED,
                         "timed out".to_string(),
                         String::new(),
                         String::new(),
                     ),
                     SshError::Stalled(command, secs) => (
+                        RetCode::NodeCollectFailed,
                         &usermsg::NODE_COLLECT_FAILED,
                         format!(
                             "`{}` did not finish within {secs} s",
@@ -564,6 +569,7 @@ async fn run_collect(
                         String::new(),
                     ),
                     SshError::Protocol(_) => (
+                        RetCode::NodeCollectFailed,
                         &usermsg::NODE_COLLECT_FAILED,
                         "SSH session error".to_string(),
                         String::new(),
@@ -604,7 +610,7 @@ async fn run_collect(
                     node_id: node.node_id.clone(),
                     status: "failed".into(),
                     progress: 100,
-                    ret_code: RetCode::Internal.code(),
+                    ret_code: code.code(),
                     message: text.clone(),
                 };
                 store
