@@ -230,7 +230,11 @@ fn collection_failures_have_their_log_line_and_message() {
     let wrong = by_addr("127.0.62.2");
     assert_eq!(wrong["status"], "collect_failed");
     let node_progress = &s["node_progress"];
-    assert_eq!(node_progress[wrong["node_id"].as_str().unwrap()]["ret_code"], 3610, "{node_progress}");
+    assert_eq!(
+        node_progress[wrong["node_id"].as_str().unwrap()]["ret_code"],
+        3610,
+        "{node_progress}"
+    );
     let m = d.ok(json!({"action": "DescribeMessages", "resource_id": wrong["node_id"]}));
     assert_eq!(m["message_set"][0]["event_id"], "RB-NODE-0002", "{m}");
     assert!(m["message_set"][0]["user_message"]

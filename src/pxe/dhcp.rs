@@ -1,0 +1,604 @@
+//! DHCP answers of the PXE responder in full mode, as a plain function over
+//! a parsed request, the registered nodes and the lease table (both behind
+//! narrow traits), and the time. Who gets an answer: a registered PXE MAC
+//! gets an address (its fixed one, its lease, or a free one of the range)
+//! and, when it is network-booting, boot information; an unknown MAC gets
+//! nothing unless discovery is on and it is network-booting. The socket
+//! loop (not here yet) sends what this returns where it says.
+
+use super::firmware::{self, Boot, BootFiles};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// The address range and network handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub start: Ipv4Addr,
+    pub end: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub router: Option<Ipv4Addr>,
+    /// Seconds a lease lasts.
+    pub lease_time: u32,
+}
+
+/// What the responder is and serves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Our address on the provisioning network (server id, next-server).
+    pub server: Ipv4Addr,
+    pub pool: Pool,
+    pub files: BootFiles,
+    /// `http://server:port` of the HTTP boot server.
+    pub http_base: String,
+    /// Answer unknown network-boot clients with the discovery boot.
+    pub discovery: bool,
+}
+
+/// A registered node, as DHCP needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub fixed_address: Option<Ipv4Addr>,
+}
+
+/// Looks up registered nodes by PXE MAC (`aa:bb:cc:dd:ee:ff`).
+pub trait Nodes {
+    fn by_mac(&self, mac: &str) -> Option<NodeInfo>;
+}
+
+/// A lease: an address bound (or offered) to a MAC until `expires`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    /// Unix seconds.
+    pub expires: i64,
+    /// False while only offered.
+    pub bound: bool,
+}
+
+/// The lease table (persisted by the caller).
+pub trait Leases {
+    fn by_mac(&self, mac: &str) -> Option<Lease>;
+    fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease>;
+    fn put(&mut self, lease: Lease);
+    fn remove(&mut self, mac: &str);
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Reply {
+        message: Box<Message>,
+        to: SocketAddrV4,
+    },
+    /// Nothing is sent; the reason goes to the debug log.
+    Ignore(&'static str),
+}
+
+/// How long an offer holds its address.
+const OFFER_HOLD: i64 = 60;
+
+fn mac_of(msg: &Message) -> Option<String> {
+    let c = msg.chaddr();
+    (c.len() >= 6).then(|| {
+        c[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    })
+}
+
+fn message_type(msg: &Message) -> Option<MessageType> {
+    match msg.opts().get(OptionCode::MessageType) {
+        Some(DhcpOption::MessageType(t)) => Some(*t),
+        _ => None,
+    }
+}
+
+fn requested_ip(msg: &Message) -> Option<Ipv4Addr> {
+    match msg.opts().get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+        _ => (!msg.ciaddr().is_unspecified()).then(|| msg.ciaddr()),
+    }
+}
+
+fn in_pool(pool: &Pool, ip: Ipv4Addr) -> bool {
+    (u32::from(pool.start)..=u32::from(pool.end)).contains(&u32::from(ip))
+}
+
+/// The address for `mac`: its fixed address, its live lease, or the first
+/// free address of the pool.
+fn choose(
+    mac: &str,
+    node: Option<&NodeInfo>,
+    pool: &Pool,
+    leases: &dyn Leases,
+    now: i64,
+) -> Option<Ipv4Addr> {
+    if let Some(ip) = node.and_then(|n| n.fixed_address) {
+        return Some(ip);
+    }
+    if let Some(l) = leases.by_mac(mac) {
+        // Keep a client on its address while the range still holds it.
+        if in_pool(pool, l.ip)
+            && leases
+                .by_ip(l.ip)
+                .is_none_or(|o| o.mac == mac || o.expires <= now)
+        {
+            return Some(l.ip);
+        }
+    }
+    (u32::from(pool.start)..=u32::from(pool.end))
+        .map(Ipv4Addr::from)
+        .find(|ip| {
+            leases
+                .by_ip(*ip)
+                .is_none_or(|l| l.expires <= now || l.mac == mac)
+        })
+}
+
+/// Where the answer goes (RFC 2131 §4.1): the relay, the client's address,
+/// or broadcast.
+fn destination(msg: &Message) -> SocketAddrV4 {
+    if !msg.giaddr().is_unspecified() {
+        SocketAddrV4::new(msg.giaddr(), 67)
+    } else if !msg.ciaddr().is_unspecified() && !msg.flags().broadcast() {
+        SocketAddrV4::new(msg.ciaddr(), 68)
+    } else {
+        SocketAddrV4::new(Ipv4Addr::BROADCAST, 68)
+    }
+}
+
+fn reply(msg: &Message, kind: MessageType, s: &Settings) -> Message {
+    let mut r = Message::default();
+    r.set_opcode(Opcode::BootReply)
+        .set_xid(msg.xid())
+        .set_flags(msg.flags())
+        .set_giaddr(msg.giaddr())
+        .set_chaddr(&msg.chaddr()[..msg.chaddr().len().min(16)]);
+    r.opts_mut().insert(DhcpOption::MessageType(kind));
+    r.opts_mut().insert(DhcpOption::ServerIdentifier(s.server));
+    // Option 97 is echoed when present (PXE clients check it).
+    if let Some(DhcpOption::ClientMachineIdentifier(uuid)) =
+        msg.opts().get(OptionCode::ClientMachineIdentifier)
+    {
+        r.opts_mut()
+            .insert(DhcpOption::ClientMachineIdentifier(uuid.clone()));
+    }
+    r
+}
+
+fn add_address(r: &mut Message, ip: Ipv4Addr, s: &Settings, lease: bool) {
+    r.set_yiaddr(ip);
+    r.opts_mut().insert(DhcpOption::SubnetMask(s.pool.netmask));
+    if let Some(router) = s.pool.router {
+        r.opts_mut().insert(DhcpOption::Router(vec![router]));
+    }
+    if lease {
+        r.opts_mut()
+            .insert(DhcpOption::AddressLeaseTime(s.pool.lease_time));
+    }
+}
+
+/// Adds next-server, the file field (when it fits) and option 67.
+fn add_boot(r: &mut Message, boot: &Boot, s: &Settings) {
+    let (file, http_client) = match boot {
+        Boot::Tftp(f) => (f.as_str(), false),
+        Boot::Http { url, http_client } => (url.as_str(), *http_client),
+    };
+    r.set_siaddr(s.server);
+    if file.len() <= firmware::FILE_FIELD_MAX {
+        r.set_fname_str(file);
+    }
+    r.opts_mut()
+        .insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+    if http_client {
+        r.opts_mut()
+            .insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
+    }
+}
+
+/// The script a node (or an unknown machine, under discovery) boots.
+pub fn script_url(s: &Settings, node: Option<&NodeInfo>) -> String {
+    match node {
+        Some(n) => format!(
+            "{}/boot/{}.ipxe",
+            s.http_base.trim_end_matches('/'),
+            n.node_id
+        ),
+        None => format!("{}/boot/discovery.ipxe", s.http_base.trim_end_matches('/')),
+    }
+}
+
+/// Decides the answer to `msg` at time `now` (Unix seconds).
+pub fn handle(
+    msg: &Message,
+    now: i64,
+    s: &Settings,
+    nodes: &dyn Nodes,
+    leases: &mut dyn Leases,
+) -> Decision {
+    if msg.opcode() != Opcode::BootRequest {
+        return Decision::Ignore("not a request");
+    }
+    let Some(mac) = mac_of(msg) else {
+        return Decision::Ignore("no hardware address");
+    };
+    let Some(kind) = message_type(msg) else {
+        return Decision::Ignore("no message type (BOOTP is not served)");
+    };
+    let client = firmware::classify(msg);
+    let node = nodes.by_mac(&mac);
+    if node.is_none() && !(s.discovery && client.network_boot()) {
+        return Decision::Ignore("unknown MAC");
+    }
+    let boot = client
+        .network_boot()
+        .then(|| {
+            firmware::decide(
+                &client,
+                &s.files,
+                &s.http_base,
+                &script_url(s, node.as_ref()),
+            )
+        })
+        .flatten();
+    match kind {
+        MessageType::Discover => {
+            let Some(ip) = choose(&mac, node.as_ref(), &s.pool, leases, now) else {
+                return Decision::Ignore("the address range is exhausted");
+            };
+            leases.put(Lease {
+                mac: mac.clone(),
+                ip,
+                expires: now + OFFER_HOLD,
+                bound: false,
+            });
+            let mut r = reply(msg, MessageType::Offer, s);
+            add_address(&mut r, ip, s, true);
+            if let Some(b) = &boot {
+                add_boot(&mut r, b, s);
+            }
+            Decision::Reply {
+                to: destination(msg),
+                message: Box::new(r),
+            }
+        }
+        MessageType::Request => {
+            if let Some(DhcpOption::ServerIdentifier(id)) =
+                msg.opts().get(OptionCode::ServerIdentifier)
+            {
+                if *id != s.server {
+                    // The client took another server's offer: free ours.
+                    if leases.by_mac(&mac).is_some_and(|l| !l.bound) {
+                        leases.remove(&mac);
+                    }
+                    return Decision::Ignore("request for another server");
+                }
+            }
+            let wanted = requested_ip(msg);
+            let ours = choose(&mac, node.as_ref(), &s.pool, leases, now);
+            let taken = wanted
+                .and_then(|ip| leases.by_ip(ip))
+                .is_some_and(|l| l.mac != mac && l.expires > now);
+            let acceptable = wanted.is_some()
+                && wanted == ours
+                && !taken
+                && (node.as_ref().and_then(|n| n.fixed_address) == wanted
+                    || wanted.is_some_and(|ip| in_pool(&s.pool, ip)));
+            if !acceptable {
+                let mut r = reply(msg, MessageType::Nak, s);
+                r.set_flags(Flags::default().set_broadcast());
+                return Decision::Reply {
+                    to: SocketAddrV4::new(Ipv4Addr::BROADCAST, 68),
+                    message: Box::new(r),
+                };
+            }
+            let ip = wanted.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            leases.put(Lease {
+                mac,
+                ip,
+                expires: now + i64::from(s.pool.lease_time),
+                bound: true,
+            });
+            let mut r = reply(msg, MessageType::Ack, s);
+            add_address(&mut r, ip, s, true);
+            if let Some(b) = &boot {
+                add_boot(&mut r, b, s);
+            }
+            Decision::Reply {
+                to: destination(msg),
+                message: Box::new(r),
+            }
+        }
+        MessageType::Release => {
+            if leases.by_mac(&mac).is_some_and(|l| l.ip == msg.ciaddr()) {
+                leases.remove(&mac);
+            }
+            Decision::Ignore("released")
+        }
+        MessageType::Decline => {
+            // Someone else uses that address: keep it out of the pool a while.
+            if let Some(ip) = requested_ip(msg) {
+                leases.remove(&mac);
+                leases.put(Lease {
+                    mac: format!("declined:{ip}"),
+                    ip,
+                    expires: now + i64::from(s.pool.lease_time),
+                    bound: true,
+                });
+            }
+            Decision::Ignore("declined")
+        }
+        MessageType::Inform => {
+            let mut r = reply(msg, MessageType::Ack, s);
+            r.opts_mut().insert(DhcpOption::SubnetMask(s.pool.netmask));
+            if let Some(b) = &boot {
+                add_boot(&mut r, b, s);
+            }
+            Decision::Reply {
+                to: destination(msg),
+                message: Box::new(r),
+            }
+        }
+        _ => Decision::Ignore("message type not handled"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::v4::Architecture;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Table(HashMap<String, Lease>);
+    impl Leases for Table {
+        fn by_mac(&self, mac: &str) -> Option<Lease> {
+            self.0.get(mac).cloned()
+        }
+        fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease> {
+            self.0.values().find(|l| l.ip == ip).cloned()
+        }
+        fn put(&mut self, lease: Lease) {
+            self.0.insert(lease.mac.clone(), lease);
+        }
+        fn remove(&mut self, mac: &str) {
+            self.0.remove(mac);
+        }
+    }
+
+    struct Registered(Vec<(&'static str, NodeInfo)>);
+    impl Nodes for Registered {
+        fn by_mac(&self, mac: &str) -> Option<NodeInfo> {
+            self.0
+                .iter()
+                .find(|(m, _)| *m == mac)
+                .map(|(_, n)| n.clone())
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            server: Ipv4Addr::new(10, 99, 0, 1),
+            pool: Pool {
+                start: Ipv4Addr::new(10, 99, 0, 100),
+                end: Ipv4Addr::new(10, 99, 0, 101),
+                netmask: Ipv4Addr::new(255, 255, 255, 0),
+                router: Some(Ipv4Addr::new(10, 99, 0, 1)),
+                lease_time: 3600,
+            },
+            files: BootFiles::default(),
+            http_base: "http://10.99.0.1:8080".into(),
+            discovery: false,
+        }
+    }
+
+    fn nodes() -> Registered {
+        Registered(vec![
+            (
+                "52:54:00:99:00:10",
+                NodeInfo {
+                    node_id: "n-Jr8KE6cf".into(),
+                    fixed_address: None,
+                },
+            ),
+            (
+                "52:54:00:99:00:11",
+                NodeInfo {
+                    node_id: "n-ACHI1x2T".into(),
+                    fixed_address: Some(Ipv4Addr::new(10, 99, 0, 50)),
+                },
+            ),
+            (
+                "52:54:00:99:00:12",
+                NodeInfo {
+                    node_id: "n-test1234".into(),
+                    fixed_address: None,
+                },
+            ),
+        ])
+    }
+
+    fn request(mac_last: u8, kind: MessageType, opts: Vec<DhcpOption>) -> Message {
+        let mut m = Message::new_with_id(
+            7,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &[0x52, 0x54, 0, 0x99, 0, mac_last],
+        );
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        for o in opts {
+            m.opts_mut().insert(o);
+        }
+        m
+    }
+
+    fn pxe_bios() -> Vec<DhcpOption> {
+        vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            DhcpOption::ClientSystemArchitecture(Architecture::from(0)),
+            DhcpOption::ClientMachineIdentifier(vec![0; 17]),
+        ]
+    }
+
+    fn reply_of(d: Decision) -> (Message, SocketAddrV4) {
+        match d {
+            Decision::Reply { message, to } => (*message, to),
+            Decision::Ignore(why) => panic!("ignored: {why}"),
+        }
+    }
+
+    #[test]
+    fn a_registered_pxe_client_gets_address_and_boot_file() {
+        let (s, n, mut l) = (settings(), nodes(), Table::default());
+        let (offer, to) = reply_of(handle(
+            &request(0x10, MessageType::Discover, pxe_bios()),
+            1000,
+            &s,
+            &n,
+            &mut l,
+        ));
+        assert_eq!(to, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 99, 0, 100));
+        assert_eq!(offer.siaddr(), s.server);
+        assert_eq!(offer.fname().unwrap(), b"undionly.kpxe");
+        assert!(
+            offer
+                .opts()
+                .get(OptionCode::ClientMachineIdentifier)
+                .is_some(),
+            "option 97 echoed"
+        );
+        let mut req = pxe_bios();
+        req.push(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+        req.push(DhcpOption::ServerIdentifier(s.server));
+        let (ack, _) = reply_of(handle(
+            &request(0x10, MessageType::Request, req),
+            1001,
+            &s,
+            &n,
+            &mut l,
+        ));
+        assert_eq!(message_type(&ack), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), Ipv4Addr::new(10, 99, 0, 100));
+        assert!(l.by_mac("52:54:00:99:00:10").unwrap().bound);
+    }
+
+    #[test]
+    fn plain_clients_unknown_macs_fixed_addresses_and_exhaustion() {
+        let (s, n, mut l) = (settings(), nodes(), Table::default());
+        // Registered, not network-booting: an address, no boot file.
+        let (offer, _) = reply_of(handle(
+            &request(0x10, MessageType::Discover, vec![]),
+            1,
+            &s,
+            &n,
+            &mut l,
+        ));
+        assert!(
+            offer.fname().is_none_or(|f| f.iter().all(|b| *b == 0))
+                && offer.opts().get(OptionCode::BootfileName).is_none()
+        );
+        // Unknown MAC, PXE or not: nothing.
+        assert_eq!(
+            handle(
+                &request(0x77, MessageType::Discover, pxe_bios()),
+                1,
+                &s,
+                &n,
+                &mut l
+            ),
+            Decision::Ignore("unknown MAC")
+        );
+        // Fixed address outside the pool.
+        let (offer, _) = reply_of(handle(
+            &request(0x11, MessageType::Discover, vec![]),
+            1,
+            &s,
+            &n,
+            &mut l,
+        ));
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 99, 0, 50));
+        // A one-address range held by another client: none left.
+        let mut tiny = s.clone();
+        tiny.pool.end = tiny.pool.start;
+        let mut t = Table::default();
+        t.put(Lease {
+            mac: "52:54:00:99:00:10".into(),
+            ip: tiny.pool.start,
+            expires: 100,
+            bound: true,
+        });
+        assert_eq!(
+            handle(
+                &request(0x12, MessageType::Discover, vec![]),
+                2,
+                &tiny,
+                &n,
+                &mut t
+            ),
+            Decision::Ignore("the address range is exhausted")
+        );
+    }
+
+    #[test]
+    fn requests_for_other_addresses_are_naked_and_discovery_answers_unknown_pxe() {
+        let (mut s, n, mut l) = (settings(), nodes(), Table::default());
+        let req = vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+            10, 99, 0, 200,
+        ))];
+        let (nak, to) = reply_of(handle(
+            &request(0x10, MessageType::Request, req),
+            1,
+            &s,
+            &n,
+            &mut l,
+        ));
+        assert_eq!(message_type(&nak), Some(MessageType::Nak));
+        assert_eq!(to.ip(), &Ipv4Addr::BROADCAST);
+        s.discovery = true;
+        let mut ipxe = pxe_bios();
+        ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+        let (offer, _) = reply_of(handle(
+            &request(0x77, MessageType::Discover, ipxe),
+            1,
+            &s,
+            &n,
+            &mut l,
+        ));
+        let file = match offer.opts().get(OptionCode::BootfileName) {
+            Some(DhcpOption::BootfileName(f)) => String::from_utf8(f.clone()).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(file, "http://10.99.0.1:8080/boot/discovery.ipxe");
+        // A relayed request is answered to the relay.
+        let mut relayed = request(0x10, MessageType::Discover, vec![]);
+        relayed.set_giaddr(Ipv4Addr::new(10, 98, 0, 1));
+        let (_, to) = reply_of(handle(&relayed, 1, &s, &n, &mut l));
+        assert_eq!(to, SocketAddrV4::new(Ipv4Addr::new(10, 98, 0, 1), 67));
+    }
+
+    #[test]
+    fn a_long_boot_url_goes_in_option_67_only() {
+        let (mut s, n, mut l) = (settings(), nodes(), Table::default());
+        s.http_base = format!("http://10.99.0.1:8080/{}", "x".repeat(140));
+        let mut ipxe = pxe_bios();
+        ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+        let (offer, _) = reply_of(handle(
+            &request(0x10, MessageType::Discover, ipxe),
+            1,
+            &s,
+            &n,
+            &mut l,
+        ));
+        assert!(offer.fname().is_none_or(|f| f.iter().all(|b| *b == 0)));
+        assert!(
+            matches!(offer.opts().get(OptionCode::BootfileName), Some(DhcpOption::BootfileName(f)) if f.len() > 140)
+        );
+    }
+}
