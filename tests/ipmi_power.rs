@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = "[ipmi]\ntimeout_ms = 300\nattempts = 2\npower_sync_interval = 0\nunreachable_backoff = 0\nqueue_per_bmc = 64\n";
+const CONFIG: &str = "[ipmi]\ntimeout_ms = 1000\nattempts = 2\npower_sync_interval = 0\nunreachable_backoff = 0\nqueue_per_bmc = 64\n";
 
 fn register(d: &Daemon, host: &str, port: u16, password: &str, mac_last: u8) -> String {
     let r = d.ok(json!({
@@ -177,7 +177,7 @@ fn bmc_failures_have_their_own_ret_code_and_message_and_the_daemon_keeps_serving
         &d,
         json!({"action": "StartBMNodes", "node_ids": [wrong, dead, noisy]}),
     );
-    // timeout 300 ms × 2 attempts per step: well under 5 s.
+    // timeout 1 s then 1.5 s per step: within 5 s.
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -284,7 +284,12 @@ fn power_sync_marks_a_silent_bmc_unreachable_once_and_clears_it_when_it_answers(
 fn a_bmc_that_drives_a_qemu_vm_powers_it_on_and_off() {
     let sim = Sim::start();
     sim.drive_a_vm();
-    let d = Daemon::start_with(Some(CONFIG), |_| {});
+    // ipmi_sim answers only after its chassis program has started QEMU,
+    // which can take a second or more on a busy machine: default timing.
+    let d = Daemon::start_with(
+        Some("[ipmi]\npower_sync_interval = 0\nunreachable_backoff = 0\n"),
+        |_| {},
+    );
     let id = register(&d, "vm01", sim.port, "password", 7);
     assert!(sim.vm_pid().is_none());
 

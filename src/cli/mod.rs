@@ -16,7 +16,7 @@ use crate::config;
 use crate::daemon::{self, ServeOptions, ADMIN_PASSWORD_FILE};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Exit status when the API answered with a non-zero ret_code.
@@ -422,14 +422,6 @@ pub fn progress_bar(progress: &str) -> String {
         "#".repeat(filled),
         ".".repeat(20 - filled)
     )
-}
-
-/// Where `rackboot` would look for the socket by default (for docs/tests).
-pub fn default_socket(state_dir: Option<&Path>) -> PathBuf {
-    state_dir
-        .map(Path::to_path_buf)
-        .unwrap_or_else(config::default_state_dir)
-        .join("api.sock")
 }
 
 #[cfg(test)]

@@ -427,18 +427,6 @@ impl Store {
         .await
     }
 
-    /// One node by id.
-    pub async fn get_bm_node(&self, node_id: &str) -> Result<Option<BmNode>, StoreError> {
-        let node_id = node_id.to_string();
-        self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM bm_nodes WHERE node_id = ?1"
-            ))?;
-            Ok(stmt.query_row([node_id], from_row).optional()?)
-        })
-        .await
-    }
-
     /// Deletes `node_ids` all-or-nothing: an unknown id or a node with work
     /// under way fails the call and deletes none.
     pub async fn delete_bm_nodes(&self, node_ids: Vec<String>) -> Result<Vec<String>, StoreError> {
@@ -569,15 +557,6 @@ impl Store {
             }
             tx.commit()?;
             Ok(crossed)
-        })
-        .await
-    }
-
-    /// Number of registered nodes.
-    pub async fn count_bm_nodes(&self) -> Result<u64, StoreError> {
-        self.call(|conn| {
-            let n: i64 = conn.query_row("SELECT COUNT(*) FROM bm_nodes", [], |r| r.get(0))?;
-            Ok(n as u64)
         })
         .await
     }

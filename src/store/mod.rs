@@ -103,12 +103,6 @@ impl Store {
         self.tx.send(task).map_err(|_| StoreError::Closed)?;
         reply_rx.await.map_err(|_| StoreError::Closed)?
     }
-
-    /// The schema version the database is at.
-    pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        self.call(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
-            .await
-    }
 }
 
 /// Maps a UNIQUE violation to a conflict with `message`, other errors as is.
