@@ -16,6 +16,10 @@ pub struct Config {
     pub ipmi: IpmiConfig,
     pub scan: ScanConfig,
     pub ssh: SshConfig,
+    pub dhcp: DhcpConfig,
+    pub tftp: TftpConfig,
+    pub boot: BootConfig,
+    pub http: HttpConfig,
     /// The OS image catalogue: what `os_version` of a BMNode refers to.
     pub images: Vec<ImageConfig>,
 }
@@ -77,6 +81,93 @@ pub struct ScanCredentials {
 impl std::fmt::Debug for ScanCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ScanCredentials({}, ******)", self.username)
+    }
+}
+
+/// The PXE responder's DHCP side. With no `interface`, no PXE service
+/// starts (never guess an interface).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhcpConfig {
+    /// The provisioning interface; DHCP and TFTP serve on it only.
+    pub interface: String,
+    /// First and last address handed out (full mode).
+    pub range_start: String,
+    pub range_end: String,
+    pub netmask: String,
+    /// Optional default gateway for the clients.
+    pub router: String,
+    /// Seconds a lease lasts.
+    pub lease_time: u32,
+    /// Answer unknown network-boot clients with the discovery boot.
+    pub discovery: bool,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> Self {
+        DhcpConfig {
+            interface: String::new(),
+            range_start: String::new(),
+            range_end: String::new(),
+            netmask: "255.255.255.0".into(),
+            router: String::new(),
+            lease_time: 3600,
+            discovery: false,
+        }
+    }
+}
+
+/// The TFTP server (on the provisioning interface's address).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TftpConfig {
+    pub enabled: bool,
+    /// UDP port (69; another port is for tests).
+    pub port: u16,
+    pub max_blksize: u16,
+    pub max_windowsize: u16,
+    pub max_transfers: usize,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        TftpConfig {
+            enabled: true,
+            port: 69,
+            max_blksize: 1468,
+            max_windowsize: 64,
+            max_transfers: 64,
+        }
+    }
+}
+
+/// Where boot files come from.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootConfig {
+    /// undionly.kpxe, ipxe.efi, snp.efi (Debian package `ipxe`).
+    pub files_dir: String,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            files_dir: "/usr/lib/ipxe".into(),
+        }
+    }
+}
+
+/// The HTTP boot server's port (the URLs DHCP hands to iPXE and HTTP-boot
+/// clients point there).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub port: u16,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { port: 8080 }
     }
 }
 
@@ -412,6 +503,58 @@ impl Config {
         range("ssh.connect_timeout", ssh.connect_timeout, 1, 300)?;
         range("ssh.command_timeout", ssh.command_timeout, 1, 3600)?;
         range("ssh.max_concurrent", ssh.max_concurrent as u64, 1, 1024)?;
+        let d = &self.dhcp;
+        if !d.interface.is_empty() {
+            if d.interface.len() > 15 || d.interface.contains(['/', ' ']) {
+                return Err(invalid(
+                    "dhcp.interface",
+                    format!("{:?}", d.interface),
+                    "allowed: an interface name (at most 15 characters)",
+                ));
+            }
+            let ip = |key: &str, v: &str| {
+                crate::validate::ipv4(v).map_err(|why| {
+                    invalid(
+                        key,
+                        format!("{v:?}"),
+                        &format!("allowed: an IPv4 address ({why})"),
+                    )
+                })
+            };
+            let start = ip("dhcp.range_start", &d.range_start)?;
+            let end = ip("dhcp.range_end", &d.range_end)?;
+            if u32::from(end) < u32::from(start) {
+                return Err(invalid(
+                    "dhcp.range_end",
+                    &d.range_end,
+                    "allowed: an address not before dhcp.range_start",
+                ));
+            }
+            crate::validate::netmask(&d.netmask).map_err(|why| {
+                invalid(
+                    "dhcp.netmask",
+                    format!("{:?}", d.netmask),
+                    &format!("allowed: a netmask ({why})"),
+                )
+            })?;
+            if !d.router.is_empty() {
+                ip("dhcp.router", &d.router)?;
+            }
+            range("dhcp.lease_time", d.lease_time.into(), 60, 31_536_000)?;
+        }
+        range("tftp.max_blksize", self.tftp.max_blksize.into(), 512, 65464)?;
+        range(
+            "tftp.max_windowsize",
+            self.tftp.max_windowsize.into(),
+            1,
+            1024,
+        )?;
+        range(
+            "tftp.max_transfers",
+            self.tftp.max_transfers as u64,
+            1,
+            4096,
+        )?;
         let mut seen = std::collections::HashSet::new();
         for (i, image) in self.images.iter().enumerate() {
             let key = |k: &str| format!("images[{i}].{k}");
@@ -578,5 +721,9 @@ mod tests {
         assert_eq!(config.ipmi, IpmiConfig::default());
         assert_eq!(config.scan, ScanConfig::default());
         assert_eq!(config.ssh, SshConfig::default());
+        assert_eq!(config.dhcp, DhcpConfig::default());
+        assert_eq!(config.tftp, TftpConfig::default());
+        assert_eq!(config.boot, BootConfig::default());
+        assert_eq!(config.http, HttpConfig::default());
     }
 }

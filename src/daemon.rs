@@ -181,6 +181,10 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
     let ctx = Arc::new(Ctx::new(store.clone(), config, state_dir.clone()));
     let shutdown = CancellationToken::new();
 
+    if let Err(e) = crate::pxe::responder::start(ctx.clone(), shutdown.clone()).await {
+        let _ = std::fs::remove_file(&socket_path);
+        return Err(e);
+    }
     tracing::info!(socket = %socket_path.display(), "API listening");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
@@ -349,6 +353,11 @@ fn config_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
     check("images", old.images != new.images, true);
     check("ipmi", old.ipmi != new.ipmi, true);
     check("scan", old.scan != new.scan, true);
+    check("ssh", old.ssh != new.ssh, true);
+    check("dhcp", old.dhcp != new.dhcp, false);
+    check("tftp", old.tftp != new.tftp, false);
+    check("boot", old.boot != new.boot, false);
+    check("http", old.http != new.http, false);
     out
 }
 

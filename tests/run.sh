@@ -16,6 +16,7 @@ declare -A needs=(
   [ip]=iproute2                     # tests/nodes_seed.rs: network namespaces
   [atftp]=atftp                     # tests/tftp.rs: a TFTP client with windowsize
   [tftp]=tftp-hpa                   # tests/tftp.rs: a plain RFC 1350 client
+  [busybox]=busybox-static          # tests/pxe_dhcp.rs: udhcpc, a real DHCP client
 )
 missing=()
 for cmd in "${!needs[@]}"; do

@@ -6,6 +6,7 @@
 
 mod bmnodes;
 mod jobs;
+mod leases;
 mod messages;
 mod nodes;
 mod schema;

@@ -95,6 +95,13 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (address, port)
     );
 
+    CREATE TABLE leases (
+        mac      TEXT PRIMARY KEY NOT NULL,
+        ip       TEXT NOT NULL UNIQUE,
+        expires  INTEGER NOT NULL,
+        bound    INTEGER NOT NULL CHECK (bound IN (0, 1))
+    );
+
     CREATE TABLE jobs (
         job_id      TEXT PRIMARY KEY NOT NULL,
         job_action  TEXT NOT NULL,

@@ -4,8 +4,8 @@
 //! sending (RFC 7440) with retransmission on timeout, duplicate ACKs ignored,
 //! a cap on transfers in flight and on what a client may negotiate.
 //!
-//! Not yet wired into the daemon: the PXE issue binds it to the provisioning
-//! interface's address next to DHCP and HTTP.
+//! [`crate::pxe::responder`] starts it on the provisioning interface's
+//! address.
 
 pub mod proto;
 pub mod server;

@@ -1,0 +1,160 @@
+//! The PXE responder's DHCP (full mode) and TFTP against real clients in
+//! network namespaces of the test's own (never a real interface): busybox
+//! udhcpc with a PXE vendor class gets an address from the range, the
+//! next-server and the BIOS boot file, and fetches that file over TFTP with
+//! atftp; a registered MAC that is not network-booting gets an address and
+//! no boot file; an unknown MAC gets nothing; the address is kept across a
+//! renewal and a daemon restart.
+
+mod common;
+
+use common::netns::Netns;
+use common::Daemon;
+use serde_json::json;
+use std::collections::HashMap;
+use std::process::Command;
+
+struct Lab {
+    srv: Netns,
+    cli: Netns,
+    files: tempfile::TempDir,
+}
+
+fn lab() -> Lab {
+    let srv = Netns::new("psrv");
+    let cli = Netns::new("pcli");
+    // A veth pair between the two namespaces: rb-srv (server) and cli0.
+    srv.ip(&[
+        "link", "add", "rb-srv", "type", "veth", "peer", "name", "cli0", "netns", &cli.name,
+    ]);
+    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "rb-srv"]);
+    srv.ip(&["link", "set", "rb-srv", "up"]);
+    cli.ip(&["link", "set", "cli0", "address", "52:54:00:99:00:10"]);
+    cli.ip(&["link", "set", "cli0", "up"]);
+    let files = tempfile::tempdir().unwrap();
+    let boot: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(files.path().join("undionly.kpxe"), boot).unwrap();
+    Lab { srv, cli, files }
+}
+
+fn config(files: &std::path::Path) -> String {
+    format!(
+        "[dhcp]\ninterface = \"rb-srv\"\nrange_start = \"10.99.0.100\"\nrange_end = \"10.99.0.199\"\nrouter = \"10.99.0.1\"\n\
+         [boot]\nfiles_dir = \"{}\"\n[ipmi]\npower_sync_interval = 0\n",
+        files.display()
+    )
+}
+
+/// Runs udhcpc once in the client namespace; the variables of its `bound`
+/// event, or `None` when no server answered.
+fn udhcpc(cli: &Netns, vendor_class: Option<&str>) -> Option<HashMap<String, String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    let script = dir.path().join("script.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns", "exec", &cli.name, "busybox", "udhcpc", "-i", "cli0", "-n", "-q", "-f", "-t", "3",
+        "-T", "1", "-s",
+    ])
+    .arg(&script);
+    if let Some(v) = vendor_class {
+        cmd.args(["-V", v]);
+    }
+    let status = cmd
+        .output()
+        .expect("busybox must be installed (tests/run.sh installs busybox-static)");
+    if !status.status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(&out).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+#[test]
+fn dhcp_full_mode_and_tftp_with_real_clients() {
+    let lab = lab();
+    let mut d = Daemon::start_in_netns(&lab.srv.name, Some(&config(lab.files.path())), |_| {});
+    assert!(d.log().contains("PXE services listening"), "{}", d.log());
+
+    // Unknown MAC: nothing, PXE or not.
+    assert!(udhcpc(&lab.cli, Some("PXEClient:Arch:00000:UNDI:002001")).is_none());
+
+    d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "pxe01", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:00:10",
+    }));
+    let pxe = udhcpc(&lab.cli, Some("PXEClient:Arch:00000:UNDI:002001"))
+        .expect("a lease for the registered PXE client");
+    let ip = pxe["ip"].clone();
+    assert!(
+        ip.starts_with("10.99.0.1") && ip.len() == "10.99.0.100".len(),
+        "{pxe:?}"
+    );
+    assert_eq!(
+        pxe.get("siaddr").map(String::as_str),
+        Some("10.99.0.1"),
+        "{pxe:?}"
+    );
+    assert_eq!(
+        pxe.get("boot_file").map(String::as_str),
+        Some("undionly.kpxe"),
+        "{pxe:?}"
+    );
+    assert_eq!(pxe.get("router").map(String::as_str), Some("10.99.0.1"));
+
+    // The boot file over TFTP, from the client's side of the wire.
+    lab.cli
+        .ip(&["addr", "add", &format!("{ip}/24"), "dev", "cli0"]);
+    let dest = lab.files.path().join("fetched");
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.cli.name,
+            "atftp",
+            "--option",
+            "blksize 1468",
+            "-g",
+            "-r",
+            "undionly.kpxe",
+            "-l",
+        ])
+        .arg(&dest)
+        .args(["10.99.0.1", "69"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(
+        ok && std::fs::read(&dest).unwrap()
+            == std::fs::read(lab.files.path().join("undionly.kpxe")).unwrap()
+    );
+
+    // Not network-booting: an address, no boot file; the same address again.
+    let plain = udhcpc(&lab.cli, None).expect("a lease without PXE");
+    assert_eq!(plain["ip"], ip);
+    assert!(
+        plain.get("boot_file").is_none_or(|f| f.is_empty()),
+        "{plain:?}"
+    );
+
+    // The lease survives a restart of the daemon.
+    d.restart();
+    let again =
+        udhcpc(&lab.cli, Some("PXEClient:Arch:00000:UNDI:002001")).expect("a lease after restart");
+    assert_eq!(again["ip"], ip);
+}
