@@ -158,3 +158,92 @@ fn dhcp_full_mode_and_tftp_with_real_clients() {
         udhcpc(&lab.cli, Some("PXEClient:Arch:00000:UNDI:002001")).expect("a lease after restart");
     assert_eq!(again["ip"], ip);
 }
+
+/// Kills a process we started when the test ends, whatever happens.
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn qemus_ipxe_gets_its_script_over_http_and_boots_the_local_disk() {
+    let srv = Netns::new("qsrv");
+    srv.ip(&["link", "add", "br0", "type", "bridge"]);
+    srv.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    srv.ip(&["link", "set", "tap0", "master", "br0"]);
+    srv.ip(&["link", "set", "tap0", "up"]);
+    srv.ip(&["link", "set", "br0", "up"]);
+    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(
+        files.path().join("undionly.kpxe"),
+        b"not used: QEMU's ROM is iPXE",
+    )
+    .unwrap();
+    let config = config(files.path()).replace("interface = \"rb-srv\"", "interface = \"br0\"");
+    let d = Daemon::start_in_netns(&srv.name, Some(&config), |_| {});
+    let r = d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "pxe-vm", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:00:20",
+    }));
+    let node_id = r["node_ids"][0].as_str().unwrap().to_string();
+    let serial = files.path().join("serial.log");
+    let _vm = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &srv.name,
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                "128",
+                "-nographic",
+                "-nodefaults",
+            ])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args([
+                "-boot",
+                "n",
+                "-no-reboot",
+                "-netdev",
+                "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            ])
+            .args([
+                "-device",
+                "e1000,netdev=n0,mac=52:54:00:99:00:20,romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "qemu-system-x86_64 must be installed (tests/run.sh installs it and ipxe-qemu)",
+            ),
+    );
+    let wanted = format!("rackboot: {node_id} pxe-vm: booting from the local disk");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(&serial).unwrap_or_default();
+        if text.contains(&wanted) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VM never ran our script; serial:\n{text}\ndaemon:\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = d.log();
+    assert!(
+        log.contains("dhcp: answered") && log.contains("served the local-disk boot script"),
+        "{log}"
+    );
+}

@@ -22,6 +22,8 @@ missing=()
 for cmd in "${!needs[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("${needs[$cmd]}")
 done
+# QEMU's network-boot ROMs (iPXE) for tests/pxe_dhcp.rs, checked by file.
+[ -e /usr/lib/ipxe/qemu/pxe-e1000.rom ] || missing+=(ipxe-qemu)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2

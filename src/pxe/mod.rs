@@ -7,4 +7,6 @@
 
 pub mod dhcp;
 pub mod firmware;
+pub mod http;
 pub mod responder;
+pub mod templates;

@@ -119,13 +119,25 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
                 t.root.display()
             ));
         }
+        let tftp_shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = tftp::serve(tftp_sock, t, shutdown).await {
+            if let Err(e) = tftp::serve(tftp_sock, t, tftp_shutdown).await {
                 tracing::error!("TFTP server stopped: {e}");
             }
         });
     }
-    tracing::info!(interface = %iface, address = %ip, tftp = cfg.tftp.enabled, "PXE services listening (DHCP full mode)");
+    let templates = Arc::new(super::templates::Templates::load()?);
+    let http_addr = SocketAddr::from((ip, cfg.http.port));
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {http_addr} (http.port): {e}"))?;
+    tokio::spawn(super::http::serve(
+        listener,
+        ctx.clone(),
+        templates,
+        shutdown.clone(),
+    ));
+    tracing::info!(interface = %iface, address = %ip, tftp = cfg.tftp.enabled, http = cfg.http.port, "PXE services listening (DHCP full mode, TFTP, HTTP)");
     Ok(true)
 }
 
