@@ -76,10 +76,27 @@ pub enum Decision {
     Ignore(&'static str),
 }
 
+/// Decodes a DHCP packet; `None` when it is malformed. dhcproto 0.15 has
+/// `debug_assert!`s on option lengths (and slices `chaddr` by the packet's
+/// `hlen`): a hostile packet must not take the server down, so decoding is
+/// also guarded against panics.
+pub fn decode(bytes: &[u8]) -> Option<Message> {
+    use dhcproto::{Decodable, Decoder};
+    std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)).ok())
+        .ok()
+        .flatten()
+        .filter(|m| m.hlen() <= 16)
+}
+
 /// How long an offer holds its address.
 const OFFER_HOLD: i64 = 60;
 
-fn mac_of(msg: &Message) -> Option<String> {
+/// The client's Ethernet address. dhcproto's `chaddr()` slices by the
+/// packet's `hlen` and panics past 16: a hostile `hlen` is refused first.
+pub fn mac_of(msg: &Message) -> Option<String> {
+    if msg.hlen() > 16 {
+        return None;
+    }
     let c = msg.chaddr();
     (c.len() >= 6).then(|| {
         c[..6]
@@ -224,7 +241,7 @@ pub fn handle(
         return Decision::Ignore("not a request");
     }
     let Some(mac) = mac_of(msg) else {
-        return Decision::Ignore("no hardware address");
+        return Decision::Ignore("no (or a malformed) hardware address");
     };
     let Some(kind) = message_type(msg) else {
         return Decision::Ignore("no message type (BOOTP is not served)");
@@ -581,6 +598,33 @@ mod tests {
         relayed.set_giaddr(Ipv4Addr::new(10, 98, 0, 1));
         let (_, to) = reply_of(handle(&relayed, 1, &s, &n, &mut l));
         assert_eq!(to, SocketAddrV4::new(Ipv4Addr::new(10, 98, 0, 1), 67));
+    }
+
+    #[test]
+    fn random_and_truncated_packets_never_panic() {
+        use dhcproto::{Encodable, Encoder};
+        let (s, n) = (settings(), nodes());
+        let mut l = Table::default();
+        let mut good = Vec::new();
+        request(0x10, MessageType::Discover, pxe_bios())
+            .encode(&mut Encoder::new(&mut good))
+            .unwrap();
+        let mut x: u32 = 3;
+        let mut cases: Vec<Vec<u8>> = (0..good.len()).map(|cut| good[..cut].to_vec()).collect();
+        for _ in 0..3000 {
+            let mut p = good.clone();
+            for _ in 0..4 {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let i = (x as usize >> 8) % p.len();
+                p[i] = (x >> 16) as u8;
+            }
+            cases.push(p);
+        }
+        for p in cases {
+            if let Some(m) = decode(&p) {
+                let _ = handle(&m, 1, &s, &n, &mut l);
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::firmware::BootFiles;
 use crate::api::Ctx;
 use crate::tftp::proto::Limits;
 use crate::tftp::server::{self as tftp, TftpSettings};
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use dhcproto::{Encodable, Encoder};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -209,7 +209,7 @@ async fn dhcp_loop(
             },
             _ = shutdown.cancelled() => return,
         };
-        let Ok(msg) = dhcproto::v4::Message::decode(&mut Decoder::new(&buf[..n])) else {
+        let Some(msg) = dhcp::decode(&buf[..n]) else {
             tracing::debug!(%peer, "dhcp: dropped a malformed packet");
             continue;
         };
