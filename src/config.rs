@@ -101,6 +101,9 @@ pub struct DhcpConfig {
     pub lease_time: u32,
     /// Answer unknown network-boot clients with the discovery boot.
     pub discovery: bool,
+    /// Send minimal IPv6 router advertisements on the interface (iPXE waits
+    /// ~13 s for one otherwise).
+    pub router_advertisement: bool,
 }
 
 impl Default for DhcpConfig {
@@ -113,6 +116,7 @@ impl Default for DhcpConfig {
             router: String::new(),
             lease_time: 3600,
             discovery: false,
+            router_advertisement: true,
         }
     }
 }

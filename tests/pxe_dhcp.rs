@@ -152,6 +152,28 @@ fn dhcp_full_mode_and_tftp_with_real_clients() {
         "{plain:?}"
     );
 
+    // Router advertisements: the client learns the server's link-local
+    // address as a router's (iPXE stops waiting for IPv6 on the first one).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", &lab.cli.name, "-6", "neigh", "show", "dev", "cli0"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text
+            .lines()
+            .any(|l| l.starts_with("fe80") && l.contains("router"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no router advertisement reached the client: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+
     // The lease survives a restart of the daemon.
     d.restart();
     let again =

@@ -2,11 +2,12 @@
 //! client is and which boot file it gets (`firmware`), the full-mode DHCP
 //! answers over a lease table and the registered nodes (`dhcp`). The
 //! sockets: `responder`. Still to come (PXE issue): ProxyDHCP, the HTTP boot
-//! server, templates, router advertisements, the boot timeline, a per-MAC
-//! rate limit.
+//! server's kernels and images, install templates, the boot timeline, a
+//! per-MAC rate limit.
 
 pub mod dhcp;
 pub mod firmware;
 pub mod http;
+pub mod ra;
 pub mod responder;
 pub mod templates;

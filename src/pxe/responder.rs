@@ -38,6 +38,17 @@ pub fn interface_ipv4(name: &str) -> Result<Ipv4Addr, String> {
     })
 }
 
+/// The Ethernet address of interface `name`, if it has one.
+fn interface_mac(name: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes.try_into().ok()
+}
+
 fn bound_socket(addr: SocketAddr, iface: &str, broadcast: bool) -> Result<UdpSocket, String> {
     let sock = std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
     nix::sys::socket::setsockopt(
@@ -125,6 +136,9 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
                 tracing::error!("TFTP server stopped: {e}");
             }
         });
+    }
+    if d.router_advertisement {
+        super::ra::start(&iface, interface_mac(&iface), shutdown.clone())?;
     }
     let templates = Arc::new(super::templates::Templates::load()?);
     let http_addr = SocketAddr::from((ip, cfg.http.port));
