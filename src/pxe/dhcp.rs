@@ -88,6 +88,38 @@ pub fn decode(bytes: &[u8]) -> Option<Message> {
         .filter(|m| m.hlen() <= 16)
 }
 
+/// A per-MAC token bucket: one looping client cannot starve the others.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    buckets: std::collections::HashMap<String, (f64, f64)>,
+}
+
+impl RateLimit {
+    /// Packets a MAC may send in a burst, and per second after that.
+    pub const BURST: f64 = 10.0;
+    pub const PER_SECOND: f64 = 2.0;
+
+    /// Whether a packet from `mac` at time `now` (seconds, fractional) is
+    /// answered.
+    pub fn allow(&mut self, mac: &str, now: f64) -> bool {
+        if self.buckets.len() > 100_000 {
+            self.buckets.retain(|_, (_, t)| now - *t < 60.0);
+        }
+        let (tokens, last) = self
+            .buckets
+            .entry(mac.to_string())
+            .or_insert((Self::BURST, now));
+        *tokens = (*tokens + (now - *last) * Self::PER_SECOND).min(Self::BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// How long an offer holds its address.
 const OFFER_HOLD: i64 = 60;
 
@@ -625,6 +657,23 @@ mod tests {
                 let _ = handle(&m, 1, &s, &n, &mut l);
             }
         }
+    }
+
+    #[test]
+    fn a_looping_client_is_limited_and_others_are_not() {
+        let mut r = RateLimit::default();
+        let answered = (0..100)
+            .filter(|i| r.allow("52:54:00:00:00:01", *i as f64 * 0.01))
+            .count();
+        assert!(answered <= 12, "{answered} of 100 packets in 1 s answered");
+        assert!(
+            r.allow("52:54:00:00:00:02", 1.0),
+            "another client is still answered"
+        );
+        assert!(
+            r.allow("52:54:00:00:00:01", 10.0),
+            "the looping client recovers"
+        );
     }
 
     #[test]

@@ -212,6 +212,8 @@ async fn dhcp_loop(
         touched: HashSet::new(),
     };
     let mut buf = vec![0u8; 1500];
+    let mut limit = dhcp::RateLimit::default();
+    let started = std::time::Instant::now();
     loop {
         let (n, peer) = tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
@@ -227,15 +229,14 @@ async fn dhcp_loop(
             tracing::debug!(%peer, "dhcp: dropped a malformed packet");
             continue;
         };
-        let chaddr = msg.chaddr();
-        if chaddr.len() < 6 {
+        let Some(mac) = dhcp::mac_of(&msg) else {
+            tracing::debug!(%peer, "dhcp: dropped a packet without an Ethernet address");
+            continue;
+        };
+        if !limit.allow(&mac, started.elapsed().as_secs_f64()) {
+            tracing::debug!(%mac, "dhcp: rate limited");
             continue;
         }
-        let mac: String = chaddr[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":");
         let node = match ctx.store.node_by_pxe_mac(&mac).await {
             Ok(found) => found.map(|(node_id, fixed)| {
                 (
