@@ -103,6 +103,7 @@ fn main() {
         },
         max_transfers: 64,
         retries: 5,
+        report: None,
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()

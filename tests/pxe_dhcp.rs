@@ -144,6 +144,23 @@ fn dhcp_full_mode_and_tftp_with_real_clients() {
             == std::fs::read(lab.files.path().join("undionly.kpxe")).unwrap()
     );
 
+    // The boot timeline shows the exchange and the file served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let t = d.ok(json!({"action": "DescribeBootEvents", "mac": "52-54-00-99-00-10"}));
+        let text = t["event_set"].to_string();
+        if text.contains("undionly.kpxe: 100000 bytes") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        text.contains("DISCOVER") && text.contains("→ OFFER 10.99.0.1") && text.contains("→ ACK"),
+        "{text}"
+    );
+    assert!(text.contains("boot undionly.kpxe"), "{text}");
+
     // Not network-booting: an address, no boot file; the same address again.
     let plain = udhcpc(&lab.cli, None).expect("a lease without PXE");
     assert_eq!(plain["ip"], ip);

@@ -47,6 +47,7 @@ impl Server {
             },
             max_transfers: 32,
             retries: 5,
+            report: None,
         };
         let token = stop.clone();
         std::thread::spawn(move || {

@@ -4,7 +4,7 @@
 //! (and its handler).
 
 use super::params::{p, Param, Ty};
-use super::{bmnodes, jobs, messages, nodes, power, scan, users, Handler};
+use super::{bmnodes, boot_events, jobs, messages, nodes, power, scan, users, Handler};
 
 /// One action of the API.
 pub struct Action {
@@ -371,6 +371,25 @@ pub static ACTIONS: &[Action] = &[
         job: false,
         table: None,
         handler: jobs::scan_log,
+    },
+    Action {
+        name: "DescribeBootEvents",
+        command: "describe-boot-events",
+        request_type: "BMNode",
+        about: "A machine's boot timeline: DHCP exchanges, TFTP and HTTP files served (oldest first)",
+        params: &[
+            p("node_id", Ty::Str, false, "the node (n-…), or:"),
+            p("mac", Ty::Str, false, "a MAC address (machines not registered yet)"),
+            p("since", Ty::Str, false, "only events from this time on (YYYY-MM-DD HH:MM:SS, UTC)"),
+            p("limit", Ty::Int, false, "at most this many (1 to 10000; default 200)"),
+        ],
+        positional: Some("node_id"),
+        job: false,
+        table: Some(Table {
+            field: "event_set",
+            columns: &[("TIME", "time"), ("KIND", "kind"), ("DETAIL", "detail")],
+        }),
+        handler: boot_events::describe,
     },
     Action {
         name: "GetStatus",

@@ -11,6 +11,7 @@ pub mod params;
 pub mod server;
 
 mod bmnodes;
+mod boot_events;
 mod jobs;
 mod messages;
 mod nodes;

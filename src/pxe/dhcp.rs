@@ -139,7 +139,8 @@ pub fn mac_of(msg: &Message) -> Option<String> {
     })
 }
 
-fn message_type(msg: &Message) -> Option<MessageType> {
+/// The DHCP message type (option 53).
+pub fn message_type(msg: &Message) -> Option<MessageType> {
     match msg.opts().get(OptionCode::MessageType) {
         Some(DhcpOption::MessageType(t)) => Some(*t),
         _ => None,

@@ -79,6 +79,13 @@ async fn boot_script(State(h): State<Http>, Path(file): Path<String>) -> Respons
     match h.templates.render("ipxe/local.ipxe", &vars) {
         Ok(s) => {
             tracing::info!(node_id = %node.node_id, "http: served the local-disk boot script");
+            if !node.pxe_mac.is_empty() {
+                let (store, mac) = (h.ctx.store.clone(), node.pxe_mac.clone());
+                let detail = format!("GET /boot/{file}: local-disk boot script");
+                tokio::spawn(async move {
+                    let _ = store.record_boot_event(mac, "http", detail).await;
+                });
+            }
             script(s)
         }
         Err(e) => not_found(&file, &e),

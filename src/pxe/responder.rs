@@ -123,6 +123,7 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
             },
             max_transfers: cfg.tftp.max_transfers,
             retries: 5,
+            report: Some(tftp_reporter(ctx.clone())),
         };
         if !t.root.is_dir() {
             return Err(format!(
@@ -153,6 +154,37 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
     ));
     tracing::info!(interface = %iface, address = %ip, tftp = cfg.tftp.enabled, http = cfg.http.port, "PXE services listening (DHCP full mode, TFTP, HTTP)");
     Ok(true)
+}
+
+/// Adds a step to a machine's boot timeline, in the background.
+fn record(ctx: &Arc<Ctx>, mac: &str, kind: &'static str, detail: String) {
+    let (store, mac) = (ctx.store.clone(), mac.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = store.record_boot_event(mac, kind, detail).await {
+            tracing::debug!("boot timeline: {e}");
+        }
+    });
+}
+
+/// Reports TFTP transfers to the boot timeline (the MAC from the lease of
+/// the client's address).
+fn tftp_reporter(ctx: Arc<Ctx>) -> crate::tftp::server::TransferHook {
+    let handle = tokio::runtime::Handle::current();
+    Arc::new(
+        move |peer: SocketAddr, file: String, bytes: u64, ms: u64, outcome: Result<(), String>| {
+            let ctx = ctx.clone();
+            handle.spawn(async move {
+                let Ok(Some(mac)) = ctx.store.mac_of_lease(peer.ip().to_string()).await else {
+                    return;
+                };
+                let detail = match outcome {
+                    Ok(()) => format!("{file}: {bytes} bytes in {ms} ms"),
+                    Err(e) => format!("{file}: not sent ({e})"),
+                };
+                record(&ctx, &mac, "tftp", detail);
+            });
+        },
+    )
 }
 
 /// The lease table in memory, remembering which MACs changed.
@@ -237,7 +269,9 @@ async fn dhcp_loop(
             tracing::debug!(%mac, "dhcp: rate limited");
             continue;
         }
-        let node = match ctx.store.node_by_pxe_mac(&mac).await {
+        let node = ctx.store.node_by_pxe_mac(&mac).await;
+        let node_known = matches!(node, Ok(Some(_)));
+        let node = match node {
             Ok(found) => found.map(|(node_id, fixed)| {
                 (
                     mac.clone(),
@@ -265,11 +299,42 @@ async fn dhcp_loop(
                 tracing::warn!("dhcp: cannot save a lease: {e}");
             }
         }
+        let asked = dhcp::message_type(&msg)
+            .map(|t| format!("{t:?}").to_uppercase())
+            .unwrap_or_default();
+        let arch = super::firmware::classify(&msg)
+            .arch
+            .map(|a| format!(", arch {a}"))
+            .unwrap_or_default();
+        let known = node_known;
         match decision {
             Decision::Ignore(why) => {
-                tracing::debug!(%mac, xid = msg.xid(), "dhcp: no answer: {why}")
+                tracing::debug!(%mac, xid = msg.xid(), "dhcp: no answer: {why}");
+                if known {
+                    record(
+                        &ctx,
+                        &mac,
+                        "dhcp",
+                        format!("{asked}{arch}: no answer ({why})"),
+                    );
+                }
             }
             Decision::Reply { message, to } => {
+                let answer = dhcp::message_type(&message)
+                    .map(|t| format!("{t:?}").to_uppercase())
+                    .unwrap_or_default();
+                let file = match message.opts().get(dhcproto::v4::OptionCode::BootfileName) {
+                    Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
+                        format!(", boot {}", String::from_utf8_lossy(f))
+                    }
+                    _ => String::new(),
+                };
+                record(
+                    &ctx,
+                    &mac,
+                    "dhcp",
+                    format!("{asked}{arch} → {answer} {}{file}", message.yiaddr()),
+                );
                 let mut out = Vec::with_capacity(576);
                 if message.encode(&mut Encoder::new(&mut out)).is_err() {
                     continue;

@@ -5,6 +5,7 @@
 //! add typed methods to [`Store`] per table group.
 
 mod bmnodes;
+mod boot_events;
 mod jobs;
 mod leases;
 mod messages;
@@ -13,6 +14,7 @@ mod schema;
 mod users;
 
 pub use bmnodes::{BmNode, BmNodeFilter, BmNodeStatus, NetworkSettings, PowerState};
+pub use boot_events::BootEvent;
 pub use jobs::{Job, JobNode, JobStatus, LogLine};
 pub use messages::{MessageFilter, MessageLevel, StoredMessage};
 pub use nodes::{Node, NodeStatus};

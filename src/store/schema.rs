@@ -102,6 +102,17 @@ const MIGRATIONS: &[&str] = &[
         bound    INTEGER NOT NULL CHECK (bound IN (0, 1))
     );
 
+    -- The boot timeline: DHCP exchanges, files served, per machine.
+    CREATE TABLE boot_events (
+        seq         INTEGER PRIMARY KEY,
+        mac         TEXT NOT NULL,
+        node_id     TEXT NOT NULL DEFAULT '',
+        kind        TEXT NOT NULL CHECK (kind IN ('dhcp', 'tftp', 'http')),
+        detail      TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX boot_events_mac ON boot_events (mac, seq);
+
     CREATE TABLE jobs (
         job_id      TEXT PRIMARY KEY NOT NULL,
         job_action  TEXT NOT NULL,

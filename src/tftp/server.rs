@@ -11,8 +11,12 @@ use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// What a finished (or abandoned) transfer reports: peer, file name, bytes
+/// of the file, milliseconds, and `Err(reason)` when it did not complete.
+pub type TransferHook = Arc<dyn Fn(SocketAddr, String, u64, u64, Result<(), String>) + Send + Sync>;
+
 /// What the server serves and how much it allows.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TftpSettings {
     /// Files are served from here only.
     pub root: PathBuf,
@@ -21,6 +25,8 @@ pub struct TftpSettings {
     pub max_transfers: usize,
     /// Retransmissions of one window before a transfer is abandoned.
     pub retries: u32,
+    /// Called when a transfer ends (the boot timeline).
+    pub report: Option<TransferHook>,
 }
 
 /// Serves read requests arriving on `socket` until `shutdown`.
@@ -67,8 +73,23 @@ pub async fn serve(
                 };
                 let settings = settings.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = transfer(local_ip, peer, req.clone(), &settings).await {
+                    let started = std::time::Instant::now();
+                    let result = transfer(local_ip, peer, req.clone(), &settings).await;
+                    if let Err(e) = &result {
                         tracing::debug!(%peer, file = %req.filename, "tftp: transfer ended: {e}");
+                    }
+                    if let Some(report) = &settings.report {
+                        let (bytes, outcome) = match result {
+                            Ok(size) => (size, Ok(())),
+                            Err(e) => (0, Err(e.to_string())),
+                        };
+                        report(
+                            peer,
+                            req.filename.clone(),
+                            bytes,
+                            started.elapsed().as_millis() as u64,
+                            outcome,
+                        );
                     }
                     drop(permit);
                 });
@@ -95,7 +116,7 @@ async fn transfer(
     peer: SocketAddr,
     req: proto::ReadRequest,
     s: &TftpSettings,
-) -> Result<(), TransferError> {
+) -> Result<u64, TransferError> {
     let sock = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     sock.connect(peer).await?;
     if req.mode != "octet" && req.mode != "netascii" {
@@ -207,11 +228,11 @@ async fn transfer(
             }
         }
     }
-    Ok(())
+    Ok(size)
 }
 
 /// Sends an ERROR (texts never name server paths) and ends the transfer.
-async fn refuse(sock: &UdpSocket, code: u16, msg: &'static str) -> Result<(), TransferError> {
+async fn refuse(sock: &UdpSocket, code: u16, msg: &'static str) -> Result<u64, TransferError> {
     let _ = sock.send(&proto::error(code, msg)).await;
     Err(TransferError::Refused(msg))
 }

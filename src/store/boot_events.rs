@@ -1,0 +1,103 @@
+//! The `boot_events` table: what happened when a machine network-booted
+//! (DHCP exchanges, TFTP and HTTP files served), bounded per machine.
+
+use super::{Store, StoreError};
+use rusqlite::params;
+
+/// Events kept per MAC; older ones are dropped.
+pub const EVENTS_PER_MAC: i64 = 200;
+
+/// One step of a boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootEvent {
+    pub mac: String,
+    pub node_id: String,
+    /// dhcp, tftp or http.
+    pub kind: String,
+    pub detail: String,
+    /// Unix milliseconds.
+    pub created_ms: i64,
+}
+
+impl Store {
+    /// Records an event (the node id is looked up by MAC when empty).
+    pub async fn record_boot_event(
+        &self,
+        mac: String,
+        kind: &'static str,
+        detail: String,
+    ) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
+                 VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
+                params![mac, kind, detail, now],
+            )?;
+            tx.execute(
+                "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                params![mac, EVENTS_PER_MAC],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Events of `mac` (or of the node's MAC) since `since_ms`, oldest first, at most `limit`.
+    pub async fn boot_events(
+        &self,
+        mac: String,
+        since_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<BootEvent>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT mac, node_id, kind, detail, created_ms FROM boot_events
+                 WHERE mac = ?1 AND created_ms >= ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt
+                .query_map(params![mac, since_ms, limit as i64], |r| {
+                    Ok(BootEvent {
+                        mac: r.get(0)?,
+                        node_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        detail: r.get(3)?,
+                        created_ms: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// The MAC holding the lease of `ip`, if any.
+    pub async fn mac_of_lease(&self, ip: String) -> Result<Option<String>, StoreError> {
+        self.call(move |conn| {
+            use rusqlite::OptionalExtension;
+            Ok(conn
+                .prepare_cached("SELECT mac FROM leases WHERE ip = ?1")?
+                .query_row([ip], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    /// The PXE MAC of a node.
+    pub async fn pxe_mac_of(&self, node_id: String) -> Result<Option<String>, StoreError> {
+        self.call(move |conn| {
+            use rusqlite::OptionalExtension;
+            Ok(conn
+                .prepare_cached("SELECT pxe_mac FROM bm_nodes WHERE node_id = ?1")?
+                .query_row([node_id], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten())
+        })
+        .await
+    }
+}
