@@ -90,9 +90,18 @@ fn main() {
         .unwrap_or(50);
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("api.sock");
+    // The nodes' BMC addresses are made up: no power-sync polling.
+    let config = dir.path().join("rackboot.toml");
+    std::fs::write(
+        &config,
+        "[ipmi]\npower_sync_interval = 0\n[api]\nmax_request_bytes = 16777216\n",
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rackboot"))
         .args(["serve", "--state-dir"])
         .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
         .env("RUST_LOG", "warn")
         .stderr(Stdio::null())
         .spawn()

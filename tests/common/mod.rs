@@ -45,11 +45,19 @@ impl Daemon {
     fn launch(netns: Option<&str>, config: Option<&str>, prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
-        let config = config.map(|text| {
-            let p = dir.path().join("rackboot.toml");
-            std::fs::write(&p, text).unwrap();
-            p
-        });
+        // Tests register BMCs at made-up addresses: the power-sync loop must
+        // never poll them unless a test turns it on itself.
+        let text = match config {
+            None => "[ipmi]\npower_sync_interval = 0\n".to_string(),
+            Some(t) if t.contains("power_sync_interval") => t.to_string(),
+            Some(t) if t.contains("[ipmi]\n") => {
+                t.replacen("[ipmi]\n", "[ipmi]\npower_sync_interval = 0\n", 1)
+            }
+            Some(t) => format!("{t}\n[ipmi]\npower_sync_interval = 0\n"),
+        };
+        let p = dir.path().join("rackboot.toml");
+        std::fs::write(&p, text).unwrap();
+        let config = Some(p);
         let mut d = Daemon {
             dir,
             netns: netns.map(str::to_string),
