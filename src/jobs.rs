@@ -1,9 +1,33 @@
 //! Asynchronous work: the daemon side of the job table. At start-up, jobs that
 //! were running when the daemon died are marked failed with a log line and a
-//! user message. The actions that start jobs (ProvisionBMNodes, ScanBMNodes,
-//! CollectNodes…) use the store's job methods directly.
+//! user message. [`spawn`] runs an action's job work in the background and
+//! fails the job when the work cannot record its progress; the work itself
+//! uses the store's job methods.
 
-use crate::store::{Job, Store, StoreError};
+use crate::store::{Job, JobStatus, Store, StoreError};
+use std::future::Future;
+use tokio_util::task::TaskTracker;
+
+/// The last line of a job whose work hit a store error.
+pub const INTERNAL_ERROR_LINE: &str =
+    "Error: internal error while recording this job; see the daemon log";
+
+/// Runs `work` for job `job_id` on `tasks` (awaited at shutdown). When the
+/// work fails (it could not write to the store), the job is marked failed
+/// with [`INTERNAL_ERROR_LINE`] rather than left running until a restart.
+pub fn spawn<F>(tasks: &TaskTracker, store: Store, job_id: String, work: F)
+where
+    F: Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    tasks.spawn(async move {
+        if let Err(e) = work.await {
+            tracing::error!(job_id = %job_id, "job work failed: {e}");
+            let _ = store
+                .set_job_status(&job_id, JobStatus::Failed, Some(INTERNAL_ERROR_LINE.into()))
+                .await;
+        }
+    });
+}
 use crate::usermsg::{self, Subject};
 
 /// The log line written into a job that was interrupted by a daemon stop.

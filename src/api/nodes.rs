@@ -349,18 +349,8 @@ async fn start_collect(ctx: &Arc<Ctx>, call: &Call, nodes: Vec<Node>) -> Result<
         job.job_id.clone(),
         call.caller.request_id.clone(),
     );
-    ctx.tasks.spawn(async move {
-        if let Err(e) = run_collect(runner.clone(), &job_id, nodes, &request_id).await {
-            tracing::error!(job_id = %job_id, "collection failed: {e}");
-            let _ = runner
-                .store
-                .set_job_status(
-                    &job_id,
-                    JobStatus::Failed,
-                    Some("Error: internal error; see the daemon log".into()),
-                )
-                .await;
-        }
+    crate::jobs::spawn(&ctx.tasks, ctx.store.clone(), job_id.clone(), async move {
+        run_collect(runner, &job_id, nodes, &request_id).await
     });
     Ok(job.job_id)
 }

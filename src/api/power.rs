@@ -140,10 +140,8 @@ fn start_job(ctx: Arc<Ctx>, call: Call, work: Work, nodes: Vec<BmNode>) -> Handl
         let job_id = job.job_id.clone();
         let runner = ctx.clone();
         let request_id = call.caller.request_id.clone();
-        ctx.tasks.spawn(async move {
-            if let Err(e) = run_job(runner, &job_id, work, nodes, &request_id).await {
-                tracing::error!(job_id = %job_id, "job failed to record its progress: {e}");
-            }
+        crate::jobs::spawn(&ctx.tasks, ctx.store.clone(), job_id.clone(), async move {
+            run_job(runner, &job_id, work, nodes, &request_id).await
         });
         Ok(Fields::new()
             .with("job_id", job.job_id)

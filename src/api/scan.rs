@@ -157,18 +157,8 @@ pub fn scan(ctx: Arc<Ctx>, call: Call) -> HandlerFuture {
             .await?;
         let job_id = job.job_id.clone();
         let runner = ctx.clone();
-        ctx.tasks.spawn(async move {
-            if let Err(e) = run(runner.clone(), &job_id, plan).await {
-                tracing::error!(job_id = %job_id, "scan failed: {e}");
-                let _ = runner
-                    .store
-                    .set_job_status(
-                        &job_id,
-                        JobStatus::Failed,
-                        Some("Error: internal error; see the daemon log".into()),
-                    )
-                    .await;
-            }
+        crate::jobs::spawn(&ctx.tasks, ctx.store.clone(), job_id.clone(), async move {
+            run(runner, &job_id, plan).await
         });
         Ok(Fields::new()
             .with("job_id", job.job_id)

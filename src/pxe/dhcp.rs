@@ -250,6 +250,25 @@ fn add_boot(r: &mut Message, boot: &Boot, s: &Settings) {
     }
 }
 
+/// An OFFER or ACK giving `ip` (and boot information when there is some).
+fn address_reply(
+    msg: &Message,
+    kind: MessageType,
+    ip: Ipv4Addr,
+    boot: Option<&Boot>,
+    s: &Settings,
+) -> Decision {
+    let mut r = reply(msg, kind, s);
+    add_address(&mut r, ip, s, true);
+    if let Some(b) = boot {
+        add_boot(&mut r, b, s);
+    }
+    Decision::Reply {
+        to: destination(msg),
+        message: Box::new(r),
+    }
+}
+
 /// The script a node (or an unknown machine, under discovery) boots.
 pub fn script_url(s: &Settings, node: Option<&NodeInfo>) -> String {
     match node {
@@ -306,15 +325,7 @@ pub fn handle(
                 expires: now + OFFER_HOLD,
                 bound: false,
             });
-            let mut r = reply(msg, MessageType::Offer, s);
-            add_address(&mut r, ip, s, true);
-            if let Some(b) = &boot {
-                add_boot(&mut r, b, s);
-            }
-            Decision::Reply {
-                to: destination(msg),
-                message: Box::new(r),
-            }
+            address_reply(msg, MessageType::Offer, ip, boot.as_ref(), s)
         }
         MessageType::Request => {
             if let Some(DhcpOption::ServerIdentifier(id)) =
@@ -353,15 +364,7 @@ pub fn handle(
                 expires: now + i64::from(s.pool.lease_time),
                 bound: true,
             });
-            let mut r = reply(msg, MessageType::Ack, s);
-            add_address(&mut r, ip, s, true);
-            if let Some(b) = &boot {
-                add_boot(&mut r, b, s);
-            }
-            Decision::Reply {
-                to: destination(msg),
-                message: Box::new(r),
-            }
+            address_reply(msg, MessageType::Ack, ip, boot.as_ref(), s)
         }
         MessageType::Release => {
             if leases.by_mac(&mac).is_some_and(|l| l.ip == msg.ciaddr()) {

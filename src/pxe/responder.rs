@@ -187,10 +187,24 @@ fn tftp_reporter(ctx: Arc<Ctx>) -> crate::tftp::server::TransferHook {
     )
 }
 
-/// The lease table in memory, remembering which MACs changed.
+/// The lease table in memory, indexed both ways (the DHCP path looks
+/// addresses up once per pool address while choosing one), remembering
+/// which MACs changed so that only those are written back.
 struct Table {
     leases: HashMap<String, Lease>,
+    by_ip: HashMap<Ipv4Addr, String>,
     touched: HashSet<String>,
+}
+
+impl Table {
+    fn new(leases: HashMap<String, Lease>) -> Table {
+        let by_ip = leases.values().map(|l| (l.ip, l.mac.clone())).collect();
+        Table {
+            leases,
+            by_ip,
+            touched: HashSet::new(),
+        }
+    }
 }
 
 impl Leases for Table {
@@ -198,26 +212,34 @@ impl Leases for Table {
         self.leases.get(mac).cloned()
     }
     fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease> {
-        self.leases.values().find(|l| l.ip == ip).cloned()
+        self.by_ip
+            .get(&ip)
+            .and_then(|mac| self.leases.get(mac))
+            .cloned()
     }
     fn put(&mut self, lease: Lease) {
-        // One lease per address: a new holder replaces an expired one.
-        let stale: Vec<String> = self
-            .leases
-            .values()
-            .filter(|l| l.ip == lease.ip && l.mac != lease.mac)
-            .map(|l| l.mac.clone())
-            .collect();
-        for mac in stale {
-            self.leases.remove(&mac);
-            self.touched.insert(mac);
+        // One lease per address: a new holder replaces the old one.
+        if let Some(old) = self
+            .by_ip
+            .get(&lease.ip)
+            .filter(|m| **m != lease.mac)
+            .cloned()
+        {
+            self.leases.remove(&old);
+            self.touched.insert(old);
+        }
+        if let Some(prev) = self.leases.get(&lease.mac) {
+            self.by_ip.remove(&prev.ip);
         }
         self.touched.insert(lease.mac.clone());
+        self.by_ip.insert(lease.ip, lease.mac.clone());
         self.leases.insert(lease.mac.clone(), lease);
     }
     fn remove(&mut self, mac: &str) {
         self.touched.insert(mac.to_string());
-        self.leases.remove(mac);
+        if let Some(l) = self.leases.remove(mac) {
+            self.by_ip.remove(&l.ip);
+        }
     }
 }
 
@@ -239,10 +261,7 @@ async fn dhcp_loop(
     leases: HashMap<String, Lease>,
     shutdown: CancellationToken,
 ) {
-    let mut table = Table {
-        leases,
-        touched: HashSet::new(),
-    };
+    let mut table = Table::new(leases);
     let mut buf = vec![0u8; 1500];
     let mut limit = dhcp::RateLimit::default();
     let started = std::time::Instant::now();
