@@ -104,6 +104,7 @@ fn main() {
         max_transfers: 64,
         retries: 5,
         report: None,
+        generate: None,
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()

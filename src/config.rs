@@ -20,6 +20,8 @@ pub struct Config {
     pub tftp: TftpConfig,
     pub boot: BootConfig,
     pub http: HttpConfig,
+    pub deploy: DeployConfig,
+    pub provision: ProvisionConfig,
     /// The OS image catalogue: what `os_version` of a BMNode refers to.
     pub images: Vec<ImageConfig>,
 }
@@ -91,6 +93,9 @@ impl std::fmt::Debug for ScanCredentials {
 pub struct DhcpConfig {
     /// The provisioning interface; DHCP and TFTP serve on it only.
     pub interface: String,
+    /// `full` (the network's DHCP server) or `proxy` (ProxyDHCP beside a
+    /// DHCP server the operator does not control: boot information only).
+    pub mode: DhcpMode,
     /// First and last address handed out (full mode).
     pub range_start: String,
     pub range_end: String,
@@ -110,6 +115,7 @@ impl Default for DhcpConfig {
     fn default() -> Self {
         DhcpConfig {
             interface: String::new(),
+            mode: DhcpMode::Full,
             range_start: String::new(),
             range_end: String::new(),
             netmask: "255.255.255.0".into(),
@@ -119,6 +125,17 @@ impl Default for DhcpConfig {
             router_advertisement: true,
         }
     }
+}
+
+/// How the DHCP side answers.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Hands out addresses from the range and boot information.
+    Full,
+    /// ProxyDHCP on ports 67 and 4011: boot information only, to network-boot
+    /// clients only; addresses come from another server.
+    Proxy,
 }
 
 /// The TFTP server (on the provisioning interface's address).
@@ -151,12 +168,25 @@ impl Default for TftpConfig {
 pub struct BootConfig {
     /// undionly.kpxe, ipxe.efi, snp.efi (Debian package `ipxe`).
     pub files_dir: String,
+    /// A folder whose files replace the built-in `pxe-templates/` of the
+    /// same name (e.g. `ipxe/deploy.ipxe`); empty: the built-in ones.
+    pub templates_dir: String,
+    /// The file each firmware gets (option 93): legacy BIOS (0), x86-64
+    /// UEFI (7, 9; and over HTTP for 16), arm64 UEFI (11). Relative to
+    /// `files_dir` over TFTP, `/files/…` over HTTP.
+    pub bios_file: String,
+    pub uefi_x64_file: String,
+    pub uefi_arm64_file: String,
 }
 
 impl Default for BootConfig {
     fn default() -> Self {
         BootConfig {
             files_dir: "/usr/lib/ipxe".into(),
+            templates_dir: String::new(),
+            bios_file: "undionly.kpxe".into(),
+            uefi_x64_file: "ipxe.efi".into(),
+            uefi_arm64_file: "snp.efi".into(),
         }
     }
 }
@@ -306,6 +336,85 @@ pub struct ImageConfig {
     /// Hex SHA-256 of the image.
     #[serde(default)]
     pub sha256: String,
+    /// Installer method: the installer's kernel and initrd (absolute paths,
+    /// served by rackboot, or http:// URLs), its extra kernel command line,
+    /// and which install config it reads (`autoinstall`, `preseed`,
+    /// `kickstart`).
+    #[serde(default)]
+    pub kernel: String,
+    #[serde(default)]
+    pub initrd: String,
+    #[serde(default)]
+    pub cmdline: String,
+    #[serde(default)]
+    pub template: String,
+    /// Wait for the installed OS to call back on its first boot.
+    #[serde(default)]
+    pub first_boot_callback: bool,
+}
+
+/// The deploy ramdisk (`rackboot ramdisk build --out DIR` writes both
+/// files) that writes images and reports inventories.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    pub kernel: String,
+    pub initrd: String,
+    /// Extra kernel command line of the ramdisk.
+    pub cmdline: String,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        DeployConfig {
+            kernel: "/var/lib/rackboot/ramdisk/vmlinuz".into(),
+            initrd: "/var/lib/rackboot/ramdisk/initrd.img".into(),
+            cmdline: "console=ttyS0,115200".into(),
+        }
+    }
+}
+
+/// How provisioning and inspection run.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisionConfig {
+    /// Nodes worked on at once (the rest of a job waits its turn).
+    pub max_concurrent: usize,
+    /// Seconds from power-on until the node must have fetched its boot
+    /// script or ramdisk (step2).
+    pub boot_timeout: u64,
+    /// Seconds the deploy (image write or installer) may take (step3),
+    /// counted from the last sign of life it gave.
+    pub deploy_timeout: u64,
+    /// Seconds for the BMC to report power on after the final power cycle.
+    pub power_on_timeout: u64,
+    /// Seconds for the installed OS to call back on its first boot, when the
+    /// image asks for it (`first_boot_callback`).
+    pub first_boot_timeout: u64,
+    /// Seconds an inspection may take in all.
+    pub inspect_timeout: u64,
+}
+
+impl Default for ProvisionConfig {
+    fn default() -> Self {
+        ProvisionConfig {
+            max_concurrent: 256,
+            boot_timeout: 300,
+            deploy_timeout: 1800,
+            power_on_timeout: 60,
+            first_boot_timeout: 600,
+            inspect_timeout: 600,
+        }
+    }
+}
+
+/// Install configs an installer image may name in `template`.
+pub const INSTALL_TEMPLATES: [&str; 3] = ["autoinstall", "preseed", "kickstart"];
+
+/// Whether `s` can go into a kernel command line: no newline or other
+/// control character (one would end or split the boot config's line).
+pub fn kernel_cmdline_ok(s: &str) -> bool {
+    !s.chars().any(char::is_control)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -363,6 +472,8 @@ pub enum ConfigError {
         value: String,
         allowed: String,
     },
+    #[error("{0}")]
+    Template(String),
 }
 
 fn invalid(key: &str, value: impl ToString, allowed: &str) -> ConfigError {
@@ -525,14 +636,16 @@ impl Config {
                     )
                 })
             };
-            let start = ip("dhcp.range_start", &d.range_start)?;
-            let end = ip("dhcp.range_end", &d.range_end)?;
-            if u32::from(end) < u32::from(start) {
-                return Err(invalid(
-                    "dhcp.range_end",
-                    &d.range_end,
-                    "allowed: an address not before dhcp.range_start",
-                ));
+            if d.mode == DhcpMode::Full || !d.range_start.is_empty() {
+                let start = ip("dhcp.range_start", &d.range_start)?;
+                let end = ip("dhcp.range_end", &d.range_end)?;
+                if u32::from(end) < u32::from(start) {
+                    return Err(invalid(
+                        "dhcp.range_end",
+                        &d.range_end,
+                        "allowed: an address not before dhcp.range_start",
+                    ));
+                }
             }
             crate::validate::netmask(&d.netmask).map_err(|why| {
                 invalid(
@@ -545,6 +658,24 @@ impl Config {
                 ip("dhcp.router", &d.router)?;
             }
             range("dhcp.lease_time", d.lease_time.into(), 60, 31_536_000)?;
+        }
+        for (key, file) in [
+            ("boot.bios_file", &self.boot.bios_file),
+            ("boot.uefi_x64_file", &self.boot.uefi_x64_file),
+            ("boot.uefi_arm64_file", &self.boot.uefi_arm64_file),
+        ] {
+            if file.is_empty()
+                || file.len() > 100
+                || file.starts_with('/')
+                || file.split('/').any(|part| part == "..")
+                || file.chars().any(|c| c.is_control() || c.is_whitespace())
+            {
+                return Err(invalid(
+                    key,
+                    format!("{file:?}"),
+                    "allowed: a file name under boot.files_dir (relative, no `..`, no spaces, at most 100 bytes)",
+                ));
+            }
         }
         range("tftp.max_blksize", self.tftp.max_blksize.into(), 512, 65464)?;
         range(
@@ -610,6 +741,92 @@ impl Config {
                     "allowed: 64 hex digits, or empty",
                 ));
             }
+            let path_or_url = |k: &str, v: &str| {
+                if v.is_empty()
+                    || Path::new(v).is_absolute()
+                    || v.starts_with("http://")
+                    || v.starts_with("https://")
+                {
+                    Ok(())
+                } else {
+                    Err(invalid(
+                        &key(k),
+                        format!("{v:?}"),
+                        "allowed: an absolute path (served by rackboot) or an http:// URL",
+                    ))
+                }
+            };
+            path_or_url("kernel", &image.kernel)?;
+            path_or_url("initrd", &image.initrd)?;
+            if !kernel_cmdline_ok(&image.cmdline) {
+                return Err(invalid(
+                    &key("cmdline"),
+                    format!("{:?}", image.cmdline),
+                    "allowed: one line without control characters",
+                ));
+            }
+            if image.method == ImageMethod::Installer {
+                if image.kernel.is_empty() || image.initrd.is_empty() {
+                    return Err(invalid(
+                        &key("kernel"),
+                        format!("{:?} (initrd = {:?})", image.kernel, image.initrd),
+                        "allowed: the installer's kernel and initrd (both required with method = \"installer\")",
+                    ));
+                }
+                if !INSTALL_TEMPLATES.contains(&image.template.as_str()) {
+                    return Err(invalid(
+                        &key("template"),
+                        format!("{:?}", image.template),
+                        "allowed: autoinstall, preseed or kickstart (required with method = \"installer\")",
+                    ));
+                }
+            } else if !image.template.is_empty() {
+                return Err(invalid(
+                    &key("template"),
+                    format!("{:?}", image.template),
+                    "allowed: empty (install configs are for method = \"installer\")",
+                ));
+            }
+        }
+        let pr = &self.provision;
+        range(
+            "provision.max_concurrent",
+            pr.max_concurrent as u64,
+            1,
+            10_000,
+        )?;
+        range("provision.boot_timeout", pr.boot_timeout, 5, 86_400)?;
+        range("provision.deploy_timeout", pr.deploy_timeout, 5, 86_400)?;
+        range("provision.power_on_timeout", pr.power_on_timeout, 1, 3600)?;
+        range(
+            "provision.first_boot_timeout",
+            pr.first_boot_timeout,
+            5,
+            86_400,
+        )?;
+        range("provision.inspect_timeout", pr.inspect_timeout, 5, 86_400)?;
+        if !kernel_cmdline_ok(&self.deploy.cmdline) {
+            return Err(invalid(
+                "deploy.cmdline",
+                format!("{:?}", self.deploy.cmdline),
+                "allowed: one line without control characters",
+            ));
+        }
+        for (k, v) in [
+            ("deploy.kernel", &self.deploy.kernel),
+            ("deploy.initrd", &self.deploy.initrd),
+        ] {
+            if !v.is_empty() && !Path::new(v).is_absolute() {
+                return Err(invalid(k, format!("{v:?}"), "allowed: an absolute path"));
+            }
+        }
+        if !self.boot.templates_dir.is_empty() && !Path::new(&self.boot.templates_dir).is_absolute()
+        {
+            return Err(invalid(
+                "boot.templates_dir",
+                format!("{:?}", self.boot.templates_dir),
+                "allowed: an absolute path, or empty for the built-in templates",
+            ));
         }
         Ok(())
     }

@@ -174,11 +174,22 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
     }
     purge_messages(&store).await;
 
+    let templates = load_templates(&config)?;
     let socket_path = config::socket_path(&state_dir, &config);
     let mode = config.socket_mode().map_err(|e| e.to_string())?;
     let listener = server::bind(&socket_path, mode)
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
     let ctx = Arc::new(Ctx::new(store.clone(), config, state_dir.clone()));
+    ctx.set_templates(templates);
+    let stranded = crate::provision::fail_interrupted_nodes(&ctx)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !stranded.is_empty() {
+        tracing::warn!(
+            nodes = stranded.len(),
+            "nodes left mid-provision by a daemon stop were marked failed"
+        );
+    }
     let shutdown = CancellationToken::new();
 
     if let Err(e) = crate::pxe::responder::start(ctx.clone(), shutdown.clone()).await {
@@ -273,6 +284,19 @@ async fn signals(
     shutdown.cancel();
 }
 
+/// The templates of `config` (built-in, or replaced from
+/// `boot.templates_dir`), each rendered for every mode and image.
+fn load_templates(config: &Config) -> Result<crate::pxe::templates::Templates, String> {
+    let dir =
+        (!config.boot.templates_dir.is_empty()).then(|| Path::new(&config.boot.templates_dir));
+    let t = crate::pxe::templates::Templates::load(dir)?;
+    t.check(config)?;
+    if !t.replaced.is_empty() {
+        tracing::info!(templates = ?t.replaced, "templates replaced from boot.templates_dir");
+    }
+    Ok(t)
+}
+
 /// SIGHUP: re-reads the config file; applies what can change live, names
 /// what needs a restart; keeps the old config when the new one is invalid.
 fn reload(ctx: &Ctx, path: Option<&Path>, filter: &FilterHandle) {
@@ -282,9 +306,14 @@ fn reload(ctx: &Ctx, path: Option<&Path>, filter: &FilterHandle) {
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         return;
     };
-    match Config::load(path) {
+    match Config::load(path).and_then(|new| {
+        load_templates(&new)
+            .map(|t| (new, t))
+            .map_err(crate::config::ConfigError::Template)
+    }) {
         Err(e) => tracing::error!("SIGHUP: keeping the current configuration: {e}"),
-        Ok(new) => {
+        Ok((new, templates)) => {
+            ctx.set_templates(templates);
             let old = ctx.config();
             let changes = config_changes(&old, &new);
             if changes.is_empty() {
@@ -356,7 +385,22 @@ fn config_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
     check("ssh", old.ssh != new.ssh, true);
     check("dhcp", old.dhcp != new.dhcp, false);
     check("tftp", old.tftp != new.tftp, false);
-    check("boot", old.boot != new.boot, false);
+    check(
+        "boot.templates_dir",
+        old.boot.templates_dir != new.boot.templates_dir,
+        true,
+    );
+    let boot_rest = |b: &crate::config::BootConfig| {
+        (
+            b.files_dir.clone(),
+            b.bios_file.clone(),
+            b.uefi_x64_file.clone(),
+            b.uefi_arm64_file.clone(),
+        )
+    };
+    check("boot", boot_rest(&old.boot) != boot_rest(&new.boot), false);
+    check("deploy", old.deploy != new.deploy, true);
+    check("provision", old.provision != new.provision, true);
     check("http", old.http != new.http, false);
     out
 }

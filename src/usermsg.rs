@@ -112,6 +112,70 @@ pub const NODE_COLLECT_FAILED: Event = Event {
            promptly (ssh.command_timeout) and try CollectNodes again.",
 };
 
+/// Provision step0: the node cannot be provisioned as registered.
+pub const PROVISION_INVALID: Event = Event {
+    event_id: "RB-PRV-0001",
+    level: MessageLevel::Error,
+    text: "Node {node_id} was not provisioned (step0, validate): {detail}. Fix it and run ProvisionBMNodes again.",
+};
+
+/// Provision step1/step4: the BMC would not set the boot device or power.
+pub const PROVISION_POWER_FAILED: Event = Event {
+    event_id: "RB-PRV-0002",
+    level: MessageLevel::Error,
+    text:
+        "Node {node_id} failed at {step} ({operation}): its BMC answered {detail}. Check the BMC \
+           (ipmi_network_address, credentials) and run ProvisionBMNodes again.",
+};
+
+/// Provision step2: the node never network-booted.
+pub const PROVISION_NO_NETBOOT: Event = Event {
+    event_id: "RB-PRV-0003",
+    level: MessageLevel::Error,
+    text: "Node {node_id} did not request its boot file within {seconds} s after power-on (step2): check the \
+           PXE MAC ({mac}), that its NIC network-boots, and that the switch port forwards DHCP to rackboot.",
+};
+
+/// Provision step3: the deploy ramdisk or installer reported a failure.
+pub const PROVISION_DEPLOY_FAILED: Event = Event {
+    event_id: "RB-PRV-0004",
+    level: MessageLevel::Error,
+    text: "Node {node_id} failed to deploy {os_version} (step3): the deploy reported: {detail}. Check the \
+           image entry (file or url, sha256) and the node's os_disk_name; the node was powered off.",
+};
+
+/// Provision step3/step5: no word from the deploy (or first boot) in time.
+pub const PROVISION_TIMEOUT: Event = Event {
+    event_id: "RB-PRV-0005",
+    level: MessageLevel::Error,
+    text: "Node {node_id} timed out at {step} after {seconds} s ({detail}): see its boot timeline \
+           (DescribeBootEvents) for the last thing it did; the node was powered off.",
+};
+
+/// AbortProvisionBMNodes (or AbortIntrospection) stopped the work.
+pub const PROVISION_ABORTED: Event = Event {
+    event_id: "RB-PRV-0006",
+    level: MessageLevel::Warning,
+    text: "Work on node {node_id} was aborted at {step} on request; the node was powered off and is {status}.",
+};
+
+/// The daemon stopped while the node was provisioning or inspecting.
+pub const PROVISION_INTERRUPTED: Event = Event {
+    event_id: "RB-PRV-0007",
+    level: MessageLevel::Error,
+    text: "Node {node_id} was {was} when the rackboot daemon stopped; it is now {status}. \
+           Run the action again to start over.",
+};
+
+/// Inspection failed or timed out.
+pub const INSPECT_FAILED: Event = Event {
+    event_id: "RB-PRV-0008",
+    level: MessageLevel::Error,
+    text:
+        "Inspection of node {node_id} failed at {step}: {detail}. Check its PXE MAC and the deploy \
+           ramdisk ([deploy] kernel/initrd), then run IntrospectBMNodes again.",
+};
+
 /// Every event, for documentation and tests.
 pub const CATALOGUE: &[Event] = &[
     JOB_INTERRUPTED,
@@ -126,9 +190,17 @@ pub const CATALOGUE: &[Event] = &[
     NODE_AUTH_REJECTED,
     NODE_HOST_KEY_CHANGED,
     NODE_COLLECT_FAILED,
+    PROVISION_INVALID,
+    PROVISION_POWER_FAILED,
+    PROVISION_NO_NETBOOT,
+    PROVISION_DEPLOY_FAILED,
+    PROVISION_TIMEOUT,
+    PROVISION_ABORTED,
+    PROVISION_INTERRUPTED,
+    INSPECT_FAILED,
 ];
 
-/// Fills `event`'s placeholders from `args`. A value is cut to 64 characters
+/// Fills `event`'s placeholders from `args`. A value is cut to 160 characters
 /// and stripped of control characters; a placeholder without a value becomes `?`.
 pub fn render(event: &Event, args: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(event.text.len() + 32);
@@ -144,7 +216,7 @@ pub fn render(event: &Event, args: &[(&str, &str)]) -> String {
                     .find(|(k, _)| *k == name)
                     .map(|(_, v)| *v)
                     .unwrap_or("?");
-                out.extend(value.chars().filter(|c| !c.is_control()).take(64));
+                out.extend(value.chars().filter(|c| !c.is_control()).take(160));
                 rest = &after[close + 1..];
             }
             None => {

@@ -391,3 +391,46 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "{stderr}"
     );
 }
+
+#[test]
+fn templates_are_checked_at_start_up_and_on_sighup() {
+    // A replaced template with an undefined variable stops start-up, naming it.
+    let tdir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tdir.path().join("ipxe")).unwrap();
+    let local = tdir.path().join("ipxe/local.ipxe");
+    std::fs::write(&local, "#!ipxe\necho {{ node.hostnam }}\n").unwrap();
+    let bad = format!("[boot]\ntemplates_dir = \"{}\"\n", tdir.path().display());
+    let (code, err) = serve_with_config(&bad);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.contains("template ipxe/local.ipxe") && err.contains("undefined"),
+        "{err}"
+    );
+
+    // Fixed, the daemon starts; broken again, SIGHUP keeps the old templates.
+    std::fs::write(
+        &local,
+        "#!ipxe\necho {{ node.hostname }}\nsanboot --drive 0x80\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(Some(&bad), |_| {});
+    assert!(
+        d.log()
+            .contains("templates replaced from boot.templates_dir"),
+        "{}",
+        d.log()
+    );
+    std::fs::write(&local, "#!ipxe\necho {{ node.hostname }\n").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.pid()),
+        nix::sys::signal::SIGHUP,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log().contains("keeping the current configuration") {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(d.log().contains("template ipxe/local.ipxe"), "{}", d.log());
+    d.ok(json!({"action": "DescribeBMNodes"}));
+}

@@ -4,7 +4,9 @@
 //! next-server and the BIOS boot file, and fetches that file over TFTP with
 //! atftp; a registered MAC that is not network-booting gets an address and
 //! no boot file; an unknown MAC gets nothing; the address is kept across a
-//! renewal and a daemon restart.
+//! renewal and a daemon restart. ISC dhclient gets the same. In proxy mode,
+//! beside dnsmasq as the network's ordinary DHCP server, QEMU's iPXE gets
+//! its address from dnsmasq and its boot script from rackboot.
 
 mod common;
 
@@ -198,6 +200,59 @@ fn dhcp_full_mode_and_tftp_with_real_clients() {
     assert_eq!(again["ip"], ip);
 }
 
+/// A QEMU VM (TCG) in `srv`'s tap0 that network-boots with Debian's iPXE
+/// ROM, its serial console in `serial`.
+fn ipxe_vm(srv: &Netns, serial: &std::path::Path, mac: &str) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &srv.name,
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                "128",
+            ])
+            .args(["-nographic", "-nodefaults", "-boot", "n", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args([
+                "-netdev",
+                "tap,id=n0,ifname=tap0,script=no,downscript=no",
+                "-device",
+            ])
+            .arg(format!(
+                "e1000,netdev=n0,mac={mac},romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom"
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "qemu-system-x86_64 must be installed (tests/run.sh installs it and ipxe-qemu)",
+            ),
+    )
+}
+
+/// Waits (90 s at most) until the VM's serial console shows `wanted`.
+fn wait_serial(serial: &std::path::Path, wanted: &str, d: &Daemon) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let text = std::fs::read_to_string(serial).unwrap_or_default();
+        if text.contains(wanted) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VM never ran our script; serial:\n{text}\ndaemon:\n{}",
+            d.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// Kills a process we started when the test ends, whatever happens.
 struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
@@ -231,6 +286,267 @@ fn qemus_ipxe_gets_its_script_over_http_and_boots_the_local_disk() {
     }));
     let node_id = r["node_ids"][0].as_str().unwrap().to_string();
     let serial = files.path().join("serial.log");
+    let _vm = ipxe_vm(&srv, &serial, "52:54:00:99:00:20");
+    let wanted = format!("rackboot: {node_id} pxe-vm: booting from the local disk");
+    wait_serial(&serial, &wanted, &d);
+    let log = d.log();
+    assert!(
+        log.contains("dhcp: answered")
+            && log.contains("served the boot script")
+            && log.contains("mode=Local"),
+        "{log}"
+    );
+}
+
+/// Runs ISC dhclient once in the client namespace (config `conf`); the
+/// variables of its BOUND event.
+fn dhclient(cli: &Netns, conf: &str) -> HashMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    let script = dir.path().join("script.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$reason\" = BOUND ] && env > {}.tmp && mv {0}.tmp {0}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("dhclient.conf"), conf).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &cli.name, "dhclient", "-d", "-1", "-cf"])
+        .arg(dir.path().join("dhclient.conf"))
+        .arg("-lf")
+        .arg(dir.path().join("leases"))
+        .arg("-pf")
+        .arg(dir.path().join("pid"))
+        .arg("-sf")
+        .arg(&script)
+        .arg("cli0")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dhclient must be installed (tests/run.sh installs isc-dhcp-client)");
+    let _client = KillOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !out.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dhclient got no lease"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+#[test]
+fn isc_dhclient_gets_address_next_server_and_boot_file() {
+    let lab = lab();
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(lab.files.path())), |_| {});
+    d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "pxe02", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:00:10",
+    }));
+    let env = dhclient(
+        &lab.cli,
+        "option pxe-arch code 93 = unsigned integer 16;\n\
+         send vendor-class-identifier \"PXEClient:Arch:00007:UNDI:003016\";\n\
+         send pxe-arch 7;\n\
+         request subnet-mask, routers;\n",
+    );
+    assert!(
+        env.get("new_ip_address")
+            .is_some_and(|ip| ip.starts_with("10.99.0.1") && ip.len() == 11),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("new_next_server").map(String::as_str),
+        Some("10.99.0.1"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("new_filename").map(String::as_str),
+        Some("ipxe.efi"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("new_routers").map(String::as_str),
+        Some("10.99.0.1"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("new_dhcp_server_identifier").map(String::as_str),
+        Some("10.99.0.1"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("new_dhcp_lease_time").map(String::as_str),
+        Some("3600"),
+        "{env:?}"
+    );
+}
+
+#[test]
+fn proxy_mode_beside_dnsmasq_boots_qemus_ipxe() {
+    // srv: rackboot on br0 (10.99.0.1), the VM's tap on br0; dh: dnsmasq,
+    // the network's ordinary DHCP server (10.99.0.2), on a veth into br0;
+    // cli: a plain DHCP client on another veth into br0.
+    let srv = Netns::new("xsrv");
+    let dh = Netns::new("xdh");
+    let cli = Netns::new("xcli");
+    srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    srv.ip(&["link", "set", "br0", "up"]);
+    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
+    for (ns, here, there, mac) in [
+        (&dh, "v-dh", "dh0", "52:54:00:99:01:02"),
+        (&cli, "v-cli", "cli0", "52:54:00:99:01:03"),
+    ] {
+        srv.ip(&[
+            "link", "add", here, "type", "veth", "peer", "name", there, "netns", &ns.name,
+        ]);
+        srv.ip(&["link", "set", here, "master", "br0"]);
+        srv.ip(&["link", "set", here, "up"]);
+        ns.ip(&["link", "set", there, "address", mac]);
+        ns.ip(&["link", "set", there, "up"]);
+    }
+    dh.ip(&["addr", "add", "10.99.0.2/24", "dev", "dh0"]);
+    srv.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    srv.ip(&["link", "set", "tap0", "master", "br0"]);
+    srv.ip(&["link", "set", "tap0", "up"]);
+
+    let files = tempfile::tempdir().unwrap();
+    let dnsmasq = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &dh.name,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=dh0",
+                "--bind-interfaces",
+                "--user=root",
+                "--dhcp-range=10.99.0.150,10.99.0.159,255.255.255.0,1h",
+                "--no-ping",
+                "--log-dhcp",
+                "--log-facility=-",
+            ])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                files.path().join("dnsmasq.leases").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                files.path().join("dnsmasq.pid").display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq must be installed (tests/run.sh installs dnsmasq-base)"),
+    );
+    std::fs::write(
+        files.path().join("undionly.kpxe"),
+        b"not used: QEMU's ROM is iPXE",
+    )
+    .unwrap();
+    let config = format!(
+        "[dhcp]\ninterface = \"br0\"\nmode = \"proxy\"\n[boot]\nfiles_dir = \"{}\"\n",
+        files.path().display()
+    );
+    let d = Daemon::start_in_netns(&srv.name, Some(&config), |_| {});
+    assert!(d.log().contains("ProxyDHCP on 67 and 4011"), "{}", d.log());
+    let r = d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "proxy-vm", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:01:20",
+    }));
+    let node_id = r["node_ids"][0].as_str().unwrap().to_string();
+    // A registered MAC that is not network-booting: its address comes from
+    // dnsmasq, and rackboot says nothing to it.
+    d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "proxy-plain", "os_version": "tiny-1.0", "cpu_arch": "x86_64", "ipmi_port": 624,
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:01:03",
+    }));
+    let plain = udhcpc(&cli, None).expect("dnsmasq answers a plain client");
+    assert_eq!(
+        plain.get("serverid").map(String::as_str),
+        Some("10.99.0.2"),
+        "{plain:?}"
+    );
+    assert!(
+        plain.get("boot_file").is_none_or(|f| f.is_empty()),
+        "{plain:?}"
+    );
+
+    let serial = files.path().join("serial.log");
+    let _vm = ipxe_vm(&srv, &serial, "52:54:00:99:01:20");
+    let wanted = format!("rackboot: {node_id} proxy-vm: booting from the local disk");
+    wait_serial(&serial, &wanted, &d);
+    // Its address is dnsmasq's; rackboot's timeline shows the ProxyDHCP
+    // OFFER without an address and the 4011 exchange.
+    let leases = std::fs::read_to_string(files.path().join("dnsmasq.leases")).unwrap();
+    assert!(leases.contains("52:54:00:99:01:20 10.99.0.15"), "{leases}");
+    let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": node_id}));
+    let text = t["event_set"].to_string();
+    assert!(text.contains("→ OFFER (proxy, no address)"), "{text}");
+    // (iPXE boots the file named in the ProxyDHCP OFFER itself; it does
+    // not ask port 4011, which the unit tests cover.)
+    assert!(
+        text.contains("\"http\"") && text.contains(".ipxe: local-disk boot script"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("boot http://10.99.0.1:8080/boot/{node_id}.ipxe")),
+        "{text}"
+    );
+    let plain_events = d.ok(json!({"action": "DescribeBootEvents", "mac": "52:54:00:99:01:03"}));
+    assert!(
+        !plain_events["event_set"].to_string().contains("→"),
+        "{plain_events}"
+    );
+    drop(dnsmasq);
+}
+
+#[test]
+fn uefi_ovmf_fetches_ipxe_efi_over_tftp() {
+    // OVMF's own PXE stack (the NIC's iPXE ROM turned off) is a UEFI PXE
+    // client (arch 7): it must be given ipxe.efi, fetch it over TFTP, and
+    // then iPXE asks again and gets its script.
+    let srv = Netns::new("usrv");
+    srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    srv.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    srv.ip(&["link", "set", "tap0", "master", "br0"]);
+    srv.ip(&["link", "set", "tap0", "up"]);
+    srv.ip(&["link", "set", "br0", "up"]);
+    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
+    let files = tempfile::tempdir().unwrap();
+    let ipxe_efi = std::fs::read("/usr/lib/ipxe/ipxe.efi")
+        .expect("Debian's ipxe package must be installed (tests/run.sh installs it)");
+    std::fs::write(files.path().join("ipxe.efi"), &ipxe_efi).unwrap();
+    let vars = files.path().join("OVMF_VARS.fd");
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars)
+        .expect("OVMF must be installed (tests/run.sh installs ovmf)");
+    let config = config(files.path()).replace("interface = \"rb-srv\"", "interface = \"br0\"");
+    let d = Daemon::start_in_netns(&srv.name, Some(&config), |_| {});
+    let r = d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "uefi-vm", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:00:30",
+    }));
+    let node_id = r["node_ids"][0].as_str().unwrap().to_string();
+    let serial = files.path().join("serial.log");
     let _vm = KillOnDrop(
         Command::new("ip")
             .args([
@@ -241,48 +557,163 @@ fn qemus_ipxe_gets_its_script_over_http_and_boots_the_local_disk() {
                 "-accel",
                 "tcg",
                 "-m",
-                "128",
+                "256",
+                "-machine",
+                "q35",
                 "-nographic",
                 "-nodefaults",
             ])
+            .args([
+                "-drive",
+                "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd",
+            ])
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()))
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
             .args([
-                "-boot",
-                "n",
                 "-no-reboot",
                 "-netdev",
                 "tap,id=n0,ifname=tap0,script=no,downscript=no",
             ])
             .args([
                 "-device",
-                "e1000,netdev=n0,mac=52:54:00:99:00:20,romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:99:00:30,romfile=",
             ])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect(
-                "qemu-system-x86_64 must be installed (tests/run.sh installs it and ipxe-qemu)",
-            ),
+            .expect("qemu-system-x86_64 must be installed"),
     );
-    let wanted = format!("rackboot: {node_id} pxe-vm: booting from the local disk");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        let text = std::fs::read_to_string(&serial).unwrap_or_default();
-        if text.contains(&wanted) {
-            break;
+    let wanted = format!("ipxe.efi: {} bytes", ipxe_efi.len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    let text = loop {
+        let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": node_id}));
+        let text = t["event_set"].to_string();
+        if text.contains(&wanted)
+            && text.contains(&format!("/boot/{node_id}.ipxe"))
+            && text.contains("\"http\"")
+        {
+            break text;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the VM never ran our script; serial:\n{text}\ndaemon:\n{}",
-            d.log()
+            "OVMF did not fetch ipxe.efi and then the script; timeline: {text}\nserial:\n{}",
+            std::fs::read_to_string(&serial).unwrap_or_default()
         );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let log = d.log();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     assert!(
-        log.contains("dhcp: answered") && log.contains("served the local-disk boot script"),
-        "{log}"
+        text.contains("arch 7 → OFFER") && text.contains("boot ipxe.efi"),
+        "{text}"
     );
+}
+
+/// Runs curl in `ns`; (HTTP status, body).
+fn curl(ns: &Netns, args: &[&str]) -> (u16, Vec<u8>) {
+    ns.curl(args)
+}
+
+#[test]
+fn http_serves_files_with_ranges_and_tftp_serves_per_node_loader_configs() {
+    let lab = lab();
+    lab.cli.ip(&["addr", "add", "10.99.0.50/24", "dev", "cli0"]);
+    let image: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    let image_path = lab.files.path().join("tiny.raw");
+    std::fs::write(&image_path, &image).unwrap();
+    let config = format!(
+        "{}[[images]]\nos_version = \"tiny-1.0\"\nfile = \"{}\"\n",
+        config(lab.files.path()),
+        image_path.display()
+    );
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config), |_| {});
+    let r = d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "files01", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:00:10",
+    }));
+    let node_id = r["node_ids"][0].as_str().unwrap().to_string();
+
+    // Whole file and a byte range, as an installer or ramdisk fetches them.
+    let (code, body) = curl(&lab.cli, &["http://10.99.0.1:8080/images/tiny-1.0/image"]);
+    assert_eq!((code, body.len()), (200, image.len()));
+    assert!(body == image);
+    let (code, body) = curl(
+        &lab.cli,
+        &[
+            "-r",
+            "1000-1999",
+            "http://10.99.0.1:8080/images/tiny-1.0/image",
+        ],
+    );
+    assert_eq!(code, 206);
+    assert!(body == image[1000..2000]);
+    let (code, body) = curl(&lab.cli, &["http://10.99.0.1:8080/files/undionly.kpxe"]);
+    assert_eq!(code, 200);
+    assert!(body == std::fs::read(lab.files.path().join("undionly.kpxe")).unwrap());
+    // Out of the folder, unknown things: 4xx with a reason, never a path.
+    for (url, want) in [
+        ("http://10.99.0.1:8080/files/..%2f..%2fetc%2fpasswd", 403),
+        ("http://10.99.0.1:8080/files/nope.efi", 404),
+        ("http://10.99.0.1:8080/images/other/image", 404),
+        ("http://10.99.0.1:8080/config/n-Jr8KE6cf/abc/user-data", 404),
+    ] {
+        let (code, body) = curl(&lab.cli, &["--path-as-is", url]);
+        assert_eq!(code, want, "{url}: {}", String::from_utf8_lossy(&body));
+        assert!(!String::from_utf8_lossy(&body).contains(&lab.files.path().display().to_string()));
+    }
+    std::os::unix::fs::symlink("/etc/passwd", lab.files.path().join("escape")).unwrap();
+    let (code, _) = curl(&lab.cli, &["http://10.99.0.1:8080/files/escape"]);
+    assert_eq!(code, 403);
+    let callback = format!("http://10.99.0.1:8080/callback/{node_id}/not-the-token/done");
+    let (code, _) = curl(&lab.cli, &["-X", "POST", &callback]);
+    assert_eq!(code, 403);
+
+    // The node's GRUB config over TFTP (tftp-hpa) and HTTP, rendered on
+    // request: it is not provisioning, so it boots its disk.
+    let dest = lab.files.path().join("grub.cfg");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.cli.name,
+            "tftp",
+            "10.99.0.1",
+            "-m",
+            "binary",
+            "-c",
+            "get",
+            "grub/grub.cfg-01-52-54-00-99-00-10",
+        ])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let grub = std::fs::read_to_string(&dest).unwrap_or_default();
+    assert!(
+        grub.contains("files01: boot the local disk"),
+        "{grub} {out:?}"
+    );
+    let (code, body) = curl(
+        &lab.cli,
+        &["http://10.99.0.1:8080/boot/pxelinux.cfg/01-52-54-00-99-00-10"],
+    );
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("LOCALBOOT 0"));
+
+    // The timeline names the files, their sizes and durations (the MAC from
+    // the server's neighbour table: the client has no lease of ours).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": node_id}));
+        let text = t["event_set"].to_string();
+        if text.contains("GET /images/tiny-1.0/image: 3000000 bytes in")
+            && text.contains("GET /images/tiny-1.0/image (range): 1000 bytes in")
+            && text.contains("GET /boot/pxelinux.cfg/01-52-54-00-99-00-10")
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

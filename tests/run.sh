@@ -17,6 +17,11 @@ declare -A needs=(
   [atftp]=atftp                     # tests/tftp.rs: a TFTP client with windowsize
   [tftp]=tftp-hpa                   # tests/tftp.rs: a plain RFC 1350 client
   [busybox]=busybox-static          # tests/pxe_dhcp.rs: udhcpc, a real DHCP client
+  [dhclient]=isc-dhcp-client        # tests/pxe_dhcp.rs: ISC's DHCP client
+  [dnsmasq]=dnsmasq-base            # tests/pxe_dhcp.rs: the ordinary DHCP server beside ProxyDHCP (no service)
+  [syslinux]=syslinux               # tests/lab.rs: the lab's bootable test image
+  [mcopy]=mtools                    # tests/lab.rs: files into its FAT partition
+  [mkfs.vfat]=dosfstools            # tests/lab.rs: that partition
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -24,6 +29,10 @@ for cmd in "${!needs[@]}"; do
 done
 # QEMU's network-boot ROMs (iPXE) for tests/pxe_dhcp.rs, checked by file.
 [ -e /usr/lib/ipxe/qemu/pxe-e1000.rom ] || missing+=(ipxe-qemu)
+# Debian's iPXE binaries (ipxe.efi, undionly.kpxe) and UEFI firmware for QEMU.
+[ -e /usr/lib/ipxe/ipxe.efi ] || missing+=(ipxe)
+[ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
+[ -e /usr/lib/syslinux/mbr/mbr.bin ] || missing+=(syslinux-common)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
@@ -38,6 +47,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   [ "$had_policy" = 1 ] || rm -f "$policy"
+fi
+
+# The lab tests build the deploy ramdisk from Debian's kernel package:
+# apt needs its package lists for that.
+if [ "$(id -u)" -eq 0 ] && ! apt-cache depends linux-image-cloud-amd64 2>/dev/null | grep -q 'Depends: linux-image-'; then
+  apt-get update -qq
 fi
 
 # pyghmi: a second, independent BMC implementation (tests/ipmi_pyghmi.rs).

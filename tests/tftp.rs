@@ -48,6 +48,7 @@ impl Server {
             max_transfers: 32,
             retries: 5,
             report: None,
+            generate: None,
         };
         let token = stop.clone();
         std::thread::spawn(move || {

@@ -7,7 +7,7 @@ use super::params::Params;
 use super::{catalogue::BM_NODE_FIELDS, fields, Call, Ctx, Fields, HandlerFuture};
 use crate::config::Config;
 use crate::ids::{format_time, is_id, new_id, now_secs, NODE_PREFIX};
-use crate::store::{BmNode, BmNodeFilter, BmNodeStatus, NetworkSettings, PowerState, StoreError};
+use crate::store::{BmNode, BmNodeFilter, BmNodeStatus, NetworkSettings, StoreError};
 use crate::validate;
 use serde::Serialize;
 use serde_json::json;
@@ -251,35 +251,7 @@ impl<'a> NodeView<'a> {
 }
 
 fn empty_node() -> BmNode {
-    BmNode {
-        node_id: String::new(),
-        hostname: String::new(),
-        os_version: String::new(),
-        cpu_arch: String::new(),
-        serial_number: String::new(),
-        brand: String::new(),
-        description: String::new(),
-        ipmi_address: String::new(),
-        ipmi_port: 623,
-        ipmi_username: String::new(),
-        ipmi_password: String::new(),
-        pxe_mac: String::new(),
-        pxe_address: String::new(),
-        pxe_interface: String::new(),
-        os_disk_name: String::new(),
-        mgmt: NetworkSettings::default(),
-        public: NetworkSettings::default(),
-        status: BmNodeStatus::New,
-        pre_status: None,
-        power_state: PowerState::Unknown,
-        power_state_time: None,
-        create_time: 0,
-        update_time: 0,
-        ipmi_cipher_suite: 0,
-        bmc_reachable: true,
-        bmc_failures: 0,
-        ipmi_bmc_key: String::new(),
-    }
+    BmNode::blank()
 }
 
 /// Sets every field present in `p` on `node`, checking each value's syntax.

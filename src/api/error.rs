@@ -41,12 +41,24 @@ pub enum RetCode {
     NodeHostKeyChanged = 3620,
     /// Collecting a Node stalled, timed out or broke off.
     NodeCollectFailed = 3630,
+    /// Provision step0: the node, its image or the ramdisk are not ready.
+    ProvisionInvalid = 3700,
+    /// Provision step2: the node never network-booted.
+    ProvisionNoNetboot = 3710,
+    /// Provision step3: the deploy reported a failure.
+    ProvisionDeployFailed = 3720,
+    /// A provision or inspection step timed out.
+    ProvisionTimeout = 3730,
+    /// The work was aborted on request.
+    ProvisionAborted = 3740,
+    /// The daemon stopped while the node was being worked on.
+    ProvisionInterrupted = 3750,
     /// A fault inside rackboot; the daemon log has the details.
     Internal = 5000,
 }
 
 impl RetCode {
-    pub const ALL: [RetCode; 18] = [
+    pub const ALL: [RetCode; 24] = [
         RetCode::BadParameter,
         RetCode::MissingParameter,
         RetCode::UnknownAction,
@@ -64,6 +76,12 @@ impl RetCode {
         RetCode::NodeAuthRejected,
         RetCode::NodeHostKeyChanged,
         RetCode::NodeCollectFailed,
+        RetCode::ProvisionInvalid,
+        RetCode::ProvisionNoNetboot,
+        RetCode::ProvisionDeployFailed,
+        RetCode::ProvisionTimeout,
+        RetCode::ProvisionAborted,
+        RetCode::ProvisionInterrupted,
         RetCode::Internal,
     ];
 
@@ -91,6 +109,12 @@ impl RetCode {
             RetCode::NodeAuthRejected => "node refused the SSH key",
             RetCode::NodeHostKeyChanged => "node host key changed",
             RetCode::NodeCollectFailed => "node collection failed",
+            RetCode::ProvisionInvalid => "provision refused (step0)",
+            RetCode::ProvisionNoNetboot => "node did not network-boot",
+            RetCode::ProvisionDeployFailed => "deploy failed",
+            RetCode::ProvisionTimeout => "provision step timed out",
+            RetCode::ProvisionAborted => "aborted",
+            RetCode::ProvisionInterrupted => "interrupted by a daemon stop",
             RetCode::Internal => "internal error",
         }
     }

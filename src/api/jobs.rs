@@ -9,17 +9,15 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 /// Actions that run as jobs (what `job_action` may name): those of the
-/// catalogue marked `job`, and the seed's ProvisionBMNodes, whose action
-/// comes with the provisioning feature.
+/// catalogue marked `job`.
 fn is_job_action(name: &str) -> bool {
-    ["ProvisionBMNodes"].contains(&name)
-        || super::catalogue::ACTIONS
-            .iter()
-            .any(|a| a.job && a.name == name)
+    super::catalogue::ACTIONS
+        .iter()
+        .any(|a| a.job && a.name == name)
 }
 
 fn job_action_names() -> String {
-    let mut names: Vec<&str> = vec!["ProvisionBMNodes"];
+    let mut names: Vec<&str> = Vec::new();
     names.extend(
         super::catalogue::ACTIONS
             .iter()

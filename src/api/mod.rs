@@ -16,6 +16,7 @@ mod jobs;
 mod messages;
 mod nodes;
 pub mod power;
+mod provision;
 mod scan;
 mod users;
 
@@ -46,6 +47,10 @@ pub struct Ctx {
     /// argon2 verifications running at once: a flood of wrong passwords
     /// costs at most this many cores.
     verify_slots: tokio::sync::Semaphore,
+    /// The boot and install templates (replaced as a whole on SIGHUP).
+    templates: RwLock<Arc<crate::pxe::templates::Templates>>,
+    /// The nodes being provisioned or inspected, and what their deploys do.
+    pub deploys: crate::provision::Registry,
 }
 
 impl Ctx {
@@ -58,7 +63,25 @@ impl Ctx {
             config: RwLock::new(Arc::new(config)),
             auth: VerifiedCache::default(),
             verify_slots: tokio::sync::Semaphore::new(2),
+            templates: RwLock::new(Arc::new(
+                crate::pxe::templates::Templates::load(None)
+                    .expect("the built-in templates compile (a unit test checks them)"),
+            )),
+            deploys: crate::provision::Registry::default(),
         }
+    }
+
+    /// The templates in force.
+    pub fn templates(&self) -> Arc<crate::pxe::templates::Templates> {
+        self.templates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the templates (start-up and SIGHUP, after a check).
+    pub fn set_templates(&self, t: crate::pxe::templates::Templates) {
+        *self.templates.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
     }
 
     /// The configuration in force (replaced as a whole on SIGHUP).

@@ -61,7 +61,7 @@ fn action_command(action: &'static Action) -> Command {
             .value_name("FILE")
             .help("read parameters from a JSON file (an object of parameters; a list is taken as the action's object list, e.g. bm_nodes); flags override it"),
     );
-    if action.name == "GetStatus" || action.job {
+    if action.name == "GetStatus" || action.job || action.name.ends_with("BMNodesStatus") {
         cmd = cmd.arg(
             Arg::new("wait")
                 .long("wait")
@@ -90,6 +90,37 @@ pub fn command() -> Command {
             Command::new("serve")
                 .about("Run the daemon (embedded defaults when no --config)")
                 .arg(Arg::new("config").long("config").value_name("FILE").help("TOML configuration file (see examples/rackboot.toml)")),
+        )
+        .subcommand(
+            Command::new("lab")
+                .about("A provisioning lab on this machine: QEMU VMs behind virtual BMCs, provisioned by rackboot (root)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("up")
+                        .about("Create the lab, provision its VMs, show progress and what happened")
+                        .arg(Arg::new("nodes").long("nodes").value_name("N").default_value("2").value_parser(clap::value_parser!(u32)).help("VMs (1 to 16)"))
+                        .arg(Arg::new("dir").long("dir").value_name("DIR").default_value("/var/lib/rackboot-lab").help("the lab's files"))
+                        .arg(Arg::new("netns").long("netns").value_name("NAME").default_value("rackboot-lab").help("the network namespace"))
+                        .arg(Arg::new("no_provision").long("no-provision").action(ArgAction::SetTrue).help("start VMs, BMCs and rackboot only"))
+                        .arg(Arg::new("boot_timeout").long("boot-timeout").value_name("SECS").default_value("120").value_parser(clap::value_parser!(u64)).help("provision.boot_timeout of the lab's rackboot")),
+                )
+                .subcommand(
+                    Command::new("down")
+                        .about("Stop and remove everything `lab up` created")
+                        .arg(Arg::new("dir").long("dir").value_name("DIR").default_value("/var/lib/rackboot-lab")),
+                ),
+        )
+        .subcommand(
+            Command::new("ramdisk")
+                .about("The deploy ramdisk")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("build")
+                        .about("Build vmlinuz and initrd.img from Debian's cloud kernel package and busybox-static (needs apt and dpkg)")
+                        .arg(Arg::new("out").long("out").value_name("DIR").default_value("/var/lib/rackboot/ramdisk").help("where vmlinuz and initrd.img go ([deploy] kernel/initrd)"))
+                        .arg(Arg::new("kernel_package").long("kernel-package").value_name("PKG").help("the linux-image package (default: what linux-image-cloud-amd64 points at)"))
+                        .arg(Arg::new("cache").long("cache").value_name("DIR").help("where the .deb is kept (default: OUT/cache)")),
+                ),
         )
         .subcommand(
             Command::new("call")
@@ -141,6 +172,67 @@ pub fn main() -> i32 {
             config: sub.get_one::<String>("config").map(PathBuf::from),
             state_dir,
         });
+    }
+    if name == "lab" {
+        let (verb, args) = sub.subcommand().expect("subcommand_required");
+        let dir = PathBuf::from(args.get_one::<String>("dir").expect("has a default"));
+        let result = if verb == "up" {
+            let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rackboot"));
+            crate::lab::up(&crate::lab::LabOptions {
+                nodes: *args.get_one::<u32>("nodes").expect("has a default"),
+                netns: args
+                    .get_one::<String>("netns")
+                    .expect("has a default")
+                    .clone(),
+                provision: !args.get_flag("no_provision"),
+                boot_timeout: *args.get_one::<u64>("boot_timeout").expect("has a default"),
+                dir,
+                binary,
+            })
+        } else {
+            crate::lab::down(&dir)
+        };
+        return match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("rackboot lab {verb}: {e}");
+                1
+            }
+        };
+    }
+    if name == "ramdisk" {
+        let (_, args) = sub.subcommand().expect("subcommand_required");
+        let out = PathBuf::from(args.get_one::<String>("out").expect("has a default"));
+        let cache = args
+            .get_one::<String>("cache")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| out.join("cache"));
+        let package = match args.get_one::<String>("kernel_package") {
+            Some(p) => p.clone(),
+            None => match crate::ramdisk::resolve_package(crate::ramdisk::DEFAULT_META_PACKAGE) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("rackboot: {e}");
+                    return 1;
+                }
+            },
+        };
+        return match crate::ramdisk::build(&out, &package, &cache) {
+            Ok((kernel, initrd)) => {
+                println!(
+                    "kernel: {}
+initrd: {}
+(from {package}; set [deploy] kernel and initrd to these)",
+                    kernel.display(),
+                    initrd.display()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("rackboot: ramdisk build: {e}");
+                1
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,12 +477,49 @@ async fn follow_job(session: &Session, first: &Value) -> i32 {
     if last.get("status").is_none() {
         last["status"] = "step0".into();
     }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut drawn = 0usize;
+    let mut printed = String::new();
     loop {
         let status = last.get("status").and_then(Value::as_str).unwrap_or("");
         let progress = last.get("progress").and_then(Value::as_str).unwrap_or("0%");
-        eprint!("\r{} {job_id} {status:<12}", progress_bar(progress));
+        let nodes = last
+            .get("node_progress")
+            .and_then(Value::as_object)
+            .filter(|n| {
+                n.len() > 1 || job_action == "ProvisionBMNodes" || job_action == "IntrospectBMNodes"
+            });
+        if let Some(nodes) = nodes {
+            // A bar per node: redrawn in place on a terminal, else a block
+            // of lines each time something changed.
+            let mut lines = vec![format!("{} {job_id} {status}", progress_bar(progress))];
+            for (id, n) in nodes {
+                lines.push(format!(
+                    "  {id} {} {}",
+                    progress_bar(n.get("progress").and_then(Value::as_str).unwrap_or("0%")),
+                    n.get("status").and_then(Value::as_str).unwrap_or("")
+                ));
+            }
+            let block = lines.join("\n");
+            if tty {
+                if drawn > 0 {
+                    eprint!("\x1b[{drawn}A");
+                }
+                for l in &lines {
+                    eprintln!("\r{l}\x1b[K");
+                }
+                drawn = lines.len();
+            } else if block != printed {
+                eprintln!("{block}");
+                printed = block;
+            }
+        } else {
+            eprint!("\r{} {job_id} {status:<12}", progress_bar(progress));
+        }
         if status == "successful" || status == "failed" {
-            eprintln!();
+            if nodes.is_none() {
+                eprintln!();
+            }
             return if status == "successful" {
                 0
             } else {
@@ -405,7 +534,9 @@ async fn follow_job(session: &Session, first: &Value) -> i32 {
         last = match session.send(req).await {
             Ok(r) if r.get("ret_code").and_then(Value::as_i64) == Some(0) => r,
             Ok(r) => {
-                eprintln!();
+                if drawn == 0 {
+                    eprintln!();
+                }
                 return session.report(&r, None);
             }
             Err(code) => return code,

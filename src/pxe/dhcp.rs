@@ -1,10 +1,18 @@
-//! DHCP answers of the PXE responder in full mode, as a plain function over
-//! a parsed request, the registered nodes and the lease table (both behind
-//! narrow traits), and the time. Who gets an answer: a registered PXE MAC
-//! gets an address (its fixed one, its lease, or a free one of the range)
-//! and, when it is network-booting, boot information; an unknown MAC gets
-//! nothing unless discovery is on and it is network-booting. The socket
-//! loop (not here yet) sends what this returns where it says.
+//! DHCP answers of the PXE responder, as plain functions over a parsed
+//! request, the registered nodes and the lease table (both behind narrow
+//! traits), and the time.
+//!
+//! Full mode ([`handle`]): a registered PXE MAC gets an address (its fixed
+//! one, its lease, or a free one of the range) and, when it is
+//! network-booting, boot information; an unknown MAC gets nothing unless
+//! discovery is on and it is network-booting.
+//!
+//! Proxy mode ([`handle_proxy`], ProxyDHCP per the PXE spec): beside a DHCP
+//! server we do not control, a network-booting client of a registered node
+//! (or any, under discovery) gets boot information without an address — an
+//! OFFER on port 67 and an ACK to its request on port 4011. Nothing else is
+//! ever answered. The socket loop ([`super::responder`]) sends what these
+//! return where they say.
 
 use super::firmware::{self, Boot, BootFiles};
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
@@ -63,6 +71,17 @@ pub trait Leases {
     fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease>;
     fn put(&mut self, lease: Lease);
     fn remove(&mut self, mac: &str);
+    /// A pool address nobody holds (or whose lease has expired), or `mac`'s
+    /// own. The default scans the pool from its start; a table may keep a
+    /// cursor so that allocation does not grow with the leases.
+    fn free_address(&mut self, pool: &Pool, mac: &str, now: i64) -> Option<Ipv4Addr> {
+        (u32::from(pool.start)..=u32::from(pool.end))
+            .map(Ipv4Addr::from)
+            .find(|ip| {
+                self.by_ip(*ip)
+                    .is_none_or(|l| l.expires <= now || l.mac == mac)
+            })
+    }
 }
 
 /// What to do with a request.
@@ -164,7 +183,7 @@ fn choose(
     mac: &str,
     node: Option<&NodeInfo>,
     pool: &Pool,
-    leases: &dyn Leases,
+    leases: &mut dyn Leases,
     now: i64,
 ) -> Option<Ipv4Addr> {
     if let Some(ip) = node.and_then(|n| n.fixed_address) {
@@ -180,13 +199,7 @@ fn choose(
             return Some(l.ip);
         }
     }
-    (u32::from(pool.start)..=u32::from(pool.end))
-        .map(Ipv4Addr::from)
-        .find(|ip| {
-            leases
-                .by_ip(*ip)
-                .is_none_or(|l| l.expires <= now || l.mac == mac)
-        })
+    leases.free_address(pool, mac, now)
 }
 
 /// Where the answer goes (RFC 2131 §4.1): the relay, the client's address,
@@ -278,6 +291,76 @@ pub fn script_url(s: &Settings, node: Option<&NodeInfo>) -> String {
             n.node_id
         ),
         None => format!("{}/boot/discovery.ipxe", s.http_base.trim_end_matches('/')),
+    }
+}
+
+/// Which ProxyDHCP port a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyPort {
+    /// 67, broadcast: DISCOVERs are answered with a ProxyDHCP OFFER.
+    Dhcp,
+    /// 4011, unicast from `from` (the client has its address by then):
+    /// REQUESTs and INFORMs get the ACK carrying the boot file.
+    BootServer { from: SocketAddrV4 },
+}
+
+/// PXE vendor options (option 43): discovery control (sub-option 6) = 8,
+/// "boot the file named in this offer, no boot-server discovery or menu".
+const PXE_BOOT_THE_FILE: [u8; 4] = [6, 1, 8, 255];
+
+/// Decides the ProxyDHCP answer to `msg` arriving on `port`.
+pub fn handle_proxy(msg: &Message, port: ProxyPort, s: &Settings, nodes: &dyn Nodes) -> Decision {
+    if msg.opcode() != Opcode::BootRequest {
+        return Decision::Ignore("not a request");
+    }
+    let Some(mac) = mac_of(msg) else {
+        return Decision::Ignore("no (or a malformed) hardware address");
+    };
+    let Some(kind) = message_type(msg) else {
+        return Decision::Ignore("no message type (BOOTP is not served)");
+    };
+    let client = firmware::classify(msg);
+    if !client.network_boot() {
+        return Decision::Ignore("proxy mode: not a network-boot client");
+    }
+    let node = nodes.by_mac(&mac);
+    if node.is_none() && !s.discovery {
+        return Decision::Ignore("unknown MAC");
+    }
+    let Some(boot) = firmware::decide(
+        &client,
+        &s.files,
+        &s.http_base,
+        &script_url(s, node.as_ref()),
+    ) else {
+        return Decision::Ignore("no boot file for this firmware architecture");
+    };
+    let (answer, to) = match (port, kind) {
+        (ProxyPort::Dhcp, MessageType::Discover) => (MessageType::Offer, destination(msg)),
+        (ProxyPort::BootServer { from }, MessageType::Request | MessageType::Inform) => {
+            (MessageType::Ack, from)
+        }
+        (ProxyPort::Dhcp, _) => {
+            return Decision::Ignore("proxy mode: only DISCOVERs are answered on port 67")
+        }
+        (ProxyPort::BootServer { .. }, _) => {
+            return Decision::Ignore("proxy mode: only REQUESTs are answered on port 4011")
+        }
+    };
+    let mut r = reply(msg, answer, s);
+    r.set_ciaddr(msg.ciaddr());
+    // The client recognises a ProxyDHCP answer by option 60 without an
+    // address; HTTP-boot clients want "HTTPClient" (set by add_boot).
+    r.opts_mut()
+        .insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+    add_boot(&mut r, &boot, s);
+    if client.pxe && !client.ipxe {
+        r.opts_mut()
+            .insert(DhcpOption::VendorExtensions(PXE_BOOT_THE_FILE.to_vec()));
+    }
+    Decision::Reply {
+        to,
+        message: Box::new(r),
     }
 }
 
@@ -659,8 +742,101 @@ mod tests {
         for p in cases {
             if let Some(m) = decode(&p) {
                 let _ = handle(&m, 1, &s, &n, &mut l);
+                let _ = handle_proxy(&m, ProxyPort::Dhcp, &s, &n);
+                let from = SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 7), 68);
+                let _ = handle_proxy(&m, ProxyPort::BootServer { from }, &s, &n);
             }
         }
+    }
+
+    #[test]
+    fn proxy_mode_gives_boot_information_without_an_address() {
+        let (mut s, n) = (settings(), nodes());
+        // A registered BIOS PXE client: a ProxyDHCP OFFER, no address, option
+        // 60 PXEClient, discovery control "boot this file", option 97 echoed.
+        let (offer, to) = reply_of(handle_proxy(
+            &request(0x10, MessageType::Discover, pxe_bios()),
+            ProxyPort::Dhcp,
+            &s,
+            &n,
+        ));
+        assert_eq!(to, SocketAddrV4::new(Ipv4Addr::BROADCAST, 68));
+        assert_eq!(message_type(&offer), Some(MessageType::Offer));
+        assert!(offer.yiaddr().is_unspecified());
+        assert_eq!(offer.siaddr(), s.server);
+        assert_eq!(offer.fname().unwrap(), b"undionly.kpxe");
+        assert!(matches!(
+            offer.opts().get(OptionCode::ClassIdentifier),
+            Some(DhcpOption::ClassIdentifier(c)) if c == b"PXEClient"
+        ));
+        assert!(matches!(
+            offer.opts().get(OptionCode::VendorExtensions),
+            Some(DhcpOption::VendorExtensions(v)) if v == &[6, 1, 8, 255]
+        ));
+        assert!(offer
+            .opts()
+            .get(OptionCode::ClientMachineIdentifier)
+            .is_some());
+        assert!(offer.opts().get(OptionCode::AddressLeaseTime).is_none());
+        // Its request on 4011 is answered to where it came from; iPXE gets
+        // its script URL.
+        let from = SocketAddrV4::new(Ipv4Addr::new(192, 168, 7, 23), 68);
+        let mut ipxe = pxe_bios();
+        ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+        let (ack, to) = reply_of(handle_proxy(
+            &request(0x10, MessageType::Request, ipxe),
+            ProxyPort::BootServer { from },
+            &s,
+            &n,
+        ));
+        assert_eq!(to, from);
+        assert_eq!(message_type(&ack), Some(MessageType::Ack));
+        assert!(ack.yiaddr().is_unspecified());
+        assert_eq!(
+            ack.fname().unwrap(),
+            b"http://10.99.0.1:8080/boot/n-Jr8KE6cf.ipxe"
+        );
+        // Never: a plain DHCP client, a REQUEST on 67 (the real server's
+        // business), a DISCOVER on 4011, an unknown MAC.
+        let ignored = |d: Decision| matches!(d, Decision::Ignore(_));
+        assert!(ignored(handle_proxy(
+            &request(0x10, MessageType::Discover, vec![]),
+            ProxyPort::Dhcp,
+            &s,
+            &n
+        )));
+        assert!(ignored(handle_proxy(
+            &request(0x10, MessageType::Request, pxe_bios()),
+            ProxyPort::Dhcp,
+            &s,
+            &n
+        )));
+        assert!(ignored(handle_proxy(
+            &request(0x10, MessageType::Discover, pxe_bios()),
+            ProxyPort::BootServer { from },
+            &s,
+            &n
+        )));
+        assert!(ignored(handle_proxy(
+            &request(0x33, MessageType::Discover, pxe_bios()),
+            ProxyPort::Dhcp,
+            &s,
+            &n
+        )));
+        // Under discovery an unknown PXE client gets the discovery boot.
+        s.discovery = true;
+        let mut ipxe = pxe_bios();
+        ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
+        let (offer, _) = reply_of(handle_proxy(
+            &request(0x33, MessageType::Discover, ipxe),
+            ProxyPort::Dhcp,
+            &s,
+            &n,
+        ));
+        assert_eq!(
+            offer.fname().unwrap(),
+            b"http://10.99.0.1:8080/boot/discovery.ipxe"
+        );
     }
 
     #[test]

@@ -38,9 +38,14 @@ pub fn classify(msg: &Message) -> Client {
         Some(DhcpOption::UserClass(v)) => v.as_slice(),
         _ => &[],
     };
+    // Option 93; a client without it may still say `PXEClient:Arch:NNNNN`.
     let arch = match opts.get(OptionCode::ClientSystemArchitecture) {
         Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
-        _ => None,
+        _ => class
+            .strip_prefix(b"PXEClient:Arch:")
+            .or_else(|| class.strip_prefix(b"HTTPClient:Arch:"))
+            .and_then(|rest| std::str::from_utf8(rest.get(..5)?).ok())
+            .and_then(|digits| digits.parse().ok()),
     };
     Client {
         pxe: class.starts_with(b"PXEClient"),
@@ -101,7 +106,7 @@ pub fn decide(
         });
     }
     let http = |file: &str| Boot::Http {
-        url: format!("{}/{}", http_base.trim_end_matches('/'), file),
+        url: format!("{}/files/{}", http_base.trim_end_matches('/'), file),
         http_client: true,
     };
     match client.arch {
@@ -184,11 +189,16 @@ mod tests {
         assert_eq!(
             boot(b"HTTPClient:Arch:00016:UNDI:003001", Some(16)),
             Some(Boot::Http {
-                url: "http://10.99.0.1:8080/ipxe.efi".into(),
+                url: "http://10.99.0.1:8080/files/ipxe.efi".into(),
                 http_client: true
             })
         );
         assert_eq!(boot(b"PXEClient", Some(2)), None, "IA64: nothing to offer");
+        assert_eq!(
+            boot(b"PXEClient:Arch:00007:UNDI:003016", None),
+            Some(Boot::Tftp("ipxe.efi".into())),
+            "the architecture of option 60 when option 93 is missing"
+        );
         assert_eq!(
             boot(b"PXEClient", None),
             Some(Boot::Tftp("undionly.kpxe".into()))

@@ -10,4 +10,5 @@ pub mod firmware;
 pub mod http;
 pub mod ra;
 pub mod responder;
+pub mod sendfile;
 pub mod templates;

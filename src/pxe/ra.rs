@@ -81,6 +81,32 @@ pub fn start(iface: &str, mac: Option<[u8; 6]>, shutdown: CancellationToken) -> 
         0,
         index,
     ));
+    // Solicitations go to all-routers (ff02::2): the kernel joins that group
+    // only when forwarding is on, so join it ourselves on this interface
+    // (without it, iPXE waits for the next periodic advertisement).
+    let mreq = libc::ipv6_mreq {
+        ipv6mr_multiaddr: libc::in6_addr {
+            s6_addr: Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2).octets(),
+        },
+        ipv6mr_interface: index,
+    };
+    // SAFETY: a valid socket and a properly sized ipv6_mreq.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_ADD_MEMBERSHIP,
+            &mreq as *const libc::ipv6_mreq as *const libc::c_void,
+            std::mem::size_of::<libc::ipv6_mreq>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(
+            "cannot join all-routers (ff02::2) on {iface}: {}; answering only every {} s",
+            std::io::Error::last_os_error(),
+            PERIOD.as_secs()
+        );
+    }
     let packet = advertisement(mac);
     std::thread::Builder::new()
         .name("rackboot-ra".into())

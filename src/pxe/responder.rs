@@ -1,18 +1,21 @@
 //! The PXE responder's sockets, started when `[dhcp] interface` is set:
-//! DHCP (full mode) on UDP 67 and TFTP on the interface's IPv4 address, both
-//! bound to that interface (SO_BINDTODEVICE), so nothing ever answers on
-//! another one. Decisions are [`super::dhcp::handle`]'s; leases live in
-//! memory and are written through to the store.
+//! DHCP on UDP 67 (and 4011 in proxy mode), TFTP and HTTP on the
+//! interface's IPv4 address, all bound to that interface (SO_BINDTODEVICE),
+//! so nothing ever answers on another one. Decisions are
+//! [`super::dhcp::handle`]'s and [`super::dhcp::handle_proxy`]'s; leases
+//! live in memory and are written to the store before any answer that
+//! depends on them is sent, one transaction per batch of packets.
 
-use super::dhcp::{self, Decision, Lease, Leases, NodeInfo, Nodes, Pool, Settings};
+use super::dhcp::{self, Decision, Lease, Leases, NodeInfo, Nodes, Pool, ProxyPort, Settings};
 use super::firmware::BootFiles;
 use crate::api::Ctx;
+use crate::config::DhcpMode;
 use crate::tftp::proto::Limits;
 use crate::tftp::server::{self as tftp, TftpSettings};
 use dhcproto::{Encodable, Encoder};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -75,17 +78,17 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
     }
     let ip = interface_ipv4(&iface)?;
     let d = &cfg.dhcp;
+    let addr = |key: &str, v: &str| -> Result<Ipv4Addr, String> {
+        if d.mode == DhcpMode::Proxy && v.is_empty() {
+            return Ok(Ipv4Addr::UNSPECIFIED);
+        }
+        v.parse().map_err(|_| format!("{key} is not an address"))
+    };
     let settings = Settings {
         server: ip,
         pool: Pool {
-            start: d
-                .range_start
-                .parse()
-                .map_err(|_| "dhcp.range_start is not an address".to_string())?,
-            end: d
-                .range_end
-                .parse()
-                .map_err(|_| "dhcp.range_end is not an address".to_string())?,
+            start: addr("dhcp.range_start", &d.range_start)?,
+            end: addr("dhcp.range_end", &d.range_end)?,
             netmask: d
                 .netmask
                 .parse()
@@ -93,24 +96,40 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
             router: d.router.parse().ok(),
             lease_time: d.lease_time,
         },
-        files: BootFiles::default(),
+        files: BootFiles {
+            bios: cfg.boot.bios_file.clone(),
+            uefi_x64: cfg.boot.uefi_x64_file.clone(),
+            uefi_arm64: cfg.boot.uefi_arm64_file.clone(),
+        },
         http_base: format!("http://{ip}:{}", cfg.http.port),
         discovery: d.discovery,
     };
     let dhcp_sock = bound_socket(SocketAddr::from(([0, 0, 0, 0], 67)), &iface, true)?;
-    let leases: HashMap<String, Lease> = ctx
-        .store
-        .load_leases()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|l| (l.mac.clone(), l))
-        .collect();
+    let (boot_sock, table) = match d.mode {
+        DhcpMode::Proxy => (
+            Some(bound_socket(SocketAddr::from((ip, 4011)), &iface, false)?),
+            None,
+        ),
+        DhcpMode::Full => {
+            let leases: HashMap<String, Lease> = ctx
+                .store
+                .load_leases()
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|l| (l.mac.clone(), l))
+                .collect();
+            (None, Some(Table::new(leases)))
+        }
+    };
     tokio::spawn(dhcp_loop(
         ctx.clone(),
-        dhcp_sock,
+        Sockets {
+            dhcp: dhcp_sock,
+            boot_server: boot_sock,
+        },
         settings,
-        leases,
+        table,
         shutdown.clone(),
     ));
     if cfg.tftp.enabled {
@@ -124,6 +143,7 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
             max_transfers: cfg.tftp.max_transfers,
             retries: 5,
             report: Some(tftp_reporter(ctx.clone())),
+            generate: Some(tftp_generator(ctx.clone(), ip, cfg.http.port)),
         };
         if !t.root.is_dir() {
             return Err(format!(
@@ -141,18 +161,16 @@ pub async fn start(ctx: Arc<Ctx>, shutdown: CancellationToken) -> Result<bool, S
     if d.router_advertisement {
         super::ra::start(&iface, interface_mac(&iface), shutdown.clone())?;
     }
-    let templates = Arc::new(super::templates::Templates::load()?);
     let http_addr = SocketAddr::from((ip, cfg.http.port));
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| format!("cannot listen on {http_addr} (http.port): {e}"))?;
-    tokio::spawn(super::http::serve(
-        listener,
-        ctx.clone(),
-        templates,
-        shutdown.clone(),
-    ));
-    tracing::info!(interface = %iface, address = %ip, tftp = cfg.tftp.enabled, http = cfg.http.port, "PXE services listening (DHCP full mode, TFTP, HTTP)");
+    tokio::spawn(super::http::serve(listener, ctx.clone(), shutdown.clone()));
+    let mode = match d.mode {
+        DhcpMode::Full => "DHCP full mode",
+        DhcpMode::Proxy => "ProxyDHCP on 67 and 4011",
+    };
+    tracing::info!(interface = %iface, address = %ip, tftp = cfg.tftp.enabled, http = cfg.http.port, "PXE services listening ({mode}, TFTP, HTTP)");
     Ok(true)
 }
 
@@ -187,6 +205,19 @@ fn tftp_reporter(ctx: Arc<Ctx>) -> crate::tftp::server::TransferHook {
     )
 }
 
+/// Per-MAC boot loader configs over TFTP (`grub/grub.cfg-01-<mac>`,
+/// `pxelinux.cfg/01-<mac>`), rendered on request, no file written.
+fn tftp_generator(ctx: Arc<Ctx>, ip: Ipv4Addr, http_port: u16) -> crate::tftp::server::Generator {
+    Arc::new(move |name: String| {
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            super::http::generated_config(&ctx, &ip.to_string(), http_port, &name)
+                .await
+                .map(|(_, body)| body.into_bytes())
+        })
+    })
+}
+
 /// The lease table in memory, indexed both ways (the DHCP path looks
 /// addresses up once per pool address while choosing one), remembering
 /// which MACs changed so that only those are written back.
@@ -194,6 +225,9 @@ struct Table {
     leases: HashMap<String, Lease>,
     by_ip: HashMap<Ipv4Addr, String>,
     touched: HashSet<String>,
+    /// Where the search for a free address resumes (allocation stays O(1)
+    /// while the range has never-used addresses, whatever the lease count).
+    cursor: u32,
 }
 
 impl Table {
@@ -203,6 +237,7 @@ impl Table {
             leases,
             by_ip,
             touched: HashSet::new(),
+            cursor: 0,
         }
     }
 }
@@ -235,6 +270,20 @@ impl Leases for Table {
         self.by_ip.insert(lease.ip, lease.mac.clone());
         self.leases.insert(lease.mac.clone(), lease);
     }
+    fn free_address(&mut self, pool: &Pool, mac: &str, now: i64) -> Option<Ipv4Addr> {
+        let (start, end) = (u32::from(pool.start), u32::from(pool.end));
+        let from = self.cursor.clamp(start, end);
+        let free = |ip: u32| {
+            let ip = Ipv4Addr::from(ip);
+            match self.by_ip.get(&ip).and_then(|m| self.leases.get(m)) {
+                None => true,
+                Some(l) => l.expires <= now || l.mac == mac,
+            }
+        };
+        let found = (from..=end).chain(start..from).find(|ip| free(*ip))?;
+        self.cursor = found.saturating_add(1);
+        Some(Ipv4Addr::from(found))
+    }
     fn remove(&mut self, mac: &str) {
         self.touched.insert(mac.to_string());
         if let Some(l) = self.leases.remove(mac) {
@@ -243,38 +292,52 @@ impl Leases for Table {
     }
 }
 
-struct OneNode(Option<(String, NodeInfo)>);
+/// Registered nodes among the MACs of one batch of packets.
+struct Known(HashMap<String, (String, String)>);
 
-impl Nodes for OneNode {
+impl Nodes for Known {
     fn by_mac(&self, mac: &str) -> Option<NodeInfo> {
-        self.0
-            .as_ref()
-            .filter(|(m, _)| m == mac)
-            .map(|(_, n)| n.clone())
+        self.0.get(mac).map(|(node_id, fixed)| NodeInfo {
+            node_id: node_id.clone(),
+            fixed_address: fixed.parse().ok(),
+        })
     }
 }
 
-async fn dhcp_loop(
-    ctx: Arc<Ctx>,
-    sock: UdpSocket,
-    settings: Settings,
-    leases: HashMap<String, Lease>,
-    shutdown: CancellationToken,
+/// The DHCP sockets: 67, and 4011 in proxy mode.
+struct Sockets {
+    dhcp: UdpSocket,
+    boot_server: Option<UdpSocket>,
+}
+
+/// A request taken off a socket.
+struct Incoming {
+    msg: dhcproto::v4::Message,
+    mac: String,
+    /// `None`: port 67; `Some(peer)`: port 4011, from `peer`.
+    boot_server_peer: Option<SocketAddrV4>,
+}
+
+/// Packets handled per batch: one node lookup, one lease write and one
+/// timeline write per batch, however busy the network.
+const BATCH: usize = 256;
+
+fn drain(
+    sock: &UdpSocket,
+    boot_server: bool,
+    buf: &mut [u8],
+    limit: &mut dhcp::RateLimit,
+    now: f64,
+    out: &mut Vec<Incoming>,
 ) {
-    let mut table = Table::new(leases);
-    let mut buf = vec![0u8; 1500];
-    let mut limit = dhcp::RateLimit::default();
-    let started = std::time::Instant::now();
-    loop {
-        let (n, peer) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!("dhcp: receive failed: {e}");
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => return,
+    while out.len() < BATCH {
+        let (n, peer) = match sock.try_recv_from(buf) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::debug!("dhcp: receive failed: {e}");
+                return;
+            }
         };
         let Some(msg) = dhcp::decode(&buf[..n]) else {
             tracing::debug!(%peer, "dhcp: dropped a malformed packet");
@@ -284,85 +347,163 @@ async fn dhcp_loop(
             tracing::debug!(%peer, "dhcp: dropped a packet without an Ethernet address");
             continue;
         };
-        if !limit.allow(&mac, started.elapsed().as_secs_f64()) {
+        if !limit.allow(&mac, now) {
             tracing::debug!(%mac, "dhcp: rate limited");
             continue;
         }
-        let node = ctx.store.node_by_pxe_mac(&mac).await;
-        let node_known = matches!(node, Ok(Some(_)));
-        let node = match node {
-            Ok(found) => found.map(|(node_id, fixed)| {
-                (
-                    mac.clone(),
-                    NodeInfo {
-                        node_id,
-                        fixed_address: fixed.parse().ok(),
-                    },
-                )
-            }),
+        let boot_server_peer = match (boot_server, peer) {
+            (false, _) => None,
+            (true, SocketAddr::V4(p)) => Some(p),
+            (true, SocketAddr::V6(_)) => continue,
+        };
+        out.push(Incoming {
+            msg,
+            mac,
+            boot_server_peer,
+        });
+    }
+}
+
+fn upper<T: std::fmt::Debug>(t: Option<T>) -> String {
+    t.map(|t| format!("{t:?}").to_uppercase())
+        .unwrap_or_default()
+}
+
+async fn dhcp_loop(
+    ctx: Arc<Ctx>,
+    socks: Sockets,
+    settings: Settings,
+    mut table: Option<Table>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 1500];
+    let mut limit = dhcp::RateLimit::default();
+    let started = std::time::Instant::now();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let boot_ready = async {
+            match &socks.boot_server {
+                Some(s) => s.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = socks.dhcp.readable() => {},
+            _ = boot_ready => {},
+            _ = shutdown.cancelled() => return,
+        }
+        let now = started.elapsed().as_secs_f64();
+        drain(&socks.dhcp, false, &mut buf, &mut limit, now, &mut batch);
+        if let Some(s) = &socks.boot_server {
+            drain(s, true, &mut buf, &mut limit, now, &mut batch);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let macs: Vec<String> = batch
+            .iter()
+            .map(|p| p.mac.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let known = match ctx.store.nodes_by_pxe_macs(macs).await {
+            Ok(k) => Known(k),
             Err(e) => {
                 tracing::warn!("dhcp: node lookup failed: {e}");
+                batch.clear();
                 continue;
             }
         };
-        let decision = dhcp::handle(
-            &msg,
-            crate::ids::now_secs(),
-            &settings,
-            &OneNode(node),
-            &mut table,
-        );
-        for touched in std::mem::take(&mut table.touched) {
-            let lease = table.leases.get(&touched).cloned();
-            if let Err(e) = ctx.store.save_lease(touched, lease).await {
-                tracing::warn!("dhcp: cannot save a lease: {e}");
+        let unix_now = crate::ids::now_secs();
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        for p in batch.drain(..) {
+            let decision = match (&mut table, p.boot_server_peer) {
+                (Some(t), _) => dhcp::handle(&p.msg, unix_now, &settings, &known, t),
+                (None, None) => dhcp::handle_proxy(&p.msg, ProxyPort::Dhcp, &settings, &known),
+                (None, Some(from)) => {
+                    dhcp::handle_proxy(&p.msg, ProxyPort::BootServer { from }, &settings, &known)
+                }
+            };
+            let known_mac = known.0.contains_key(&p.mac);
+            let asked = upper(dhcp::message_type(&p.msg));
+            let port = if p.boot_server_peer.is_some() {
+                " (4011)"
+            } else {
+                ""
+            };
+            let arch = super::firmware::classify(&p.msg)
+                .arch
+                .map(|a| format!(", arch {a}"))
+                .unwrap_or_default();
+            match decision {
+                Decision::Ignore(why) => {
+                    tracing::debug!(mac = %p.mac, xid = p.msg.xid(), "dhcp: no answer: {why}");
+                    if known_mac {
+                        events.push((
+                            p.mac,
+                            "dhcp",
+                            format!("{asked}{port}{arch}: no answer ({why})"),
+                        ));
+                    }
+                }
+                Decision::Reply { message, to } => {
+                    let answer = upper(dhcp::message_type(&message));
+                    let file = match message.opts().get(dhcproto::v4::OptionCode::BootfileName) {
+                        Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
+                            format!(", boot {}", String::from_utf8_lossy(f))
+                        }
+                        _ => String::new(),
+                    };
+                    let address = if message.yiaddr().is_unspecified() {
+                        "(proxy, no address)".to_string()
+                    } else {
+                        message.yiaddr().to_string()
+                    };
+                    events.push((
+                        p.mac.clone(),
+                        "dhcp",
+                        format!("{asked}{port}{arch} → {answer} {address}{file}"),
+                    ));
+                    let mut out = Vec::with_capacity(576);
+                    if message.encode(&mut Encoder::new(&mut out)).is_err() {
+                        continue;
+                    }
+                    tracing::info!(mac = %p.mac, xid = p.msg.xid(), yiaddr = %message.yiaddr(), %to, "dhcp: answered");
+                    replies.push((out, to, p.boot_server_peer.is_some(), p.mac));
+                }
             }
         }
-        let asked = dhcp::message_type(&msg)
-            .map(|t| format!("{t:?}").to_uppercase())
-            .unwrap_or_default();
-        let arch = super::firmware::classify(&msg)
-            .arch
-            .map(|a| format!(", arch {a}"))
-            .unwrap_or_default();
-        let known = node_known;
-        match decision {
-            Decision::Ignore(why) => {
-                tracing::debug!(%mac, xid = msg.xid(), "dhcp: no answer: {why}");
-                if known {
-                    record(
-                        &ctx,
-                        &mac,
-                        "dhcp",
-                        format!("{asked}{arch}: no answer ({why})"),
-                    );
-                }
+        // Leases are on disk before any answer that hands them out.
+        if let Some(t) = &mut table {
+            let changes: Vec<(String, Option<Lease>)> = std::mem::take(&mut t.touched)
+                .into_iter()
+                .map(|mac| {
+                    let lease = t.leases.get(&mac).cloned();
+                    (mac, lease)
+                })
+                .collect();
+            if let Err(e) = ctx.store.save_leases(changes).await {
+                tracing::warn!("dhcp: cannot save leases, not answering this batch: {e}");
+                continue;
             }
-            Decision::Reply { message, to } => {
-                let answer = dhcp::message_type(&message)
-                    .map(|t| format!("{t:?}").to_uppercase())
-                    .unwrap_or_default();
-                let file = match message.opts().get(dhcproto::v4::OptionCode::BootfileName) {
-                    Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
-                        format!(", boot {}", String::from_utf8_lossy(f))
-                    }
-                    _ => String::new(),
-                };
-                record(
-                    &ctx,
-                    &mac,
-                    "dhcp",
-                    format!("{asked}{arch} → {answer} {}{file}", message.yiaddr()),
-                );
-                let mut out = Vec::with_capacity(576);
-                if message.encode(&mut Encoder::new(&mut out)).is_err() {
-                    continue;
-                }
-                tracing::info!(%mac, xid = msg.xid(), yiaddr = %message.yiaddr(), %to, "dhcp: answered");
-                if let Err(e) = sock.send_to(&out, SocketAddr::V4(to)).await {
-                    tracing::warn!(%mac, "dhcp: cannot send the answer: {e}");
-                }
+        }
+        for (out, to, from_boot_server, mac) in replies {
+            let sock = match (&socks.boot_server, from_boot_server) {
+                (Some(s), true) => s,
+                _ => &socks.dhcp,
+            };
+            if let Err(e) = sock.send_to(&out, SocketAddr::V4(to)).await {
+                tracing::warn!(%mac, "dhcp: cannot send the answer: {e}");
             }
+        }
+        if !events.is_empty() {
+            let store = ctx.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.record_boot_events(events).await {
+                    tracing::debug!("boot timeline: {e}");
+                }
+            });
         }
     }
 }

@@ -153,6 +153,41 @@ pub struct BmNode {
     pub bmc_failures: u32,
 }
 
+impl BmNode {
+    /// A node with every field empty (defaults), to fill in.
+    pub fn blank() -> BmNode {
+        BmNode {
+            node_id: String::new(),
+            hostname: String::new(),
+            os_version: String::new(),
+            cpu_arch: String::new(),
+            serial_number: String::new(),
+            brand: String::new(),
+            description: String::new(),
+            ipmi_address: String::new(),
+            ipmi_port: 623,
+            ipmi_username: String::new(),
+            ipmi_password: String::new(),
+            pxe_mac: String::new(),
+            pxe_address: String::new(),
+            pxe_interface: String::new(),
+            os_disk_name: String::new(),
+            mgmt: NetworkSettings::default(),
+            public: NetworkSettings::default(),
+            status: BmNodeStatus::New,
+            pre_status: None,
+            power_state: PowerState::Unknown,
+            power_state_time: None,
+            create_time: 0,
+            update_time: 0,
+            ipmi_cipher_suite: 0,
+            bmc_reachable: true,
+            bmc_failures: 0,
+            ipmi_bmc_key: String::new(),
+        }
+    }
+}
+
 /// Which nodes DescribeBMNodes lists, and which page of them.
 #[derive(Debug, Clone, Default)]
 pub struct BmNodeFilter {
@@ -305,7 +340,7 @@ fn find_conflict(conn: &Connection, n: &BmNode) -> rusqlite::Result<Option<Strin
         return Ok(taken("hostname", n.hostname.clone(), other));
     }
     if let Some(other) = holder(
-        "SELECT node_id FROM bm_nodes WHERE ipmi_address = ?1 AND ipmi_port = ?2 AND node_id != ?3",
+        "SELECT node_id FROM bm_nodes WHERE ipmi_address = ?1 AND ipmi_address != '' AND ipmi_port = ?2 AND node_id != ?3",
         &[&n.ipmi_address, &n.ipmi_port, id],
     )? {
         let value = format!("{}:{}", n.ipmi_address, n.ipmi_port);
@@ -362,7 +397,7 @@ impl Store {
         T: Send + 'static,
         F: FnMut(&mut T, &BmNode) + Send + 'static,
     {
-        self.call(move |conn| {
+        self.call_read(move |conn| {
             let mut conds: Vec<String> = Vec::new();
             let mut args: Vec<String> = Vec::new();
             if !filter.node_ids.is_empty() {

@@ -12,7 +12,7 @@ pub const EVENTS_PER_MAC: i64 = 200;
 pub struct BootEvent {
     pub mac: String,
     pub node_id: String,
-    /// dhcp, tftp or http.
+    /// dhcp, tftp, http or callback.
     pub kind: String,
     pub detail: String,
     /// Unix milliseconds.
@@ -27,21 +27,36 @@ impl Store {
         kind: &'static str,
         detail: String,
     ) -> Result<(), StoreError> {
+        self.record_boot_events(vec![(mac, kind, detail)]).await
+    }
+
+    /// Records several events (mac, kind, detail) in one transaction.
+    pub async fn record_boot_events(
+        &self,
+        events: Vec<(String, &'static str, String)>,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
-                 VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
-                params![mac, kind, detail, now],
-            )?;
-            tx.execute(
-                "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                params![mac, EVENTS_PER_MAC],
-            )?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
+                     VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
+                )?;
+                let mut trim = tx.prepare_cached(
+                    "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                )?;
+                for (mac, kind, detail) in events {
+                    insert.execute(params![mac, kind, detail, now])?;
+                    trim.execute(params![mac, EVENTS_PER_MAC])?;
+                }
+            }
             tx.commit()?;
             Ok(())
         })
@@ -55,7 +70,7 @@ impl Store {
         since_ms: i64,
         limit: u64,
     ) -> Result<Vec<BootEvent>, StoreError> {
-        self.call(move |conn| {
+        self.call_read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT mac, node_id, kind, detail, created_ms FROM boot_events
                  WHERE mac = ?1 AND created_ms >= ?2 ORDER BY seq LIMIT ?3",

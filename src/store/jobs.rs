@@ -269,7 +269,7 @@ impl Store {
     /// A job with its nodes.
     pub async fn get_job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
         let job_id = job_id.to_string();
-        self.call(move |conn| {
+        self.call_read(move |conn| {
             let job = conn
                 .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?1"))?
                 .query_row([&job_id], job_from_row)
@@ -288,7 +288,7 @@ impl Store {
     /// The newest job of `job_action`.
     pub async fn latest_job(&self, job_action: &str) -> Result<Option<Job>, StoreError> {
         let job_action = job_action.to_string();
-        self.call(move |conn| {
+        self.call_read(move |conn| {
             let job = conn
                 .prepare_cached(&format!(
                     "SELECT {JOB_COLUMNS} FROM jobs WHERE job_action = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1"
@@ -313,7 +313,7 @@ impl Store {
         job_status: Option<String>,
     ) -> Result<Vec<LogLine>, StoreError> {
         let job_id = job_id.to_string();
-        self.call(move |conn| {
+        self.call_read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, job_status, line, created_at FROM job_log
                  WHERE job_id = ?1 AND (?2 IS NULL OR job_status = ?2) ORDER BY seq",

@@ -36,17 +36,32 @@ impl Store {
         .await
     }
 
-    /// Writes the lease of `mac` (or removes it when `lease` is `None`).
-    pub async fn save_lease(&self, mac: String, lease: Option<Lease>) -> Result<(), StoreError> {
+    /// Writes the leases of the MACs given (removing those paired with
+    /// `None`), all in one transaction: the DHCP loop persists a whole batch
+    /// of packets before it answers any of them.
+    pub async fn save_leases(
+        &self,
+        changes: Vec<(String, Option<Lease>)>,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM leases WHERE mac = ?1", [&mac])?;
-            if let Some(l) = lease {
-                tx.execute("DELETE FROM leases WHERE ip = ?1", [l.ip.to_string()])?;
-                tx.execute(
+            {
+                let mut delete_mac = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1")?;
+                let mut delete_ip = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1")?;
+                let mut insert = tx.prepare_cached(
                     "INSERT INTO leases (mac, ip, expires, bound) VALUES (?1, ?2, ?3, ?4)",
-                    params![l.mac, l.ip.to_string(), l.expires, l.bound],
                 )?;
+                for (mac, lease) in changes {
+                    delete_mac.execute([&mac])?;
+                    if let Some(l) = lease {
+                        let ip = l.ip.to_string();
+                        delete_ip.execute([&ip])?;
+                        insert.execute(params![l.mac, ip, l.expires, l.bound])?;
+                    }
+                }
             }
             tx.commit()?;
             Ok(())
@@ -54,14 +69,38 @@ impl Store {
         .await
     }
 
-    /// The registered node whose PXE MAC is `mac`: (node_id, fixed address).
-    pub async fn node_by_pxe_mac(&self, mac: &str) -> Result<Option<(String, String)>, StoreError> {
-        let mac = mac.to_string();
-        self.call(move |conn| {
+    /// The registered nodes among `macs` (PXE MAC → node id, fixed address).
+    pub async fn nodes_by_pxe_macs(
+        &self,
+        macs: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, (String, String)>, StoreError> {
+        self.call_read(move |conn| {
+            use rusqlite::OptionalExtension;
+            let mut stmt = conn
+                .prepare_cached("SELECT node_id, pxe_address FROM bm_nodes WHERE pxe_mac = ?1")?;
+            let mut found = std::collections::HashMap::new();
+            for mac in macs {
+                if let Some(row) = stmt
+                    .query_row([&mac], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                {
+                    found.insert(mac, row);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// The address leased to `mac`, if any.
+    pub async fn ip_of_lease(&self, mac: String) -> Result<Option<String>, StoreError> {
+        self.call_read(move |conn| {
             use rusqlite::OptionalExtension;
             Ok(conn
-                .prepare_cached("SELECT node_id, pxe_address FROM bm_nodes WHERE pxe_mac = ?1")?
-                .query_row([mac], |r| Ok((r.get(0)?, r.get(1)?)))
+                .prepare_cached("SELECT ip FROM leases WHERE mac = ?1")?
+                .query_row([mac], |r| r.get(0))
                 .optional()?)
         })
         .await

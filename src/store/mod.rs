@@ -6,6 +6,7 @@
 
 mod bmnodes;
 mod boot_events;
+mod deploy;
 mod jobs;
 mod leases;
 mod messages;
@@ -50,10 +51,14 @@ pub enum StoreError {
 
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// A cheap-to-clone handle to the database thread.
+/// A cheap-to-clone handle to the database threads: one writer, which
+/// every change goes through in order, and one reader on its own connection
+/// (WAL lets it read the last committed state while the writer works), so
+/// that status and describe calls do not queue behind a burst of writes.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Task>,
+    read_tx: mpsc::Sender<Task>,
 }
 
 impl Store {
@@ -79,6 +84,18 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        let mut reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        let (read_tx, read_rx) = mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("rackboot-store-read".into())
+            .spawn(move || {
+                while let Ok(task) = read_rx.recv() {
+                    task(&mut reader);
+                }
+            })
+            .map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Task>();
         std::thread::Builder::new()
             .name("rackboot-store".into())
@@ -90,7 +107,7 @@ impl Store {
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             })
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Store { tx })
+        Ok(Store { tx, read_tx })
     }
 
     /// Runs `f` on the store thread and awaits its result.
@@ -104,6 +121,21 @@ impl Store {
             let _ = reply_tx.send(f(conn));
         });
         self.tx.send(task).map_err(|_| StoreError::Closed)?;
+        reply_rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs the read-only `f` on the reader thread (it sees every change
+    /// committed before the call).
+    async fn call_read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let task: Task = Box::new(move |conn| {
+            let _ = reply_tx.send(f(conn));
+        });
+        self.read_tx.send(task).map_err(|_| StoreError::Closed)?;
         reply_rx.await.map_err(|_| StoreError::Closed)?
     }
 }

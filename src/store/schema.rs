@@ -162,6 +162,89 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_resource ON messages (resource_id);
     CREATE INDEX messages_expiry ON messages (guaranteed_until);
     "#,
+    // 2: the per-node secret of boot configs and callbacks, and the last
+    // inventory a deploy ramdisk reported.
+    r#"
+    ALTER TABLE bm_nodes ADD COLUMN deploy_token TEXT NOT NULL DEFAULT '';
+    ALTER TABLE bm_nodes ADD COLUMN inventory TEXT NOT NULL DEFAULT '';
+    ALTER TABLE bm_nodes ADD COLUMN inventory_time INTEGER;
+
+    -- Boot timelines also hold installer and ramdisk callbacks.
+    CREATE TABLE boot_events_new (
+        seq         INTEGER PRIMARY KEY,
+        mac         TEXT NOT NULL,
+        node_id     TEXT NOT NULL DEFAULT '',
+        kind        TEXT NOT NULL CHECK (kind IN ('dhcp', 'tftp', 'http', 'callback')),
+        detail      TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL
+    );
+    INSERT INTO boot_events_new SELECT seq, mac, node_id, kind, detail, created_ms FROM boot_events;
+    DROP TABLE boot_events;
+    ALTER TABLE boot_events_new RENAME TO boot_events;
+    CREATE INDEX boot_events_mac ON boot_events (mac, seq);
+    "#,
+    // 3: machines enlisted by discovery have no BMC yet: a BMC address (and
+    // port) is unique only when there is one.
+    r#"
+    CREATE TABLE bm_nodes_new (
+        -- Registration order; an explicit INTEGER PRIMARY KEY survives VACUUM,
+        -- so listing in this order needs no sort.
+        seq               INTEGER PRIMARY KEY,
+        node_id           TEXT NOT NULL UNIQUE,
+        hostname          TEXT NOT NULL UNIQUE,
+        os_version        TEXT NOT NULL,
+        cpu_arch          TEXT NOT NULL CHECK (cpu_arch IN ('x86_64', 'aarch64')),
+        serial_number     TEXT NOT NULL DEFAULT '',
+        brand             TEXT NOT NULL DEFAULT '',
+        description       TEXT NOT NULL DEFAULT '',
+        ipmi_address      TEXT NOT NULL,
+        ipmi_port         INTEGER NOT NULL DEFAULT 623 CHECK (ipmi_port BETWEEN 1 AND 65535),
+        ipmi_username     TEXT NOT NULL,
+        ipmi_password     TEXT NOT NULL,
+        -- NULL until known (a node found by a BMC scan has not booted yet).
+        pxe_mac           TEXT UNIQUE,
+        pxe_address       TEXT NOT NULL DEFAULT '',
+        pxe_interface     TEXT NOT NULL DEFAULT '',
+        os_disk_name      TEXT NOT NULL DEFAULT '',
+        mgmt_address      TEXT NOT NULL DEFAULT '',
+        mgmt_netmask      TEXT NOT NULL DEFAULT '',
+        mgmt_gateway      TEXT NOT NULL DEFAULT '',
+        mgmt_bond         INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_bond IN (0, 1)),
+        mgmt_vlan         INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_vlan IN (0, 1)),
+        mgmt_vlan_id      INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_vlan_id BETWEEN 0 AND 4094),
+        public_address    TEXT NOT NULL DEFAULT '',
+        public_netmask    TEXT NOT NULL DEFAULT '',
+        public_gateway    TEXT NOT NULL DEFAULT '',
+        public_bond       INTEGER NOT NULL DEFAULT 0 CHECK (public_bond IN (0, 1)),
+        public_vlan       INTEGER NOT NULL DEFAULT 0 CHECK (public_vlan IN (0, 1)),
+        public_vlan_id    INTEGER NOT NULL DEFAULT 0 CHECK (public_vlan_id BETWEEN 0 AND 4094),
+        status            TEXT NOT NULL DEFAULT 'new' CHECK (status IN
+            ('new', 'verifying', 'ready', 'provisioning', 'active', 'provision_failed',
+             'inspecting', 'inspect_failed', 'deleting')),
+        pre_status        TEXT NOT NULL DEFAULT '' CHECK (pre_status IN
+            ('', 'new', 'verifying', 'ready', 'provisioning', 'active', 'provision_failed',
+             'inspecting', 'inspect_failed', 'deleting')),
+        power_state       TEXT NOT NULL DEFAULT 'unknown' CHECK (power_state IN ('on', 'off', 'unknown')),
+        power_state_time  INTEGER,
+        create_time       INTEGER NOT NULL,
+        update_time       INTEGER NOT NULL,
+        -- 0 = ask the BMC (17, then 3).
+        ipmi_cipher_suite INTEGER NOT NULL DEFAULT 0 CHECK (ipmi_cipher_suite IN (0, 3, 17)),
+        -- The BMC key Kg (hex), when the BMC has one; never returned.
+        ipmi_bmc_key      TEXT NOT NULL DEFAULT '',
+        bmc_reachable     INTEGER NOT NULL DEFAULT 1 CHECK (bmc_reachable IN (0, 1)),
+        -- Consecutive failed power-sync polls.
+        bmc_failures      INTEGER NOT NULL DEFAULT 0,
+        deploy_token      TEXT NOT NULL DEFAULT '',
+        inventory         TEXT NOT NULL DEFAULT '',
+        inventory_time    INTEGER
+    );
+    INSERT INTO bm_nodes_new SELECT * FROM bm_nodes;
+    DROP TABLE bm_nodes;
+    ALTER TABLE bm_nodes_new RENAME TO bm_nodes;
+    CREATE INDEX bm_nodes_status ON bm_nodes (status);
+    CREATE UNIQUE INDEX bm_nodes_bmc ON bm_nodes (ipmi_address, ipmi_port) WHERE ipmi_address != '';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -37,7 +37,7 @@ impl Store {
     /// One user by name.
     pub async fn get_user(&self, user_id: &str) -> Result<Option<User>, StoreError> {
         let user_id = user_id.to_string();
-        self.call(move |conn| {
+        self.call_read(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT user_id, password_hash, created_at, updated_at FROM users WHERE user_id = ?1",
@@ -57,7 +57,7 @@ impl Store {
 
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        self.call(|conn| {
+        self.call_read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT user_id, password_hash, created_at, updated_at FROM users ORDER BY user_id",
             )?;

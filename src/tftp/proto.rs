@@ -311,5 +311,42 @@ mod tests {
             let _ = parse_request(&d);
             let _ = parse_ack(&d);
         }
+        // Truncations and byte flips of a valid request with every option,
+        // through parsing, negotiation and path resolution.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let good = rrq(&[
+            "pxelinux.0",
+            "octet",
+            "blksize",
+            "65464",
+            "windowsize",
+            "65535",
+            "tsize",
+            "0",
+            "timeout",
+            "3",
+        ]);
+        let limits = Limits {
+            max_blksize: 1468,
+            max_windowsize: 64,
+        };
+        let mut cases: Vec<Vec<u8>> = (0..good.len()).map(|cut| good[..cut].to_vec()).collect();
+        for _ in 0..5000 {
+            let mut p = good.clone();
+            for _ in 0..3 {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let i = (x as usize >> 8) % p.len();
+                p[i] = (x >> 16) as u8;
+            }
+            cases.push(p);
+        }
+        for p in cases {
+            if let Some(Request::Read(r)) = parse_request(&p) {
+                let n = negotiate(&r, 1 << 40, limits);
+                assert!(n.blksize <= 1468 && n.windowsize <= 64, "{r:?} → {n:?}");
+                let _ = resolve(&root, &r.filename);
+            }
+        }
     }
 }

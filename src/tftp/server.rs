@@ -15,6 +15,14 @@ use tokio_util::sync::CancellationToken;
 /// of the file, milliseconds, and `Err(reason)` when it did not complete.
 pub type TransferHook = Arc<dyn Fn(SocketAddr, String, u64, u64, Result<(), String>) + Send + Sync>;
 
+/// Content generated per request (a file name → its bytes), asked before
+/// the folder; `None` falls through to the folder.
+pub type Generator = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// What the server serves and how much it allows.
 #[derive(Clone)]
 pub struct TftpSettings {
@@ -27,6 +35,8 @@ pub struct TftpSettings {
     pub retries: u32,
     /// Called when a transfer ends (the boot timeline).
     pub report: Option<TransferHook>,
+    /// Files rendered per request (per-node boot loader configs).
+    pub generate: Option<Generator>,
 }
 
 /// Serves read requests arriving on `socket` until `shutdown`.
@@ -127,22 +137,35 @@ async fn transfer(
         )
         .await;
     }
-    let path = match proto::resolve(&s.root, &req.filename) {
-        Ok(p) => p,
-        Err(PathError::NotFound) => {
-            return refuse(&sock, code::FILE_NOT_FOUND, "file not found").await
-        }
-        Err(PathError::Forbidden) => {
-            return refuse(&sock, code::ACCESS_VIOLATION, "access violation").await
+    let generated = match &s.generate {
+        Some(g) => g(req.filename.trim_start_matches('/').to_string()).await,
+        None => None,
+    };
+    let (size, mut file): (u64, Box<dyn tokio::io::AsyncRead + Unpin + Send>) = match generated {
+        Some(bytes) => (bytes.len() as u64, Box::new(std::io::Cursor::new(bytes))),
+        None => {
+            let path = match proto::resolve(&s.root, &req.filename) {
+                Ok(p) => p,
+                Err(PathError::NotFound) => {
+                    return refuse(&sock, code::FILE_NOT_FOUND, "file not found").await
+                }
+                Err(PathError::Forbidden) => {
+                    return refuse(&sock, code::ACCESS_VIOLATION, "access violation").await
+                }
+            };
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(f) => f,
+                Err(_) => return refuse(&sock, code::FILE_NOT_FOUND, "file not found").await,
+            };
+            let size = file.metadata().await?.len();
+            // Large reads: each read of a tokio file is a trip to the
+            // blocking pool.
+            (
+                size,
+                Box::new(tokio::io::BufReader::with_capacity(256 * 1024, file)),
+            )
         }
     };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => return refuse(&sock, code::FILE_NOT_FOUND, "file not found").await,
-    };
-    let size = file.metadata().await?.len();
-    // Large reads: each read of a tokio file is a trip to the blocking pool.
-    let mut file = tokio::io::BufReader::with_capacity(256 * 1024, file);
     let n = proto::negotiate(&req, size, s.limits);
     let wait = Duration::from_secs(u64::from(n.timeout));
     let mut buf = vec![0u8; 1024];

@@ -1,0 +1,887 @@
+//! The job and per-node tasks of provisioning and inspection (see
+//! [`super`]): steps, waits on the node's deploy events, failures with their
+//! user messages, and the start-up recovery of nodes left mid-work.
+
+use super::states::Trigger;
+use super::{DeployEvent, Watch};
+use crate::api::error::RetCode;
+use crate::api::Ctx;
+use crate::config::{Config, ImageConfig, ImageMethod};
+use crate::ids::now_secs;
+use crate::ipmi::commands::{BootDevice, BootSetting};
+use crate::power::{PowerOp, PowerOutcome};
+use crate::pxe::http::Callback;
+use crate::store::{BmNode, BmNodeStatus, Job, JobNode, JobStatus, PowerState, StoreError};
+use crate::usermsg::{self, Event, Subject};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// What a job does to its nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Provision,
+    Inspect,
+}
+
+impl Kind {
+    /// The action that starts such a job (its `job_action`).
+    pub fn action(self) -> &'static str {
+        match self {
+            Kind::Provision => "ProvisionBMNodes",
+            Kind::Inspect => "IntrospectBMNodes",
+        }
+    }
+}
+
+/// Why a node's task stopped short.
+enum Stop {
+    Failed(Failure),
+    Aborted,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+struct Failure {
+    code: RetCode,
+    event: &'static Event,
+    args: Vec<(&'static str, String)>,
+}
+
+fn failure(code: RetCode, event: &'static Event, args: &[(&'static str, &str)]) -> Stop {
+    Stop::Failed(Failure {
+        code,
+        event,
+        args: args.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+    })
+}
+
+/// A job's view of its nodes: the step each running node is at (the job's
+/// status is the lowest), and what each node's task last reported.
+struct Tracker {
+    job_id: String,
+    request_id: String,
+    kind: Kind,
+    steps: Mutex<HashMap<String, u32>>,
+    job_step: tokio::sync::Mutex<u32>,
+}
+
+impl Tracker {
+    /// Moves `node` to `step` at `progress` %, with a log line.
+    async fn step(
+        &self,
+        ctx: &Ctx,
+        node: &BmNode,
+        step: u32,
+        progress: u8,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.node_id.clone(), step);
+        ctx.store
+            .set_job_node(
+                &self.job_id,
+                share(node, &format!("step{step}"), progress, 0, String::new()),
+                Some(format!("{}: step{step}: {what}", label(node))),
+            )
+            .await?;
+        self.sync_job_status(ctx).await
+    }
+
+    /// Sets `node`'s progress within its step.
+    async fn progress(
+        &self,
+        ctx: &Ctx,
+        node: &BmNode,
+        step: u32,
+        progress: u8,
+    ) -> Result<(), StoreError> {
+        ctx.store
+            .set_job_node(
+                &self.job_id,
+                share(node, &format!("step{step}"), progress, 0, String::new()),
+                None,
+            )
+            .await
+    }
+
+    /// `node` is done (either way): it no longer holds the job's status back.
+    async fn finish(&self, ctx: &Ctx, node: &BmNode) -> Result<(), StoreError> {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node.node_id);
+        self.sync_job_status(ctx).await
+    }
+
+    async fn sync_job_status(&self, ctx: &Ctx) -> Result<(), StoreError> {
+        let lowest = self
+            .steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .min()
+            .copied();
+        let mut current = self.job_step.lock().await;
+        if let Some(step) = lowest {
+            if step > *current {
+                ctx.store
+                    .set_job_status(&self.job_id, JobStatus::Step(step), None)
+                    .await?;
+                *current = step;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn label(node: &BmNode) -> String {
+    format!("{} ({})", node.node_id, node.hostname)
+}
+
+fn share(node: &BmNode, status: &str, progress: u8, ret_code: i64, message: String) -> JobNode {
+    JobNode {
+        node_id: node.node_id.clone(),
+        status: status.to_string(),
+        progress,
+        ret_code,
+        message,
+    }
+}
+
+/// Starts a `kind` job over `nodes` (already checked: they exist and may
+/// be worked on); returns the job.
+pub async fn start(
+    ctx: Arc<Ctx>,
+    kind: Kind,
+    nodes: Vec<BmNode>,
+    user_id: &str,
+    request_id: &str,
+) -> Result<Job, StoreError> {
+    let action = kind.action();
+    let ids: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
+    let job = ctx
+        .store
+        .create_job(
+            crate::ids::new_id(crate::ids::JOB_PREFIX),
+            action,
+            ids,
+            user_id,
+            request_id,
+        )
+        .await?;
+    // Listen before anything can happen to the nodes.
+    let watches: Vec<Watch> = nodes
+        .iter()
+        .map(|n| ctx.deploys.watch(&n.node_id))
+        .collect();
+    let tracker = Arc::new(Tracker {
+        job_id: job.job_id.clone(),
+        request_id: request_id.to_string(),
+        kind,
+        steps: Mutex::new(nodes.iter().map(|n| (n.node_id.clone(), 0)).collect()),
+        job_step: tokio::sync::Mutex::new(0),
+    });
+    let runner = ctx.clone();
+    crate::jobs::spawn(
+        &ctx.tasks,
+        ctx.store.clone(),
+        job.job_id.clone(),
+        async move { run_job(runner, tracker, nodes, watches).await },
+    );
+    Ok(job)
+}
+
+async fn run_job(
+    ctx: Arc<Ctx>,
+    t: Arc<Tracker>,
+    nodes: Vec<BmNode>,
+    watches: Vec<Watch>,
+) -> Result<(), StoreError> {
+    let total = nodes.len();
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        ctx.config().provision.max_concurrent,
+    ));
+    ctx.store
+        .append_job_log(
+            &t.job_id,
+            format!(
+                "{}: {total} node(s), {} at a time",
+                t.kind.action(),
+                ctx.config().provision.max_concurrent
+            ),
+        )
+        .await?;
+    let mut set = JoinSet::new();
+    for (node, watch) in nodes.into_iter().zip(watches) {
+        let (ctx, t, slots) = (ctx.clone(), t.clone(), slots.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let id = node.node_id.clone();
+            let ok = node_task(&ctx, &t, node, watch).await;
+            ctx.deploys.forget(&id);
+            ok.map(|ok| (ok, id))
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok((true, _))) => {}
+            Ok(Ok((false, id))) => failed.push(id),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => tracing::error!(job_id = %t.job_id, "node task panicked: {e}"),
+        }
+    }
+    let (status, line) = if failed.is_empty() {
+        (
+            JobStatus::Successful,
+            format!("{total} of {total} node(s) done"),
+        )
+    } else {
+        failed.sort();
+        (
+            JobStatus::Failed,
+            format!(
+                "{} of {total} node(s) done; failed: {}",
+                total - failed.len(),
+                failed.join(", ")
+            ),
+        )
+    };
+    ctx.store
+        .set_job_status(&t.job_id, status, Some(line))
+        .await
+}
+
+/// One node's whole run; Ok(true) when it ended where it should.
+async fn node_task(
+    ctx: &Arc<Ctx>,
+    t: &Tracker,
+    node: BmNode,
+    mut watch: Watch,
+) -> Result<bool, StoreError> {
+    let cancel = watch.cancel.clone();
+    let result = tokio::select! {
+        r = async {
+            match t.kind {
+                Kind::Provision => provision_steps(ctx, t, &node, &mut watch).await,
+                Kind::Inspect => inspect_steps(ctx, t, &node, &mut watch).await,
+            }
+        } => r,
+        _ = cancel.cancelled() => Err(Stop::Aborted),
+    };
+    let step = t
+        .steps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&node.node_id)
+        .copied()
+        .unwrap_or(0);
+    let outcome = match result {
+        Ok(()) => {
+            let line = match t.kind {
+                Kind::Provision => format!("{}: active", label(&node)),
+                Kind::Inspect => format!("{}: inspected, ready", label(&node)),
+            };
+            ctx.store
+                .set_job_node(
+                    &t.job_id,
+                    share(&node, "successful", 100, 0, String::new()),
+                    Some(line),
+                )
+                .await?;
+            true
+        }
+        Err(Stop::Store(e)) => return Err(e),
+        Err(Stop::Aborted) => {
+            let status = end_in_failure(ctx, &node, Trigger::Abort).await?;
+            let text = record(
+                ctx,
+                t,
+                &node,
+                &usermsg::PROVISION_ABORTED,
+                &[
+                    ("step", format!("step{step}")),
+                    ("status", status.as_str().to_string()),
+                ],
+            )
+            .await?;
+            ctx.store
+                .set_job_node(
+                    &t.job_id,
+                    share(
+                        &node,
+                        "failed",
+                        100,
+                        RetCode::ProvisionAborted.code(),
+                        text.clone(),
+                    ),
+                    Some(format!("{}: aborted at step{step}: {text}", label(&node))),
+                )
+                .await?;
+            false
+        }
+        Err(Stop::Failed(f)) => {
+            let trigger = match t.kind {
+                Kind::Provision => Trigger::ProvisionFailed,
+                Kind::Inspect => Trigger::InspectFailed,
+            };
+            end_in_failure(ctx, &node, trigger).await?;
+            let text = record(ctx, t, &node, f.event, &f.args).await?;
+            ctx.store
+                .set_job_node(
+                    &t.job_id,
+                    share(&node, "failed", 100, f.code.code(), text.clone()),
+                    Some(format!("{}: failed at step{step}: {text}", label(&node))),
+                )
+                .await?;
+            false
+        }
+    };
+    t.finish(ctx, &node).await?;
+    Ok(outcome)
+}
+
+/// After a failure or an abort: powers the node off if the work had begun,
+/// and moves it to the matching failed state. Returns the state it is in.
+async fn end_in_failure(
+    ctx: &Ctx,
+    node: &BmNode,
+    trigger: Trigger,
+) -> Result<BmNodeStatus, StoreError> {
+    let current = current_status(ctx, &node.node_id).await?;
+    let working = matches!(
+        current,
+        BmNodeStatus::Provisioning | BmNodeStatus::Inspecting | BmNodeStatus::Verifying
+    );
+    if !working {
+        return Ok(current);
+    }
+    if current != BmNodeStatus::Verifying {
+        // Best effort: a node left running might still write its disk.
+        if let Err(e) = power(ctx, node, PowerOp::Off { hard: true }).await {
+            tracing::warn!(node_id = %node.node_id, "could not power the node off after a failure: {e}");
+        }
+    }
+    let trigger = match (current, trigger) {
+        (BmNodeStatus::Verifying, Trigger::Abort) => Trigger::Abort,
+        (BmNodeStatus::Verifying, _) => Trigger::VerifyFailed,
+        (_, t) => t,
+    };
+    match ctx.store.transition_bm_node(&node.node_id, trigger).await {
+        Ok((_, to)) => Ok(to),
+        Err(StoreError::WrongState(_)) => current_status(ctx, &node.node_id).await,
+        Err(e) => Err(e),
+    }
+}
+
+async fn current_status(ctx: &Ctx, node_id: &str) -> Result<BmNodeStatus, StoreError> {
+    let filter = crate::store::BmNodeFilter {
+        node_ids: vec![node_id.to_string()],
+        ..Default::default()
+    };
+    let (nodes, _) = ctx.store.describe_bm_nodes(filter).await?;
+    nodes
+        .first()
+        .map(|n| n.status)
+        .ok_or_else(|| StoreError::NotFound(format!("node {node_id} is not registered")))
+}
+
+/// Stores a user message about `node`; returns its text.
+async fn record(
+    ctx: &Ctx,
+    t: &Tracker,
+    node: &BmNode,
+    event: &Event,
+    args: &[(&'static str, String)],
+) -> Result<String, StoreError> {
+    let mut all: Vec<(&str, &str)> = vec![
+        ("node_id", node.node_id.as_str()),
+        ("mac", node.pxe_mac.as_str()),
+        ("os_version", node.os_version.as_str()),
+    ];
+    all.extend(args.iter().map(|(k, v)| (*k, v.as_str())));
+    let message = usermsg::message(
+        event,
+        &all,
+        Subject {
+            resource_type: "BMNode",
+            resource_id: &node.node_id,
+            request_id: &t.request_id,
+        },
+        now_secs(),
+        ctx.config().messages.retention_days,
+    );
+    let text = message.user_message.clone();
+    ctx.store.insert_message(message).await?;
+    Ok(text)
+}
+
+/// Runs a BMC operation on `node`, recording power states it learns.
+async fn power(
+    ctx: &Ctx,
+    node: &BmNode,
+    op: PowerOp,
+) -> Result<PowerOutcome, crate::power::PowerError> {
+    let target = ctx.power.target(node)?;
+    let outcome = ctx.power.run(&target, op).await?;
+    if let PowerOutcome::Power(on) = outcome {
+        let state = if on { PowerState::On } else { PowerState::Off };
+        let _ = ctx
+            .store
+            .record_power_state(&node.node_id, state, now_secs())
+            .await;
+    }
+    Ok(outcome)
+}
+
+/// A BMC operation of step `step`, failing the node with the BMC's answer.
+async fn bmc(
+    ctx: &Ctx,
+    node: &BmNode,
+    step: u32,
+    operation: &str,
+    op: PowerOp,
+) -> Result<PowerOutcome, Stop> {
+    power(ctx, node, op).await.map_err(|e| {
+        let (code, _, detail) = crate::api::power::classify(&e);
+        failure(
+            code,
+            &usermsg::PROVISION_POWER_FAILED,
+            &[
+                ("step", &format!("step{step}")),
+                ("operation", operation),
+                ("detail", detail),
+            ],
+        )
+    })
+}
+
+/// Step0's checks that need no BMC: the image, the ramdisk, the templates.
+fn validate(
+    ctx: &Ctx,
+    cfg: &Config,
+    node: &BmNode,
+    kind: Kind,
+) -> Result<Option<ImageConfig>, Stop> {
+    let invalid = |detail: String| {
+        failure(
+            RetCode::ProvisionInvalid,
+            &usermsg::PROVISION_INVALID,
+            &[("detail", &detail)],
+        )
+    };
+    if node.pxe_mac.is_empty() {
+        return Err(invalid(
+            "it has no pxe_network_mac_addr (set it with ModifyBMNodeAttributes)".into(),
+        ));
+    }
+    if cfg.dhcp.interface.is_empty() {
+        return Err(invalid(
+            "the PXE responder is off, so no machine can network-boot: set [dhcp] interface (and restart rackboot)".into(),
+        ));
+    }
+    if node.ipmi_address.is_empty() {
+        return Err(invalid(
+            "it has no BMC yet (set ipmi_network_address, ipmi_username and ipmi_password with ModifyBMNodeAttributes)".into(),
+        ));
+    }
+    let image = cfg
+        .images
+        .iter()
+        .find(|i| i.os_version == node.os_version)
+        .cloned();
+    if kind == Kind::Provision {
+        let Some(image) = &image else {
+            return Err(invalid(format!(
+                "os_version {} is not in the image catalogue ([[images]])",
+                node.os_version
+            )));
+        };
+        if !image.file.is_empty() && !std::path::Path::new(&image.file).is_file() {
+            return Err(invalid(format!(
+                "the image file of {} is missing on the deploy host",
+                image.os_version
+            )));
+        }
+        if image.method == ImageMethod::Image && node.os_disk_name.is_empty() {
+            return Err(invalid(
+                "it has no os_disk_name to write the image to".into(),
+            ));
+        }
+    }
+    let needs_ramdisk = kind == Kind::Inspect
+        || image
+            .as_ref()
+            .is_some_and(|i| i.method == ImageMethod::Image);
+    if needs_ramdisk {
+        for f in [&cfg.deploy.kernel, &cfg.deploy.initrd] {
+            if !std::path::Path::new(f).is_file() {
+                return Err(invalid("the deploy ramdisk is not built (rackboot ramdisk build, or set [deploy] kernel and initrd)".into()));
+            }
+        }
+    }
+    let mode = match (kind, image.as_ref().map(|i| i.method)) {
+        (Kind::Inspect, _) => crate::pxe::templates::Mode::Inspect,
+        (_, Some(ImageMethod::Installer)) => crate::pxe::templates::Mode::Install,
+        _ => crate::pxe::templates::Mode::Deploy,
+    };
+    let urls = crate::pxe::templates::Urls {
+        address: "0.0.0.0",
+        http_port: cfg.http.port,
+    };
+    let vars = crate::pxe::templates::BootVars::new(
+        mode,
+        &crate::pxe::templates::NodeVars::from(node),
+        image.as_ref(),
+        cfg,
+        &urls,
+        "validate",
+    );
+    ctx.templates()
+        .render(mode.ipxe_template(), &vars)
+        .map_err(|e| invalid(format!("its boot script does not render: {e}")))?;
+    Ok(image)
+}
+
+/// Step0's BMC check (a `new` node goes through `verifying`), then the move
+/// into the working state and a fresh deploy token.
+async fn verify_and_enter(ctx: &Ctx, node: &BmNode, enter: Trigger) -> Result<(), Stop> {
+    let status = current_status(ctx, &node.node_id).await?;
+    if status == BmNodeStatus::New {
+        ctx.store
+            .transition_bm_node(&node.node_id, Trigger::Verify)
+            .await?;
+        match bmc(ctx, node, 0, "power status", PowerOp::Status).await {
+            Ok(_) => {
+                ctx.store
+                    .transition_bm_node(&node.node_id, Trigger::Verified)
+                    .await?;
+            }
+            Err(e) => {
+                ctx.store
+                    .transition_bm_node(&node.node_id, Trigger::VerifyFailed)
+                    .await?;
+                return Err(e);
+            }
+        }
+    } else {
+        bmc(ctx, node, 0, "power status", PowerOp::Status).await?;
+    }
+    ctx.store.transition_bm_node(&node.node_id, enter).await?;
+    ctx.store.rotate_deploy_token(&node.node_id).await?;
+    Ok(())
+}
+
+/// Step1: boot from the network once, power cycle (on when off).
+async fn netboot(ctx: &Ctx, t: &Tracker, node: &BmNode) -> Result<(), Stop> {
+    t.step(ctx, node, 1, 2, "boot device pxe (next boot), power cycle")
+        .await?;
+    let pxe = BootSetting {
+        device: BootDevice::Pxe,
+        persistent: false,
+        efi: false,
+    };
+    bmc(ctx, node, 1, "set boot device pxe", PowerOp::SetBoot(pxe)).await?;
+    bmc(ctx, node, 1, "power cycle", PowerOp::Cycle).await?;
+    Ok(())
+}
+
+/// Step2: waits until the node network-boots into what it was given.
+async fn wait_netboot(
+    ctx: &Ctx,
+    t: &Tracker,
+    node: &BmNode,
+    watch: &mut Watch,
+) -> Result<(), Stop> {
+    let secs = ctx.config().provision.boot_timeout;
+    t.step(
+        ctx,
+        node,
+        2,
+        5,
+        &format!("waiting for the network boot (up to {secs} s)"),
+    )
+    .await?;
+    // Any sign of the deploy: its script, a file it fetched, a callback.
+    match tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Stop::Aborted),
+        Err(_) => Err(failure(
+            RetCode::ProvisionNoNetboot,
+            &usermsg::PROVISION_NO_NETBOOT,
+            &[("seconds", &secs.to_string())],
+        )),
+    }
+}
+
+fn clean(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || " .,:;_-/()=%".contains(c) {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect()
+}
+
+async fn provision_steps(
+    ctx: &Arc<Ctx>,
+    t: &Tracker,
+    node: &BmNode,
+    watch: &mut Watch,
+) -> Result<(), Stop> {
+    let cfg = ctx.config();
+    t.step(
+        ctx,
+        node,
+        0,
+        0,
+        "validate (image, ramdisk, templates, BMC login)",
+    )
+    .await?;
+    let image = validate(ctx, &cfg, node, Kind::Provision)?.expect("validate checks the image");
+    verify_and_enter(ctx, node, Trigger::Provision).await?;
+    netboot(ctx, t, node).await?;
+    wait_netboot(ctx, t, node, watch).await?;
+
+    // Step3: the deploy runs; every sign of life restarts its clock.
+    let secs = cfg.provision.deploy_timeout;
+    let how = match image.method {
+        ImageMethod::Image => "the deploy ramdisk writes the image",
+        ImageMethod::Installer => "the installer runs",
+    };
+    t.step(
+        ctx,
+        node,
+        3,
+        10,
+        &format!("deploying {} ({how})", image.os_version),
+    )
+    .await?;
+    let mut shown = 10u8;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await {
+            Err(_) => {
+                return Err(failure(
+                    RetCode::ProvisionTimeout,
+                    &usermsg::PROVISION_TIMEOUT,
+                    &[
+                        ("step", "step3"),
+                        ("seconds", &secs.to_string()),
+                        ("detail", "no progress from the deploy"),
+                    ],
+                ))
+            }
+            Ok(None) => return Err(Stop::Aborted),
+            Ok(Some(DeployEvent::Callback(Callback::Progress { percent, .. }))) => {
+                let p = 10 + (u32::from(percent.min(100)) * 80 / 100) as u8;
+                if p > shown {
+                    shown = p;
+                    t.progress(ctx, node, 3, p).await?;
+                }
+            }
+            Ok(Some(DeployEvent::Callback(Callback::Done))) => break,
+            Ok(Some(DeployEvent::Callback(Callback::Failed { message }))) => {
+                return Err(failure(
+                    RetCode::ProvisionDeployFailed,
+                    &usermsg::PROVISION_DEPLOY_FAILED,
+                    &[("detail", &clean(&message))],
+                ))
+            }
+            Ok(Some(DeployEvent::Callback(Callback::Inventory(_)))) => {
+                ctx.store
+                    .append_job_log(
+                        &t.job_id,
+                        format!("{}: step3: inventory received", label(node)),
+                    )
+                    .await?;
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+
+    // Step4: from now on a network boot gets the local disk.
+    ctx.deploys.set_deployed(&node.node_id);
+    t.step(ctx, node, 4, 90, "boot device disk, power cycle")
+        .await?;
+    let disk = BootSetting {
+        device: BootDevice::Disk,
+        persistent: true,
+        efi: false,
+    };
+    bmc(ctx, node, 4, "set boot device disk", PowerOp::SetBoot(disk)).await?;
+    bmc(ctx, node, 4, "power cycle", PowerOp::Cycle).await?;
+    let secs = cfg.provision.power_on_timeout;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let PowerOutcome::Power(true) =
+            bmc(ctx, node, 4, "power status", PowerOp::Status).await?
+        {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(failure(
+                RetCode::ProvisionTimeout,
+                &usermsg::PROVISION_TIMEOUT,
+                &[
+                    ("step", "step4"),
+                    ("seconds", &secs.to_string()),
+                    ("detail", "the BMC never reported power on"),
+                ],
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    if image.first_boot_callback {
+        let secs = cfg.provision.first_boot_timeout;
+        t.step(
+            ctx,
+            node,
+            5,
+            95,
+            &format!("waiting for the installed OS to call back (up to {secs} s)"),
+        )
+        .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, watch.events.recv()).await {
+                Ok(Some(DeployEvent::Callback(Callback::Booted))) => break,
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(Stop::Aborted),
+                Err(_) => {
+                    return Err(failure(
+                        RetCode::ProvisionTimeout,
+                        &usermsg::PROVISION_TIMEOUT,
+                        &[
+                            ("step", "step5"),
+                            ("seconds", &secs.to_string()),
+                            ("detail", "the installed OS never called back"),
+                        ],
+                    ))
+                }
+            }
+        }
+    }
+    ctx.store
+        .transition_bm_node(&node.node_id, Trigger::Deployed)
+        .await?;
+    // The installed machine, as a Node of seed §1 linked to this BMNode.
+    match super::inventory::link_node(ctx, node).await {
+        Ok(id) => {
+            ctx.store
+                .append_job_log(
+                    &t.job_id,
+                    format!("{}: listed as Node {id} (DescribeNodes)", label(node)),
+                )
+                .await?;
+        }
+        Err(e) => tracing::warn!(node_id = %node.node_id, "could not list the node as a Node: {e}"),
+    }
+    Ok(())
+}
+
+async fn inspect_steps(
+    ctx: &Arc<Ctx>,
+    t: &Tracker,
+    node: &BmNode,
+    watch: &mut Watch,
+) -> Result<(), Stop> {
+    let cfg = ctx.config();
+    t.step(ctx, node, 0, 0, "validate (ramdisk, templates, BMC login)")
+        .await?;
+    validate(ctx, &cfg, node, Kind::Inspect)?;
+    verify_and_enter(ctx, node, Trigger::Inspect).await?;
+    netboot(ctx, t, node).await?;
+    wait_netboot(ctx, t, node, watch).await?;
+    let secs = cfg.provision.inspect_timeout;
+    t.step(ctx, node, 3, 50, "waiting for the inventory")
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, watch.events.recv()).await {
+            Ok(Some(DeployEvent::Callback(Callback::Inventory(json)))) => {
+                if let Ok(raw) = serde_json::from_str::<serde_json::Value>(&json) {
+                    super::inventory::apply(ctx, &node.node_id, &raw).await?;
+                }
+                break;
+            }
+            Ok(Some(DeployEvent::Callback(Callback::Failed { message }))) => {
+                return Err(failure(
+                    RetCode::ProvisionDeployFailed,
+                    &usermsg::INSPECT_FAILED,
+                    &[("step", "step3"), ("detail", &clean(&message))],
+                ))
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(Stop::Aborted),
+            Err(_) => {
+                return Err(failure(
+                    RetCode::ProvisionTimeout,
+                    &usermsg::INSPECT_FAILED,
+                    &[
+                        ("step", "step3"),
+                        ("detail", &format!("no inventory within {secs} s")),
+                    ],
+                ))
+            }
+        }
+    }
+    ctx.deploys.set_deployed(&node.node_id);
+    t.step(ctx, node, 4, 90, "inventory stored; power off")
+        .await?;
+    bmc(ctx, node, 4, "power off", PowerOp::Off { hard: true }).await?;
+    ctx.store
+        .transition_bm_node(&node.node_id, Trigger::Inspected)
+        .await?;
+    Ok(())
+}
+
+/// At start-up: nodes left verifying, provisioning or inspecting by a stop
+/// of the daemon go to their failed state, each with a user message.
+pub async fn fail_interrupted_nodes(ctx: &Ctx) -> Result<Vec<String>, StoreError> {
+    let ids = ctx
+        .store
+        .bm_nodes_in(vec![
+            BmNodeStatus::Verifying,
+            BmNodeStatus::Provisioning,
+            BmNodeStatus::Inspecting,
+        ])
+        .await?;
+    for id in &ids {
+        let (from, to) = ctx
+            .store
+            .transition_bm_node(id, Trigger::Interrupted)
+            .await?;
+        let message = usermsg::message(
+            &usermsg::PROVISION_INTERRUPTED,
+            &[
+                ("node_id", id),
+                ("was", from.as_str()),
+                ("status", to.as_str()),
+            ],
+            Subject {
+                resource_type: "BMNode",
+                resource_id: id,
+                request_id: "",
+            },
+            now_secs(),
+            ctx.config().messages.retention_days,
+        );
+        ctx.store.insert_message(message).await?;
+        tracing::warn!(node_id = %id, from = from.as_str(), to = to.as_str(), "node was mid-work when the daemon stopped");
+    }
+    Ok(ids)
+}

@@ -1,0 +1,443 @@
+//! The built-in lab, end to end with real parts: `rackboot lab up` (README's
+//! main command) creates a namespace with a bridge, QEMU VMs (TCG) behind
+//! ipmi_sim BMCs, builds the deploy ramdisk from Debian's kernel package and
+//! provisions the VMs; the test then checks from the host what a user would:
+//! the VMs' disks hold the image, their BMCs say boot from disk, progress
+//! went from 0 % to 100 %. A second lab drives failures through the API
+//! with real VMs: a wrong PXE MAC (step2 timeout), a checksum mismatch
+//! (step3, powered off), an abort mid-deploy, and an inspection that
+//! reports the VM's real hardware.
+
+mod common;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rackboot");
+
+/// The kernel package cache, filled once (the first build downloads the
+/// .deb); each lab builds its own ramdisk from it.
+fn ramdisk() -> PathBuf {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONCE.lock().unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-ramdisk");
+    if !dir.join("cache").exists() {
+        let out = Command::new(BIN)
+            .args(["ramdisk", "build", "--out"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ramdisk build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    dir
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    netns: String,
+}
+
+impl Lab {
+    fn up(tag: &str, args: &[&str]) -> (Lab, String) {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the lab test needs root (CI is root)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("ramdisk/cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        for deb in std::fs::read_dir(ramdisk().join("cache"))
+            .unwrap()
+            .flatten()
+        {
+            if deb.path().extension().is_some_and(|e| e == "deb") {
+                std::fs::copy(deb.path(), cache.join(deb.file_name())).unwrap();
+            }
+        }
+        let netns = format!("rbt-lab{tag}-{}", std::process::id());
+        let lab = Lab { dir, netns };
+        let out = Command::new(BIN)
+            .args(["lab", "up", "--dir"])
+            .arg(lab.dir.path())
+            .args(["--netns", &lab.netns])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "lab up failed:\n{text}\ndaemon log:\n{}",
+            std::fs::read_to_string(lab.dir.path().join("rackboot.log")).unwrap_or_default()
+        );
+        (lab, text)
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn api(&self, request: Value) -> Value {
+        let password = std::fs::read_to_string(self.path("state/admin.password")).unwrap();
+        rackboot::lab::api(&self.path("state/api.sock"), password.trim(), request).unwrap()
+    }
+
+    fn ok(&self, request: Value) -> Value {
+        let r = self.api(request.clone());
+        assert_eq!(r["ret_code"], 0, "{request} → {r}");
+        r
+    }
+
+    fn ipmitool(&self, vm: u32, args: &[&str]) -> String {
+        let port = (6230 + vm).to_string();
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "ipmitool",
+                "-I",
+                "lanplus",
+                "-C",
+                "3",
+                "-H",
+                "10.99.0.1",
+                "-p",
+                &port,
+                "-U",
+                "admin",
+                "-P",
+                "password",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn vm_running(&self, vm: u32) -> bool {
+        let Ok(pid) = std::fs::read_to_string(self.path(&format!("vm{vm}/vm.pid"))) else {
+            return false;
+        };
+        let pid: i32 = pid.trim().parse().unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    }
+
+    fn wait_job(&self, job: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.ok(json!({"action": "GetStatus", "job_id": job, "job_action": self.ok(json!({"action": "GetStatus", "job_id": job, "job_action": "ProvisionBMNodes"})).get("job_action").and_then(Value::as_str).unwrap_or("ProvisionBMNodes")}));
+            if s["status"] == "successful" || s["status"] == "failed" {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "job {job} still running: {s}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN)
+            .args(["lab", "down", "--dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Whether disk `a` holds image `b`, but for sector 1, where the deploy
+/// leaves the first-boot callback URL.
+fn holds_image(a: &Path, b: &Path) -> bool {
+    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    a.len() >= b.len()
+        && a[..512] == b[..512]
+        && a[1024..b.len()] == b[1024..]
+        && String::from_utf8_lossy(&a[512..1024])
+            .starts_with("rackboot-firstboot http://10.99.0.1:8080/callback/")
+}
+
+#[test]
+fn lab_up_provisions_two_vms_from_new_to_active() {
+    let (lab, out) = Lab::up("a", &["--nodes", "2"]);
+    assert!(out.contains("all nodes active"), "{out}");
+    assert!(
+        out.contains("lab: time per step") && out.contains("step3 "),
+        "{out}"
+    );
+    // The boot timeline shows each step of the BIOS iPXE boot: DHCP, the
+    // script, the kernel and initrd it names, the image, the callbacks.
+    for step in [
+        "→ ACK 10.99.0.10",
+        "deploy boot script",
+        "GET /deploy/kernel: ",
+        "GET /deploy/initrd: ",
+        "GET /images/tiny-1.0/image [0+4194304]",
+        "callback inventory",
+    ] {
+        assert!(out.contains(step), "the timeline lacks {step}:\n{out}");
+    }
+    assert!(
+        out.contains("step0 0%") && out.contains("successful 100%"),
+        "progress 0 → 100 %:\n{out}"
+    );
+    assert!(
+        out.contains("step3") && out.contains("callback done"),
+        "{out}"
+    );
+    // The installed test OS booted from disk and called back (step5).
+    assert!(
+        out.contains("step5: waiting for the installed OS") && out.contains("callback booted"),
+        "{out}"
+    );
+    for vm in 0..2 {
+        assert!(
+            holds_image(
+                &lab.path(&format!("vm{vm}/disk.raw")),
+                &lab.path("tiny.raw")
+            ),
+            "vm{vm}'s disk does not hold the image"
+        );
+        let boot = lab.ipmitool(vm, &["chassis", "bootparam", "get", "5"]);
+        assert!(
+            boot.contains("Force Boot from default Hard-Drive"),
+            "{boot}"
+        );
+        assert!(lab
+            .ipmitool(vm, &["chassis", "power", "status"])
+            .contains("on"));
+    }
+    let nodes = lab.ok(json!({"action": "DescribeBMNodes"}));
+    for n in nodes["node_set"].as_array().unwrap() {
+        assert_eq!(n["status"], "active", "{n}");
+    }
+    // The installed VMs are Nodes with their real hardware, linked.
+    let listed = lab.ok(json!({"action": "DescribeNodes"}));
+    let set = listed["node_set"].as_array().unwrap();
+    assert_eq!(set.len(), 2, "{listed}");
+    for n in set {
+        assert!(n["bm_node_id"].as_str().unwrap().starts_with("n-"), "{n}");
+        assert_eq!(n["cpu"]["cpu_processors"], 1, "{n}");
+        assert!(
+            n["address"].as_str().unwrap().starts_with("10.99.0.1"),
+            "{n}"
+        );
+    }
+    // `lab down` removes what `up` made.
+    let pid_file = lab.path("vm0/vm.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let down = Command::new(BIN)
+        .args(["lab", "down", "--dir"])
+        .arg(lab.dir.path())
+        .output()
+        .unwrap();
+    assert!(down.status.success());
+    assert!(!Path::new("/run/netns").join(&lab.netns).exists());
+    let gone = || {
+        // Gone, or a zombie waiting for its reaper.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone() {
+        assert!(Instant::now() < deadline, "the VM still runs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
+    let (lab, _) = Lab::up(
+        "b",
+        &["--nodes", "2", "--no-provision", "--boot-timeout", "25"],
+    );
+    // A second image whose checksum is wrong, added live (SIGHUP).
+    let config = lab.path("rackboot.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let bad = text
+        .lines()
+        .find(|l| l.starts_with("file = "))
+        .unwrap()
+        .to_string();
+    // And the same image gzip'd (the ramdisk streams it through gunzip).
+    let gz = lab.path("tiny.raw.gz");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -c {} > {}",
+            lab.path("tiny.raw").display(),
+            gz.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let gz_sum =
+        String::from_utf8_lossy(&Command::new("sha256sum").arg(&gz).output().unwrap().stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}[[images]]\nos_version = \"tiny-badsum\"\n{bad}\nsha256 = \"{}\"\n\
+             [[images]]\nos_version = \"tiny-gz\"\nfile = \"{}\"\nsha256 = \"{gz_sum}\"\n",
+            "ab".repeat(32),
+            gz.display()
+        ),
+    )
+    .unwrap();
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.path("lab.json")).unwrap()).unwrap();
+    let daemon = record["daemon"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon), nix::sys::signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    let register = |i: u32, os: &str, mac: &str| -> String {
+        let r = lab.ok(json!({
+            "action": "RegisterBMNodes", "hostname": format!("vm{i}"), "os_version": os, "cpu_arch": "x86_64",
+            "os_disk_name": "vda", "ipmi_network_address": "10.99.0.1", "ipmi_port": 6230 + i,
+            "ipmi_username": "admin", "ipmi_password": "password", "pxe_network_mac_addr": mac,
+        }));
+        r["node_ids"][0].as_str().unwrap().to_string()
+    };
+    let badsum = register(0, "tiny-badsum", "52:54:00:99:20:00");
+    let wrong_mac = register(1, "tiny-1.0", "52:54:00:99:20:99");
+    let job = lab.ok(json!({"action": "ProvisionBMNodes", "node_ids": [badsum, wrong_mac]}))
+        ["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = lab.wait_job(&job, 120);
+    assert_eq!(s["status"], "failed");
+    let np = &s["node_progress"];
+    assert_eq!(np[&badsum]["ret_code"], 3720, "{s}");
+    assert!(
+        np[&badsum]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sha256 mismatch"),
+        "{s}"
+    );
+    assert_eq!(np[&wrong_mac]["ret_code"], 3710, "{s}");
+    assert!(
+        np[&wrong_mac]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within 25 s"),
+        "{s}"
+    );
+    let log = lab.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
+    assert!(
+        log.contains(&format!("{badsum} (vm0): failed at step3"))
+            && log.contains(&format!("{wrong_mac} (vm1): failed at step2")),
+        "{log}"
+    );
+    assert!(
+        !lab.vm_running(0) && !lab.vm_running(1),
+        "failed nodes are powered off"
+    );
+
+    // The MAC fixed, the VM inspected: its real hardware comes back.
+    lab.ok(json!({"action": "ModifyBMNodeAttributes", "node_id": wrong_mac, "pxe_network_mac_addr": "52:54:00:99:20:01"}));
+    let job = lab.ok(json!({"action": "IntrospectBMNodes", "node_ids": [wrong_mac]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = lab
+            .ok(json!({"action": "GetStatus", "job_action": "IntrospectBMNodes", "job_id": job}));
+        if s["status"] == "successful" {
+            break;
+        }
+        assert!(s["status"] != "failed" && Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let data = lab.ok(json!({"action": "GetIntrospectionData", "node_id": wrong_mac}));
+    let p = &data["processed"];
+    assert_eq!(p["cpu_count"], 1, "{data}");
+    assert!(p["memory_mib"].as_u64().unwrap() > 150, "{data}");
+    assert_eq!(p["disks"][0]["name"], "vda", "{data}");
+    assert_eq!(p["disks"][0]["size_bytes"], 64 * 1024 * 1024, "{data}");
+    assert!(
+        data["data"]["nics"]
+            .to_string()
+            .contains("52:54:00:99:20:01"),
+        "{data}"
+    );
+    assert_eq!(p["vendor"], "QEMU", "{data}");
+
+    // The inspected VM provisioned from the gzip'd image: its disk holds
+    // the raw image.
+    lab.ok(
+        json!({"action": "ModifyBMNodeAttributes", "node_id": wrong_mac, "os_version": "tiny-gz"}),
+    );
+    let job = lab.ok(json!({"action": "ProvisionBMNodes", "node_ids": [wrong_mac]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = lab.wait_job(&job, 120);
+    assert_eq!(s["status"], "successful", "{s}");
+    let (disk, raw) = (
+        std::fs::read(lab.path("vm1/disk.raw")).unwrap(),
+        std::fs::read(lab.path("tiny.raw")).unwrap(),
+    );
+    assert!(
+        disk[..raw.len()] == raw[..],
+        "vm1's disk does not hold the gunzipped image"
+    );
+
+    // An abort mid-deploy powers the VM off.
+    lab.ok(
+        json!({"action": "ModifyBMNodeAttributes", "node_id": badsum, "os_version": "tiny-1.0"}),
+    );
+    let job = lab.ok(json!({"action": "ProvisionBMNodes", "node_ids": [badsum]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = lab.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job}));
+        if s["node_progress"][&badsum]["status"] == "step2"
+            || s["node_progress"][&badsum]["status"] == "step3"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.ok(json!({"action": "AbortProvisionBMNodes", "node_ids": [badsum]}));
+    let s = lab.wait_job(&job, 30);
+    assert_eq!(s["node_progress"][&badsum]["ret_code"], 3740, "{s}");
+    let n = lab.ok(json!({"action": "DescribeBMNodes", "node_ids": [badsum]}));
+    assert_eq!(n["node_set"][0]["status"], "provision_failed");
+    assert!(!lab.vm_running(0), "aborted node is powered off");
+}

@@ -1,0 +1,531 @@
+//! ProvisionBMNodes and IntrospectBMNodes end to end without VMs: the real
+//! daemon in a network namespace of the test's own, the project's fake BMCs
+//! (RMCP+, checked against ipmitool elsewhere) inside that namespace, and a
+//! simulated deploy ramdisk that does what the real one does over HTTP —
+//! fetch its node's boot script, then post progress, an inventory, done or
+//! failed to the callback URL the script carries. ipmitool reads the boot
+//! device and power state the provision left on each BMC.
+
+mod common;
+
+use common::netns::Netns;
+use common::Daemon;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Lab {
+    srv: Netns,
+    cli: Netns,
+    dir: tempfile::TempDir,
+}
+
+const BMC_PORT: u16 = 16230;
+
+fn lab(bmcs: u32) -> Lab {
+    let srv = Netns::new("prov");
+    let cli = Netns::new("provc");
+    srv.ip(&[
+        "link", "add", "rb-srv", "type", "veth", "peer", "name", "cli0", "netns", &cli.name,
+    ]);
+    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "rb-srv"]);
+    srv.ip(&["link", "set", "rb-srv", "up"]);
+    cli.ip(&["link", "set", "cli0", "up"]);
+    let at = common::fakebmc::addresses(bmcs, std::net::Ipv4Addr::LOCALHOST, BMC_PORT, None);
+    common::netns::run_in(&srv.name, move || common::fakebmc::spawn(at));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["vmlinuz", "initrd.img", "undionly.kpxe"] {
+        std::fs::write(dir.path().join(f), f).unwrap();
+    }
+    std::fs::write(dir.path().join("tiny.raw"), vec![7u8; 4096]).unwrap();
+    Lab { srv, cli, dir }
+}
+
+fn config(lab: &Lab, extra: &str) -> String {
+    let d = lab.dir.path().display();
+    format!(
+        "[dhcp]\ninterface = \"rb-srv\"\nrange_start = \"10.99.0.100\"\nrange_end = \"10.99.0.199\"\nrouter_advertisement = false\n\
+         [boot]\nfiles_dir = \"{d}\"\n[deploy]\nkernel = \"{d}/vmlinuz\"\ninitrd = \"{d}/initrd.img\"\n\
+         [provision]\nboot_timeout = 6\ndeploy_timeout = 30\npower_on_timeout = 10\n{extra}\n\
+         [[images]]\nos_version = \"tiny-1.0\"\nfile = \"{d}/tiny.raw\"\n"
+    )
+}
+
+fn register(d: &Daemon, n: u32) -> String {
+    let r = d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": format!("prov{n:02}"), "os_version": "tiny-1.0",
+        "cpu_arch": "x86_64", "os_disk_name": "vda",
+        "mgmt_network_address": format!("10.99.1.{}", 10 + n), "mgmt_network_netmask": "255.255.255.0",
+        "ipmi_network_address": "127.0.0.1", "ipmi_port": BMC_PORT + n as u16,
+        "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": format!("52:54:00:99:10:{n:02x}"),
+    }));
+    r["node_ids"][0].as_str().unwrap().to_string()
+}
+
+fn curl(ns: &Netns, args: &[&str]) -> (u16, String) {
+    let (code, body) = ns.curl(args);
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// What the deploy ramdisk does first: fetch the node's script; returns the
+/// callback URL in it once the node is being deployed.
+fn boot(lab: &Lab, node_id: &str) -> Option<String> {
+    let (code, script) = curl(
+        &lab.srv,
+        &[&format!("http://10.99.0.1:8080/boot/{node_id}.ipxe")],
+    );
+    assert_eq!(code, 200, "{script}");
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("rackboot.callback="))
+        .map(str::to_string)
+}
+
+fn wait_boot(lab: &Lab, node_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(url) = boot(lab, node_id) {
+            return url;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node_id} never got its deploy script"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn post(lab: &Lab, url: &str, event: &str, body: &str) -> u16 {
+    curl(
+        &lab.srv,
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            body,
+            &format!("{url}/{event}"),
+        ],
+    )
+    .0
+}
+
+fn ipmitool(lab: &Lab, n: u32, args: &[&str]) -> String {
+    let port = (BMC_PORT + n as u16).to_string();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.srv.name,
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "admin",
+            "-P",
+            "password",
+        ])
+        .args(args)
+        .output()
+        .expect("ipmitool must be installed");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn job_done(d: &Daemon, job_id: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job_id}));
+        if s["status"] == "successful" || s["status"] == "failed" {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "job {job_id} still running: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn node(d: &Daemon, id: &str) -> Value {
+    d.ok(json!({"action": "DescribeBMNodes", "node_ids": [id]}))["node_set"][0].clone()
+}
+
+#[test]
+fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
+    let lab = lab(2);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let ids = [register(&d, 0), register(&d, 1)];
+    let r = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": ids}));
+    let job_id = r["job_id"].as_str().unwrap().to_string();
+    // A user follows it with the CLI: a bar per node until the job ends.
+    let follower = Command::new(env!("CARGO_BIN_EXE_rackboot"))
+        .arg("--state-dir")
+        .arg(d.state_dir())
+        .args(["get-provision-status", &job_id, "--wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    for id in &ids {
+        let url = wait_boot(&lab, id);
+        for p in [25, 50, 100] {
+            assert_eq!(
+                post(
+                    &lab,
+                    &url,
+                    "progress",
+                    &format!("bytes={}&total=4096", p * 4096 / 100)
+                ),
+                200
+            );
+            let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job_id}));
+            seen.push(
+                s["node_progress"][id]["progress"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert_eq!(
+            post(
+                &lab,
+                &url,
+                "inventory",
+                r#"{"system":{"vendor":"QEMU","serial":"SN-1"},"cpu":{"count":2},"memory":{"total_kib":262144},"disks":[{"name":"vda","size_bytes":1073741824}],"nics":[]}"#
+            ),
+            200
+        );
+        assert_eq!(post(&lab, &url, "done", ""), 200);
+    }
+    let s = job_done(&d, &job_id, 30);
+    assert_eq!(s["status"], "successful", "{s}");
+    assert_eq!(s["progress"], "100%");
+    let followed = follower.wait_with_output().unwrap();
+    let bars = String::from_utf8_lossy(&followed.stderr);
+    assert!(followed.status.success(), "{bars}");
+    for id in &ids {
+        assert!(
+            bars.contains(&format!("  {id} [####################] 100% successful")),
+            "{bars}"
+        );
+        assert!(
+            bars.contains(&format!("  {id} [")) && bars.contains("% step"),
+            "{bars}"
+        );
+    }
+    for id in &ids {
+        assert_eq!(s["node_progress"][id]["progress"], "100%", "{s}");
+        let n = node(&d, id);
+        assert_eq!(
+            (n["status"].as_str(), n["pre_status"].as_str()),
+            (Some("active"), Some("provisioning")),
+            "{n}"
+        );
+    }
+    assert!(
+        seen.iter().any(|p| p == "30%") && seen.iter().any(|p| p == "90%"),
+        "progress from the ramdisk's bytes: {seen:?}"
+    );
+    for n in 0..2 {
+        let boot = ipmitool(&lab, n, &["chassis", "bootparam", "get", "5"]);
+        assert!(
+            boot.contains("Force Boot from default Hard-Drive"),
+            "{boot}"
+        );
+        assert!(ipmitool(&lab, n, &["chassis", "power", "status"]).contains("on"));
+    }
+    let log = d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job_id}));
+    let text = log["log"].to_string();
+    for step in [
+        "step0: validate",
+        "step1: boot device pxe",
+        "step2: waiting for the network boot",
+        "step3: deploying tiny-1.0",
+        "step4: boot device disk",
+        ": active",
+        "2 of 2 node(s) done",
+    ] {
+        assert!(text.contains(step), "log lacks {step}: {text}");
+    }
+    // Each active BMNode is listed as a Node with the ramdisk's inventory.
+    let listed = d.ok(json!({"action": "DescribeNodes"}));
+    for id in &ids {
+        let n = listed["node_set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["bm_node_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no Node for {id}: {listed}\n{}", d.log()));
+        assert_eq!(n["status"], "available", "{n}");
+        assert_eq!(n["cpu"]["cpu_processors"], 2, "{n}");
+        assert_eq!(n["memory"]["memory_size"], 0.3, "{n}");
+        assert_eq!(n["os"]["os_name"], "tiny-1.0", "{n}");
+    }
+    // An active node that network-boots again gets its disk, never a deploy.
+    assert_eq!(boot(&lab, &ids[0]), None);
+    // And is not provisioned twice by mistake.
+    let again = d.call(json!({"action": "ProvisionBMNodes", "node_ids": [ids[0]]}));
+    assert_eq!(again["ret_code"], 2300, "{again}");
+    assert!(
+        again["message"].as_str().unwrap().contains("is active"),
+        "{again}"
+    );
+}
+
+#[test]
+fn failures_say_which_step_and_power_the_node_off() {
+    let lab = lab(3);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let (silent, broken, aborted) = (register(&d, 0), register(&d, 1), register(&d, 2));
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [silent, broken, aborted]}))
+        ["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // `broken`'s ramdisk finds the image checksum wrong; `aborted` is
+    // stopped mid-deploy; `silent` never network-boots (a wrong PXE MAC).
+    let url = wait_boot(&lab, &broken);
+    post(&lab, &url, "progress", "percent=40");
+    post(
+        &lab,
+        &url,
+        "failed",
+        "message=sha256 mismatch: the image is corrupt",
+    );
+    let url = wait_boot(&lab, &aborted);
+    post(&lab, &url, "progress", "percent=10");
+    let r = d.ok(json!({"action": "AbortProvisionBMNodes", "node_ids": [aborted]}));
+    assert_eq!(r["node_ids"][0], aborted.as_str());
+    let s = job_done(&d, &job, 30);
+    assert_eq!(s["status"], "failed");
+    let np = &s["node_progress"];
+    assert_eq!(np[&silent]["ret_code"], 3710, "{s}");
+    assert!(
+        np[&silent]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not request its boot file within 6 s"),
+        "{s}"
+    );
+    assert_eq!(np[&broken]["ret_code"], 3720, "{s}");
+    assert!(
+        np[&broken]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sha256 mismatch"),
+        "{s}"
+    );
+    assert_eq!(np[&aborted]["ret_code"], 3740, "{s}");
+    for (n, id) in [&silent, &broken, &aborted].into_iter().enumerate() {
+        assert_eq!(node(&d, id)["status"], "provision_failed");
+        assert!(
+            ipmitool(&lab, n as u32, &["chassis", "power", "status"]).contains("off"),
+            "node {n} left on"
+        );
+    }
+    let failed_lines =
+        d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job, "job_status": "failed"}));
+    assert!(
+        failed_lines["log"].to_string().contains("failed: "),
+        "{failed_lines}"
+    );
+    let m = d.ok(json!({"action": "DescribeMessages", "resource_id": silent}));
+    assert!(m.to_string().contains("RB-PRV-0003"), "{m}");
+    // Wrong state: nothing to abort on a failed node; the callback token of
+    // an ended deploy still matches but no one listens.
+    let r = d.call(json!({"action": "AbortProvisionBMNodes", "node_ids": [silent]}));
+    assert_eq!(r["ret_code"], 2300, "{r}");
+}
+
+#[test]
+fn a_daemon_killed_mid_deploy_leaves_the_node_failed_with_a_message() {
+    let lab = lab(1);
+    let mut d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let id = register(&d, 0);
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = wait_boot(&lab, &id);
+    post(&lab, &url, "progress", "percent=30");
+    d.kill9();
+    d.restart();
+    let n = node(&d, &id);
+    assert_eq!(n["status"], "provision_failed", "{n}");
+    let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job}));
+    assert_eq!(s["status"], "failed", "{s}");
+    let m = d.ok(json!({"action": "DescribeMessages", "resource_id": id}));
+    assert!(
+        m.to_string().contains("RB-PRV-0007") && m.to_string().contains("was provisioning"),
+        "{m}"
+    );
+    // Nothing was lost: it can be provisioned again.
+    let again = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}));
+    assert!(again["job_id"].is_string());
+}
+
+#[test]
+fn introspection_stores_the_inventory_and_readies_the_node() {
+    let lab = lab(1);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let id = register(&d, 0);
+    let missing = d.call(json!({"action": "GetIntrospectionData", "node_id": id}));
+    assert_eq!(missing["ret_code"], 2100, "{missing}");
+    let job = d.ok(json!({"action": "IntrospectBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = wait_boot(&lab, &id);
+    let (_, script) = curl(
+        &lab.srv,
+        &[&format!("http://10.99.0.1:8080/boot/{id}.ipxe")],
+    );
+    assert!(script.contains("rackboot.mode=inspect"), "{script}");
+    let inventory = r#"{"system":{"vendor":"QEMU","product":"Standard PC","serial":"SN-42"},"cpu":{"count":2},"memory":{"total_kib":262144},"disks":[{"name":"vda","size_bytes":1073741824}],"nics":[{"name":"eth0","mac":"52:54:00:99:10:00"}]}"#;
+    assert_eq!(post(&lab, &url, "inventory", inventory), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s =
+            d.ok(json!({"action": "GetStatus", "job_action": "IntrospectBMNodes", "job_id": job}));
+        if s["status"] == "successful" {
+            break;
+        }
+        assert!(s["status"] != "failed" && Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = node(&d, &id);
+    assert_eq!(n["status"], "ready", "{n}");
+    assert!(
+        n.to_string().contains("SN-42"),
+        "the serial number was taken in: {n}"
+    );
+    assert!(ipmitool(&lab, 0, &["chassis", "power", "status"]).contains("off"));
+    let data = d.ok(json!({"action": "GetIntrospectionData", "node_id": id}));
+    assert_eq!(data["data"]["system"]["serial"], "SN-42");
+    assert_eq!(data["processed"]["cpu_count"], 2);
+    assert_eq!(data["processed"]["memory_mib"], 256);
+    assert_eq!(data["processed"]["disks"][0]["size_bytes"], 1073741824u64);
+    d.ok(json!({"action": "ModifyBMNodeAttributes", "node_id": id, "serial_number": "changed"}));
+    let r = d.ok(json!({"action": "ReapplyIntrospection", "node_id": id}));
+    assert!(r["applied"].to_string().contains("serial_number"), "{r}");
+    assert!(node(&d, &id).to_string().contains("SN-42"));
+}
+
+#[test]
+fn discovery_enlists_an_unknown_machine_that_network_boots() {
+    let lab = lab(0);
+    let config = config(&lab, "").replace(
+        "router_advertisement = false\n",
+        "router_advertisement = false\ndiscovery = true\n",
+    );
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config), |_| {});
+    // Before it network-boots here, a machine cannot enlist itself.
+    let inventory = r#"{"system":{"vendor":"QEMU","serial":"SN-D1"},"cpu":{"count":4},"memory":{"total_kib":1048576},"disks":[{"name":"sda","size_bytes":2000000000}],"nics":[{"name":"eth0","mac":"52:54:00:99:30:01"}]}"#;
+    let url = "http://10.99.0.1:8080/discover/52-54-00-99-30-01/inventory";
+    lab.cli
+        .ip(&["link", "set", "cli0", "address", "52:54:00:99:30:01"]);
+    lab.cli.ip(&["addr", "add", "10.99.0.77/24", "dev", "cli0"]);
+    let (code, _) = curl(&lab.cli, &["-X", "POST", "--data-binary", inventory, url]);
+    assert_eq!(code, 403);
+    // It network-boots (a PXE client the daemon does not know): answered
+    // with the discovery boot, which is the inventory ramdisk.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.cli.name,
+            "busybox",
+            "udhcpc",
+            "-i",
+            "cli0",
+            "-n",
+            "-q",
+            "-t",
+            "3",
+            "-T",
+            "1",
+            "-V",
+            "PXEClient:Arch:00000:UNDI:002001",
+            "-s",
+            "/bin/true",
+        ])
+        .output()
+        .expect("busybox must be installed");
+    assert!(
+        out.status.success(),
+        "no DHCP answer for an unknown PXE client under discovery"
+    );
+    let (code, script) = curl(&lab.cli, &["http://10.99.0.1:8080/boot/discovery.ipxe"]);
+    assert_eq!(code, 200);
+    assert!(
+        script.contains("rackboot.mode=inspect") && script.contains("/discover/${mac:hexhyp}"),
+        "{script}"
+    );
+    // Its ramdisk reports: it is a new BMNode, once.
+    let (code, id) = curl(&lab.cli, &["-X", "POST", "--data-binary", inventory, url]);
+    assert_eq!(code, 200, "{id}");
+    let id = id.trim().to_string();
+    let n = node(&d, &id);
+    assert_eq!(n["status"], "new", "{n}");
+    assert_eq!(n["pxe"]["pxe_network_mac_addr"], "52:54:00:99:30:01", "{n}");
+    assert!(
+        n.to_string().contains("SN-D1") && n.to_string().contains("discovered-525400993001"),
+        "{n}"
+    );
+    let (code, again) = curl(&lab.cli, &["-X", "POST", "--data-binary", inventory, url]);
+    assert_eq!((code, again.trim()), (200, id.as_str()));
+    let all = d.ok(json!({"action": "DescribeBMNodes"}));
+    assert_eq!(all["total_count"], 1, "{all}");
+    let data = d.ok(json!({"action": "GetIntrospectionData", "node_id": id}));
+    assert_eq!(data["processed"]["cpu_count"], 4);
+    // Without a BMC it cannot be provisioned yet: step0 says so.
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = job_done(&d, &job, 20);
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(s["node_progress"][&id]["ret_code"], 3700, "{s}");
+    assert!(
+        s["node_progress"][&id]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no BMC yet"),
+        "{s}"
+    );
+}
+
+#[test]
+fn without_a_pxe_interface_step0_says_so_at_once() {
+    // No [dhcp] interface: nothing network-facing runs, so a provision
+    // would only time out at step2; step0 refuses with the fix instead.
+    let d = Daemon::start();
+    let r = d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "nopxe01", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_port": 16299, "ipmi_username": "admin",
+        "ipmi_password": "password", "pxe_network_mac_addr": "52:54:00:99:40:01",
+    }));
+    let id = r["node_ids"][0].as_str().unwrap().to_string();
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = job_done(&d, &job, 10);
+    assert_eq!(s["node_progress"][&id]["ret_code"], 3700, "{s}");
+    assert!(
+        s["node_progress"][&id]["message"]
+            .as_str()
+            .unwrap()
+            .contains("set [dhcp] interface"),
+        "{s}"
+    );
+    assert_eq!(
+        node(&d, &id)["status"],
+        "new",
+        "nothing was changed on the node"
+    );
+}
