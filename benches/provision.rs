@@ -184,6 +184,14 @@ fn rss_peak_mb(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// The daemon's stderr: the file named by RB_BENCH_DAEMON_LOG, else nowhere.
+fn daemon_log() -> Stdio {
+    match std::env::var_os("RB_BENCH_DAEMON_LOG") {
+        Some(path) => std::fs::File::create(path).unwrap().into(),
+        None => Stdio::null(),
+    }
+}
+
 fn main() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -236,7 +244,7 @@ fn main() {
         .arg(&state)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(daemon_log())
         .spawn()
         .unwrap();
     let daemon = Daemon(child);
@@ -366,10 +374,31 @@ fn main() {
         "  job: {} ({})",
         final_status["status"], final_status["progress"]
     );
-    println!(
-        "  wall time to all active: {wall:.1} s (goal < 60 s: ratio {:.2})",
-        wall / 60.0
-    );
+    if final_status["status"] == "successful" {
+        println!(
+            "  wall time to all active: {wall:.1} s (goal < 60 s: ratio {:.2})",
+            wall / 60.0
+        );
+    } else {
+        // Not a figure: say why, from the job's own log.
+        println!(
+            "  NOT all active: the job ended {} after {wall:.1} s; its log says:",
+            final_status["status"]
+        );
+        let log = api(
+            &socket,
+            &password,
+            json!({"action": "GetProvisionBMNodesLog", "job_id": job}),
+        );
+        let lines = log["log"].as_object().cloned().unwrap_or_default();
+        for line in lines
+            .values()
+            .filter(|l| !l.to_string().contains("active"))
+            .take(12)
+        {
+            println!("    {line}");
+        }
+    }
     println!(
         "  GetProvisionBMNodesStatus while running ({} calls): p50 {:.2} ms, p99 {:.2} ms (goal p99 < 20 ms: ratio {:.2})",
         l.len(),

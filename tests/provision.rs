@@ -342,6 +342,67 @@ fn failures_say_which_step_and_power_the_node_off() {
 }
 
 #[test]
+fn a_node_whose_record_vanishes_fails_alone_and_the_others_finish() {
+    let lab = lab(2);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let (lost, fine) = (register(&d, 0), register(&d, 1));
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [&lost, &fine]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Both wait for their network boot; then `lost`'s row disappears from
+    // the database under the running job (a store error for its task).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job}));
+        if s["node_progress"][&lost]["status"] == "step2"
+            && s["node_progress"][&fine]["status"] == "step2"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let db = rusqlite::Connection::open(d.state_dir().join("rackboot.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute("DELETE FROM bm_nodes WHERE node_id = ?1", [&lost])
+        .unwrap();
+    drop(db);
+    // `fine` is deploying when `lost` times out in step2 and cannot be
+    // recorded as failed; `fine` still finishes.
+    let url = wait_boot(&lab, &fine);
+    assert_eq!(post(&lab, &url, "progress", "percent=50"), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job}));
+        if s["node_progress"][&lost]["status"] == "failed" {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(failed["status"], "step3", "{failed}");
+    assert_eq!(failed["node_progress"][&lost]["ret_code"], 5000, "{failed}");
+    let why = failed["node_progress"][&lost]["message"].as_str().unwrap();
+    assert!(
+        why.contains("internal error at step2") && why.contains("is not registered"),
+        "{why}"
+    );
+    assert_eq!(post(&lab, &url, "done", ""), 200);
+    let s = job_done(&d, &job, 30);
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(s["node_progress"][&fine]["status"], "successful", "{s}");
+    assert_eq!(node(&d, &fine)["status"], "active");
+    let log = d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}));
+    assert!(
+        log["log"]
+            .to_string()
+            .contains(&format!("1 of 2 node(s) done; failed: {lost}")),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_daemon_killed_mid_deploy_leaves_the_node_failed_with_a_message() {
     let lab = lab(1);
     let mut d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});

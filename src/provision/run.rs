@@ -226,17 +226,24 @@ async fn run_job(
         set.spawn(async move {
             let _slot = slots.acquire_owned().await;
             let id = node.node_id.clone();
-            let ok = node_task(&ctx, &t, node, watch).await;
+            let ok = match node_task(&ctx, &t, node.clone(), watch).await {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // One node's trouble with the store never ends the
+                    // others' work (nor leaves them half-done).
+                    fail_after_store_error(&ctx, &t, &node, &e).await;
+                    false
+                }
+            };
             ctx.deploys.forget(&id);
-            ok.map(|ok| (ok, id))
+            (ok, id)
         });
     }
     let mut failed = Vec::new();
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok(Ok((true, _))) => {}
-            Ok(Ok((false, id))) => failed.push(id),
-            Ok(Err(e)) => return Err(e),
+            Ok((true, _)) => {}
+            Ok((false, id)) => failed.push(id),
             Err(e) => tracing::error!(job_id = %t.job_id, "node task panicked: {e}"),
         }
     }
@@ -348,6 +355,39 @@ async fn node_task(
     };
     t.finish(ctx, &node).await?;
     Ok(outcome)
+}
+
+/// A node whose task could not record its progress: best effort, it is
+/// powered off and moved to the failed state, and the job says why.
+async fn fail_after_store_error(ctx: &Ctx, t: &Tracker, node: &BmNode, e: &StoreError) {
+    let step = t
+        .steps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&node.node_id)
+        .copied()
+        .unwrap_or(0);
+    tracing::error!(job_id = %t.job_id, node_id = %node.node_id, "step{step}: store error: {e}");
+    let trigger = match t.kind {
+        Kind::Provision => Trigger::ProvisionFailed,
+        Kind::Inspect => Trigger::InspectFailed,
+    };
+    let status = match end_in_failure(ctx, node, trigger).await {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => "unknown".to_string(),
+    };
+    let text = format!(
+        "internal error at step{step} ({e}); the node is {status}: see the daemon's log, then run the job again"
+    );
+    let _ = ctx
+        .store
+        .set_job_node(
+            &t.job_id,
+            share(node, "failed", 100, RetCode::Internal.code(), text.clone()),
+            Some(format!("{}: failed at step{step}: {text}", label(node))),
+        )
+        .await;
+    let _ = t.finish(ctx, node).await;
 }
 
 /// After a failure or an abort: powers the node off if the work had begun,
