@@ -519,35 +519,39 @@ fn proxy_mode_beside_dnsmasq_boots_qemus_ipxe() {
     drop(dnsmasq);
 }
 
-#[test]
-fn uefi_ovmf_fetches_ipxe_efi_over_tftp() {
-    // OVMF's own PXE stack (the NIC's iPXE ROM turned off) is a UEFI PXE
-    // client (arch 7): it must be given ipxe.efi, fetch it over TFTP, and
-    // then iPXE asks again and gets its script.
-    let srv = Netns::new("usrv");
+/// A UEFI VM (OVMF, its own PXE stack: the NIC's iPXE ROM turned off, so
+/// a UEFI PXE client, arch 7) on a bridge in namespace `ns`, and rackboot
+/// serving `files` there with `boot_extra` added to `[boot]`. Returns the
+/// daemon, the node id, the serial log and the VM.
+fn ovmf_netboot(
+    ns: &str,
+    files: &std::path::Path,
+    boot_extra: &str,
+    hostname: &str,
+    mac: &str,
+) -> (Netns, Daemon, String, std::path::PathBuf, KillOnDrop) {
+    let srv = Netns::new(ns);
     srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
     srv.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
     srv.ip(&["link", "set", "tap0", "master", "br0"]);
     srv.ip(&["link", "set", "tap0", "up"]);
     srv.ip(&["link", "set", "br0", "up"]);
     srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
-    let files = tempfile::tempdir().unwrap();
-    let ipxe_efi = std::fs::read("/usr/lib/ipxe/ipxe.efi")
-        .expect("Debian's ipxe package must be installed (tests/run.sh installs it)");
-    std::fs::write(files.path().join("ipxe.efi"), &ipxe_efi).unwrap();
-    let vars = files.path().join("OVMF_VARS.fd");
+    let vars = files.join("OVMF_VARS.fd");
     std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars)
         .expect("OVMF must be installed (tests/run.sh installs ovmf)");
-    let config = config(files.path()).replace("interface = \"rb-srv\"", "interface = \"br0\"");
+    let config = config(files)
+        .replace("interface = \"rb-srv\"", "interface = \"br0\"")
+        .replace("[boot]\n", &format!("[boot]\n{boot_extra}"));
     let d = Daemon::start_in_netns(&srv.name, Some(&config), |_| {});
     let r = d.ok(json!({
-        "action": "RegisterBMNodes", "hostname": "uefi-vm", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "action": "RegisterBMNodes", "hostname": hostname, "os_version": "tiny-1.0", "cpu_arch": "x86_64",
         "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
-        "pxe_network_mac_addr": "52:54:00:99:00:30",
+        "pxe_network_mac_addr": mac,
     }));
     let node_id = r["node_ids"][0].as_str().unwrap().to_string();
-    let serial = files.path().join("serial.log");
-    let _vm = KillOnDrop(
+    let serial = files.join("serial.log");
+    let vm = KillOnDrop(
         Command::new("ip")
             .args([
                 "netns",
@@ -576,38 +580,112 @@ fn uefi_ovmf_fetches_ipxe_efi_over_tftp() {
                 "-netdev",
                 "tap,id=n0,ifname=tap0,script=no,downscript=no",
             ])
-            .args([
-                "-device",
-                "virtio-net-pci,netdev=n0,mac=52:54:00:99:00:30,romfile=",
-            ])
+            .arg("-device")
+            .arg(format!("virtio-net-pci,netdev=n0,mac={mac},romfile="))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("qemu-system-x86_64 must be installed"),
     );
-    let wanted = format!("ipxe.efi: {} bytes", ipxe_efi.len());
+    (srv, d, node_id, serial, vm)
+}
+
+/// Polls `node_id`'s boot timeline until `done` holds (150 s at most: TCG).
+fn wait_timeline(
+    d: &Daemon,
+    node_id: &str,
+    serial: &std::path::Path,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
-    let text = loop {
+    loop {
         let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": node_id}));
         let text = t["event_set"].to_string();
-        if text.contains(&wanted)
-            && text.contains(&format!("/boot/{node_id}.ipxe"))
-            && text.contains("\"http\"")
-        {
-            break text;
+        if done(&text) {
+            return text;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "OVMF did not fetch ipxe.efi and then the script; timeline: {text}\nserial:\n{}",
-            std::fs::read_to_string(&serial).unwrap_or_default()
+            "{what}; timeline: {text}\nserial:\n{}",
+            std::fs::read_to_string(serial).unwrap_or_default()
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
-    };
+    }
+}
+
+#[test]
+fn uefi_ovmf_fetches_ipxe_efi_over_tftp() {
+    // OVMF must be given ipxe.efi, fetch it over TFTP, and then iPXE asks
+    // again and gets its script.
+    let files = tempfile::tempdir().unwrap();
+    let ipxe_efi = std::fs::read("/usr/lib/ipxe/ipxe.efi")
+        .expect("Debian's ipxe package must be installed (tests/run.sh installs it)");
+    std::fs::write(files.path().join("ipxe.efi"), &ipxe_efi).unwrap();
+    let (_srv, d, node_id, serial, _vm) =
+        ovmf_netboot("usrv", files.path(), "", "uefi-vm", "52:54:00:99:00:30");
+    let wanted = format!("ipxe.efi: {} bytes", ipxe_efi.len());
+    let script = format!("/boot/{node_id}.ipxe");
+    let text = wait_timeline(
+        &d,
+        &node_id,
+        &serial,
+        "OVMF did not fetch ipxe.efi and then the script",
+        |t| t.contains(&wanted) && t.contains(&script) && t.contains("\"http\""),
+    );
     assert!(
         text.contains("arch 7 → OFFER") && text.contains("boot ipxe.efi"),
         "{text}"
     );
+}
+
+#[test]
+fn uefi_grub_netboots_with_its_per_mac_config() {
+    // An operator who boots UEFI machines into GRUB instead of iPXE: GRUB's
+    // own netboot image (grub-mknetdir, Debian's grub-efi-amd64-bin) as the
+    // UEFI boot file; GRUB then asks over TFTP for its per-MAC config, which
+    // rackboot renders from pxe-templates/grub/grub.cfg, and shows its menu.
+    let files = tempfile::tempdir().unwrap();
+    let made = Command::new("grub-mknetdir")
+        .arg(format!("--net-directory={}", files.path().display()))
+        .args(["--subdir=grub", "-d", "/usr/lib/grub/x86_64-efi"])
+        .output()
+        .expect("grub-mknetdir must be installed (tests/run.sh installs grub-efi-amd64-bin)");
+    assert!(made.status.success(), "{made:?}");
+    let (_srv, d, node_id, serial, _vm) = ovmf_netboot(
+        "gsrv",
+        files.path(),
+        "uefi_x64_file = \"grub/x86_64-efi/core.efi\"\n",
+        "grub-vm",
+        "52:54:00:99:00:31",
+    );
+    let text = wait_timeline(
+        &d,
+        &node_id,
+        &serial,
+        "GRUB did not fetch its per-MAC config",
+        |t| t.contains("grub.cfg-01-52-54-00-99-00-31: "),
+    );
+    assert!(
+        text.contains("arch 7 → OFFER") && text.contains("boot grub/x86_64-efi/core.efi"),
+        "{text}"
+    );
+    // The menu GRUB draws is the one rendered for this node (not being
+    // provisioned: the local disk).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let console =
+            String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+        if console.contains("grub-vm: boot the local disk") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "GRUB's menu never showed the node's entry; serial:\n{console}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 /// Runs curl in `ns`; (HTTP status, body).

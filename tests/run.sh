@@ -33,6 +33,8 @@ done
 [ -e /usr/lib/ipxe/ipxe.efi ] || missing+=(ipxe)
 [ -e /usr/share/OVMF/OVMF_CODE.fd ] || missing+=(ovmf)
 [ -e /usr/lib/syslinux/mbr/mbr.bin ] || missing+=(syslinux-common)
+# GRUB's UEFI netboot image and modules (grub-mknetdir) for tests/pxe_dhcp.rs.
+[ -e /usr/lib/grub/x86_64-efi/normal.mod ] || missing+=(grub-efi-amd64-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
