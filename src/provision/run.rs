@@ -33,6 +33,14 @@ impl Kind {
             Kind::Inspect => "IntrospectBMNodes",
         }
     }
+
+    /// The trigger that ends such work in failure.
+    fn failed(self) -> Trigger {
+        match self {
+            Kind::Provision => Trigger::ProvisionFailed,
+            Kind::Inspect => Trigger::InspectFailed,
+        }
+    }
 }
 
 /// Why a node's task stopped short.
@@ -111,6 +119,16 @@ impl Tracker {
                 None,
             )
             .await
+    }
+
+    /// The step `node_id` last reached (0 before it started).
+    fn step_of(&self, node_id: &str) -> u32 {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// `node` is done (either way): it no longer holds the job's status back.
@@ -285,13 +303,7 @@ async fn node_task(
         } => r,
         _ = cancel.cancelled() => Err(Stop::Aborted),
     };
-    let step = t
-        .steps
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&node.node_id)
-        .copied()
-        .unwrap_or(0);
+    let step = t.step_of(&node.node_id);
     let outcome = match result {
         Ok(()) => {
             let line = match t.kind {
@@ -337,11 +349,7 @@ async fn node_task(
             false
         }
         Err(Stop::Failed(f)) => {
-            let trigger = match t.kind {
-                Kind::Provision => Trigger::ProvisionFailed,
-                Kind::Inspect => Trigger::InspectFailed,
-            };
-            end_in_failure(ctx, &node, trigger).await?;
+            end_in_failure(ctx, &node, t.kind.failed()).await?;
             let text = record(ctx, t, &node, f.event, &f.args).await?;
             ctx.store
                 .set_job_node(
@@ -360,19 +368,9 @@ async fn node_task(
 /// A node whose task could not record its progress: best effort, it is
 /// powered off and moved to the failed state, and the job says why.
 async fn fail_after_store_error(ctx: &Ctx, t: &Tracker, node: &BmNode, e: &StoreError) {
-    let step = t
-        .steps
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&node.node_id)
-        .copied()
-        .unwrap_or(0);
+    let step = t.step_of(&node.node_id);
     tracing::error!(job_id = %t.job_id, node_id = %node.node_id, "step{step}: store error: {e}");
-    let trigger = match t.kind {
-        Kind::Provision => Trigger::ProvisionFailed,
-        Kind::Inspect => Trigger::InspectFailed,
-    };
-    let status = match end_in_failure(ctx, node, trigger).await {
+    let status = match end_in_failure(ctx, node, t.kind.failed()).await {
         Ok(s) => s.as_str().to_string(),
         Err(_) => "unknown".to_string(),
     };
