@@ -137,16 +137,23 @@ fn ipmitool(lab: &Lab, n: u32, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn job_done(d: &Daemon, job_id: &str, secs: u64) -> Value {
+/// Polls the job's status until `until` holds (at most `secs`).
+fn wait_status(d: &Daemon, job_id: &str, secs: u64, until: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job_id}));
-        if s["status"] == "successful" || s["status"] == "failed" {
+        if until(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "job {job_id} still running: {s}");
+        assert!(Instant::now() < deadline, "job {job_id}, still: {s}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn job_done(d: &Daemon, job_id: &str, secs: u64) -> Value {
+    wait_status(d, job_id, secs, |s| {
+        s["status"] == "successful" || s["status"] == "failed"
+    })
 }
 
 fn node(d: &Daemon, id: &str) -> Value {
@@ -352,17 +359,10 @@ fn a_node_whose_record_vanishes_fails_alone_and_the_others_finish() {
         .to_string();
     // Both wait for their network boot; then `lost`'s row disappears from
     // the database under the running job (a store error for its task).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job}));
-        if s["node_progress"][&lost]["status"] == "step2"
+    wait_status(&d, &job, 20, |s| {
+        s["node_progress"][&lost]["status"] == "step2"
             && s["node_progress"][&fine]["status"] == "step2"
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{s}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let db = rusqlite::Connection::open(d.state_dir().join("rackboot.db")).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
     db.execute("DELETE FROM bm_nodes WHERE node_id = ?1", [&lost])
@@ -372,15 +372,9 @@ fn a_node_whose_record_vanishes_fails_alone_and_the_others_finish() {
     // recorded as failed; `fine` still finishes.
     let url = wait_boot(&lab, &fine);
     assert_eq!(post(&lab, &url, "progress", "percent=50"), 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let failed = loop {
-        let s = d.ok(json!({"action": "GetProvisionBMNodesStatus", "job_id": job}));
-        if s["node_progress"][&lost]["status"] == "failed" {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "{s}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let failed = wait_status(&d, &job, 20, |s| {
+        s["node_progress"][&lost]["status"] == "failed"
+    });
     assert_eq!(failed["status"], "step3", "{failed}");
     assert_eq!(failed["node_progress"][&lost]["ret_code"], 5000, "{failed}");
     let why = failed["node_progress"][&lost]["message"].as_str().unwrap();
