@@ -530,6 +530,20 @@ fn ovmf_netboot(
     hostname: &str,
     mac: &str,
 ) -> (Netns, Daemon, String, std::path::PathBuf, KillOnDrop) {
+    ovmf_netboot_with(ns, files, boot_extra, "", hostname, mac, |_, _, _| {})
+}
+
+/// [`ovmf_netboot`] with `config_tail` appended to the config, and
+/// `before_vm(namespace, daemon, node_id)` run before the VM starts.
+fn ovmf_netboot_with(
+    ns: &str,
+    files: &std::path::Path,
+    boot_extra: &str,
+    config_tail: &str,
+    hostname: &str,
+    mac: &str,
+    before_vm: impl FnOnce(&Netns, &Daemon, &str),
+) -> (Netns, Daemon, String, std::path::PathBuf, KillOnDrop) {
     let srv = Netns::new(ns);
     srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
     srv.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
@@ -542,14 +556,16 @@ fn ovmf_netboot(
         .expect("OVMF must be installed (tests/run.sh installs ovmf)");
     let config = config(files)
         .replace("interface = \"rb-srv\"", "interface = \"br0\"")
-        .replace("[boot]\n", &format!("[boot]\n{boot_extra}"));
+        .replace("[boot]\n", &format!("[boot]\n{boot_extra}"))
+        + config_tail;
     let d = Daemon::start_in_netns(&srv.name, Some(&config), |_| {});
     let r = d.ok(json!({
         "action": "RegisterBMNodes", "hostname": hostname, "os_version": "tiny-1.0", "cpu_arch": "x86_64",
-        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
-        "pxe_network_mac_addr": mac,
+        "os_disk_name": "vda", "ipmi_network_address": "127.0.0.1", "ipmi_port": GRUB_BMC_PORT,
+        "ipmi_username": "admin", "ipmi_password": "password", "pxe_network_mac_addr": mac,
     }));
     let node_id = r["node_ids"][0].as_str().unwrap().to_string();
+    before_vm(&srv, &d, &node_id);
     let serial = files.join("serial.log");
     let vm = KillOnDrop(
         Command::new("ip")
@@ -640,6 +656,21 @@ fn uefi_ovmf_fetches_ipxe_efi_over_tftp() {
     );
 }
 
+/// The fake BMC of the GRUB deploy test (inside its namespace).
+const GRUB_BMC_PORT: u16 = 16300;
+
+/// GRUB's netboot tree (grub-mknetdir) in `files`.
+fn grub_netdir(files: &std::path::Path) {
+    let made = Command::new("grub-mknetdir")
+        .arg(format!("--net-directory={}", files.display()))
+        .args(["--subdir=grub", "-d", "/usr/lib/grub/x86_64-efi"])
+        .output()
+        .expect("grub-mknetdir must be installed (tests/run.sh installs grub-efi-amd64-bin)");
+    assert!(made.status.success(), "{made:?}");
+}
+
+const GRUB_EFI: &str = "uefi_x64_file = \"grub/x86_64-efi/core.efi\"\n";
+
 #[test]
 fn uefi_grub_netboots_with_its_per_mac_config() {
     // An operator who boots UEFI machines into GRUB instead of iPXE: GRUB's
@@ -647,16 +678,11 @@ fn uefi_grub_netboots_with_its_per_mac_config() {
     // UEFI boot file; GRUB then asks over TFTP for its per-MAC config, which
     // rackboot renders from pxe-templates/grub/grub.cfg, and shows its menu.
     let files = tempfile::tempdir().unwrap();
-    let made = Command::new("grub-mknetdir")
-        .arg(format!("--net-directory={}", files.path().display()))
-        .args(["--subdir=grub", "-d", "/usr/lib/grub/x86_64-efi"])
-        .output()
-        .expect("grub-mknetdir must be installed (tests/run.sh installs grub-efi-amd64-bin)");
-    assert!(made.status.success(), "{made:?}");
+    grub_netdir(files.path());
     let (_srv, d, node_id, serial, _vm) = ovmf_netboot(
         "gsrv",
         files.path(),
-        "uefi_x64_file = \"grub/x86_64-efi/core.efi\"\n",
+        GRUB_EFI,
         "grub-vm",
         "52:54:00:99:00:31",
     );
@@ -686,6 +712,65 @@ fn uefi_grub_netboots_with_its_per_mac_config() {
         );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+}
+
+#[test]
+fn uefi_grub_fetches_the_deploy_kernel_over_http_when_provisioning() {
+    // A node being provisioned: its GRUB config names the deploy kernel as
+    // `(http,10.99.0.1:8080)/deploy/kernel`; GRUB's own HTTP client fetches
+    // it from rackboot, and the provision sees its network boot (step3).
+    // (The kernel here is a stand-in file: GRUB refuses to boot it after
+    // the fetch, which is all this test needs.)
+    let files = tempfile::tempdir().unwrap();
+    grub_netdir(files.path());
+    let d = files.path();
+    std::fs::write(d.join("vmlinuz"), vec![0x5au8; 300_000]).unwrap();
+    std::fs::write(d.join("initrd.img"), b"initrd").unwrap();
+    std::fs::write(d.join("tiny.raw"), vec![7u8; 4096]).unwrap();
+    let tail = format!(
+        "[deploy]\nkernel = \"{0}/vmlinuz\"\ninitrd = \"{0}/initrd.img\"\n\
+         [[images]]\nos_version = \"tiny-1.0\"\nfile = \"{0}/tiny.raw\"\n",
+        d.display()
+    );
+    let (_srv, daemon, node_id, serial, _vm) = ovmf_netboot_with(
+        "gdsrv",
+        d,
+        GRUB_EFI,
+        &tail,
+        "grub-deploy",
+        "52:54:00:99:00:32",
+        |srv, daemon, node_id| {
+            let at =
+                common::fakebmc::addresses(1, std::net::Ipv4Addr::LOCALHOST, GRUB_BMC_PORT, None);
+            common::netns::run_in(&srv.name, move || common::fakebmc::spawn(at));
+            let r = daemon.ok(json!({"action": "ProvisionBMNodes", "node_ids": [node_id]}));
+            assert!(r["job_id"].is_string(), "{r}");
+            // Before the VM boots, the node is waiting for its network boot.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let n = daemon.ok(json!({"action": "DescribeBMNodes", "node_ids": [node_id]}));
+                if n["node_set"][0]["status"] == "provisioning" {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{n}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        },
+    );
+    let text = wait_timeline(
+        &daemon,
+        &node_id,
+        &serial,
+        "GRUB did not fetch the deploy kernel over HTTP",
+        |t| t.contains("GET /deploy/kernel: 300000 bytes"),
+    );
+    assert!(text.contains("grub.cfg-01-52-54-00-99-00-32: "), "{text}");
+    let s = daemon.ok(json!({"action": "GetProvisionBMNodesStatus"}));
+    let share = &s["node_progress"][&node_id];
+    assert_eq!(
+        share["status"], "step3",
+        "the kernel fetch did not end step2: {s}"
+    );
 }
 
 /// Runs curl in `ns`; (HTTP status, body).

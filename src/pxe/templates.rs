@@ -162,7 +162,7 @@ pub struct ImageVars {
     pub sha256: String,
     pub kernel_url: String,
     pub initrd_url: String,
-    /// GRUB's `(http,addr:port)/path` form (or the URL when external).
+    /// GRUB's `(http,addr:port)/path` form (an external `http://` URL too).
     pub kernel_grub: String,
     pub initrd_grub: String,
     pub cmdline: String,
@@ -218,13 +218,26 @@ impl Urls<'_> {
     /// (URL, GRUB form) of a server path, or of an external URL as is.
     fn both(&self, path_or_url: &str, served_as: &str) -> (String, String) {
         if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
-            (path_or_url.to_string(), path_or_url.to_string())
+            (path_or_url.to_string(), grub_path(path_or_url))
         } else {
             (
                 format!("{}{served_as}", self.base()),
                 format!("(http,{}:{}){served_as}", self.address, self.http_port),
             )
         }
+    }
+}
+
+/// GRUB names a file on an HTTP server `(http,host[:port])/path`; an
+/// `https://` URL stays as it is (GRUB has no TLS: such a kernel cannot be
+/// fetched by GRUB, only by iPXE).
+fn grub_path(url: &str) -> String {
+    match url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((host, path)) => format!("(http,{host})/{path}"),
+        None => url.to_string(),
     }
 }
 
@@ -597,6 +610,11 @@ template = "kickstart"
             .render("grub/grub.cfg", &vars(Mode::Install, "ubuntu-24.04", &cfg))
             .unwrap();
         assert!(grub.contains("linux (http,10.99.0.1:8080)/images/ubuntu-24.04/kernel ip=dhcp autoinstall ds=nocloud-net\\;s="), "{grub}");
+        // An initrd on a mirror: GRUB's device form of the URL.
+        assert!(
+            grub.contains("initrd (http,mirror.example)/ubuntu/initrd"),
+            "{grub}"
+        );
         let grub_local = t
             .render("grub/grub.cfg", &vars(Mode::Local, "", &cfg))
             .unwrap();
