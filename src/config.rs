@@ -636,6 +636,13 @@ impl Config {
                     )
                 })
             };
+            if d.mode == DhcpMode::Full && (d.range_start.is_empty() || d.range_end.is_empty()) {
+                return Err(invalid(
+                    "dhcp.range_start",
+                    format!("{:?}", d.range_start),
+                    "a full DHCP server needs dhcp.range_start and dhcp.range_end (the addresses it may hand out); or set dhcp.mode = \"proxy\" beside an existing DHCP server",
+                ));
+            }
             if d.mode == DhcpMode::Full || !d.range_start.is_empty() {
                 let start = ip("dhcp.range_start", &d.range_start)?;
                 let end = ip("dhcp.range_end", &d.range_end)?;
@@ -930,6 +937,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("images[0].file"), "{err}");
+        // A PXE interface in full mode without a range says what is missing
+        // and the other way out.
+        let err = Config::parse("[dhcp]\ninterface = \"rb-srv\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs dhcp.range_start and dhcp.range_end") && err.contains("proxy"),
+            "{err}"
+        );
+        Config::parse("[dhcp]\ninterface = \"rb-srv\"\nmode = \"proxy\"\n").unwrap();
     }
 
     #[test]
