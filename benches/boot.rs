@@ -50,10 +50,10 @@
 
 #[path = "common/netns.rs"]
 mod netns;
-use netns::Netns;
+use netns::{Netns, Server};
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SRV_IP: &str = "10.99.0.1";
@@ -74,11 +74,9 @@ const MILESTONES: [(&str, &str); 4] = [
     (DONE, "kernel"),
 ];
 
-/// A process of ours: SIGTERM, then SIGKILL after 5 s, on stop or drop.
+/// A process of ours (a [`Server`]) with its log, shown when it dies early.
 struct Proc {
-    name: &'static str,
-    child: Child,
-    /// Its log, shown when it dies early.
+    server: Server,
     log: PathBuf,
 }
 
@@ -90,7 +88,10 @@ impl Proc {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name, child, log }
+        Proc {
+            server: Server::new(name, child),
+            log,
+        }
     }
 
     fn log(&self) -> String {
@@ -99,23 +100,17 @@ impl Proc {
 
     /// Panics when the process has exited.
     fn check_alive(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited early ({status}):\n{}", self.name, self.log());
+        if let Ok(Some(status)) = self.server.child.try_wait() {
+            panic!(
+                "{} exited early ({status}):\n{}",
+                self.server.name,
+                self.log()
+            );
         }
     }
 
-    fn stop(mut self) {
-        self.terminate();
-    }
-
-    fn terminate(&mut self) {
-        netns::terminate(&mut self.child, self.name);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.terminate();
+    fn stop(self) {
+        self.server.stop();
     }
 }
 
@@ -130,7 +125,7 @@ fn wait_for(p: &mut Proc, what: &str, mut ready: impl FnMut() -> bool) {
         assert!(
             Instant::now() < deadline,
             "{}: {what} not ready in 30 s:\n{}",
-            p.name,
+            p.server.name,
             p.log()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -395,15 +390,15 @@ fn boot(ns: &Netns, dir: &Path, run: &str, verbose: bool) -> (Vec<Option<f64>>, 
         if seen.last().copied().flatten().is_some() {
             break;
         }
-        if let Ok(Some(status)) = qemu.child.try_wait() {
+        if let Ok(Some(status)) = qemu.server.child.try_wait() {
             eprintln!("qemu exited ({status}) before {DONE}:\n{}", qemu.log());
             break;
         }
         std::thread::sleep(POLL);
     }
     // QEMU ignores nothing we need: kill it outright.
-    let _ = qemu.child.kill();
-    let _ = qemu.child.wait();
+    let _ = qemu.server.child.kill();
+    let _ = qemu.server.child.wait();
     (seen, text)
 }
 

@@ -19,10 +19,10 @@
 
 #[path = "common/netns.rs"]
 mod netns;
-use netns::{ip, Netns};
+use netns::{Netns, Server};
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RATES: [u32; 5] = [500, 1000, 2000, 4000, 8000];
@@ -31,26 +31,19 @@ const CLIENTS: u32 = 60_000;
 /// "PXEClient" as perfdhcp's option 60.
 const PXE_CLASS: &str = "60,505845436c69656e74";
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        netns::terminate(&mut self.0, "server");
-    }
-}
-
 fn spawn(ns: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns]).args(args);
     for (k, v) in env {
         c.env(k, v);
     }
-    Server(
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", args[0])),
-    )
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", args[0]));
+    Server::new("server", child)
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -218,14 +211,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Netns::new("dsrv");
     let cli = Netns::new("dcli");
-    ip(&[
-        "-n", &srv.0, "link", "add", "rb-srv", "type", "veth", "peer", "name", "cli0", "netns",
-        &cli.0,
-    ]);
-    ip(&["-n", &srv.0, "addr", "add", "10.99.0.1/16", "dev", "rb-srv"]);
-    ip(&["-n", &srv.0, "link", "set", "rb-srv", "up"]);
-    ip(&["-n", &cli.0, "addr", "add", "10.99.0.2/16", "dev", "cli0"]);
-    ip(&["-n", &cli.0, "link", "set", "cli0", "up"]);
+    srv.veth_to(&cli, "10.99.0.1/16", "10.99.0.2/16");
     println!("perfdhcp -g single, {PERIOD_S} s per run, up to {CLIENTS} distinct MACs, fresh server per run\n");
     println!(
         "{:>6}  {:<9} {:>10} {:>8} {:>10} {:>10}",

@@ -27,7 +27,7 @@
 
 #[path = "common/netns.rs"]
 mod netns;
-use netns::Netns;
+use netns::{Netns, Server};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,32 +42,6 @@ const GOAL: f64 = 0.80;
 const SRV_IP: &str = "10.99.0.1";
 const RACKBOOT_PORT: u16 = 8080;
 const NGINX_PORT: u16 = 8081;
-
-/// A server process of ours: SIGTERM, then SIGKILL after 5 s, on drop.
-struct Server {
-    name: &'static str,
-    child: Child,
-}
-
-impl Server {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(mut self) {
-        self.terminate();
-    }
-
-    fn terminate(&mut self) {
-        netns::terminate(&mut self.child, self.name);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
 
 /// Deterministic, incompressible-looking bytes (no page of zeros).
 fn write_file(path: &Path, bytes: u64) {
@@ -164,10 +138,7 @@ fn start_rackboot(srv: &Netns, cli: &Netns, dir: &Path, file: &Path) -> Server {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start rackboot");
-    let mut s = Server {
-        name: "rackboot",
-        child,
-    };
+    let mut s = Server::new("rackboot", child);
     wait_ready(cli, &rackboot_url(), &mut s, &log);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("PXE services listening"), "{text}");
@@ -207,10 +178,7 @@ fn start_nginx(srv: &Netns, cli: &Netns, dir: &Path, root: &Path) -> Server {
         .stderr(std::fs::File::create(prefix.join("stderr.log")).unwrap())
         .spawn()
         .expect("nginx (Debian nginx-light) must be installed");
-    let mut s = Server {
-        name: "nginx",
-        child,
-    };
+    let mut s = Server::new("nginx", child);
     wait_ready(cli, &nginx_url(), &mut s, &error_log);
     s
 }
@@ -391,13 +359,7 @@ fn main() {
 
     let srv = Netns::new("hsrv");
     let cli = Netns::new("hcli");
-    srv.ip(&[
-        "link", "add", "rb-srv", "type", "veth", "peer", "name", "cli0", "netns", &cli.0,
-    ]);
-    srv.ip(&["addr", "add", &format!("{SRV_IP}/24"), "dev", "rb-srv"]);
-    srv.ip(&["link", "set", "rb-srv", "up"]);
-    cli.ip(&["addr", "add", "10.99.0.2/24", "dev", "cli0"]);
-    cli.ip(&["link", "set", "cli0", "up"]);
+    srv.veth_to(&cli, &format!("{SRV_IP}/24"), "10.99.0.2/24");
 
     let rackboot = start_rackboot(&srv, &cli, dir.path(), &file);
     let nginx = start_nginx(&srv, &cli, dir.path(), &www);

@@ -11,7 +11,7 @@
 
 #[path = "common/netns.rs"]
 mod netns;
-use netns::{in_netns, ip, Netns};
+use netns::{in_netns, Netns, Server};
 
 #[path = "../tests/common/fakebmc.rs"]
 mod fakebmc;
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,13 +30,6 @@ use std::time::{Duration, Instant};
 const NODES: u32 = 1000;
 const BMC_PORT: u16 = 21000;
 const CLIENTS: usize = 64;
-
-struct Daemon(Child);
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        netns::terminate(&mut self.0, "rackboot");
-    }
-}
 
 fn api(socket: &Path, password: &str, mut req: Value) -> Value {
     req["USER_ID"] = "admin".into();
@@ -200,16 +193,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Netns::new("psrv");
     let cli = Netns::new("pcli");
-    ip(&[
-        "-n", &srv.0, "link", "add", "rb-srv", "type", "veth", "peer", "name", "cli0", "netns",
-        &cli.0,
-    ]);
-    ip(&["-n", &srv.0, "addr", "add", "10.99.0.1/16", "dev", "rb-srv"]);
-    ip(&["-n", &srv.0, "link", "set", "rb-srv", "up"]);
-    ip(&["-n", &cli.0, "addr", "add", "10.99.0.2/16", "dev", "cli0"]);
-    ip(&["-n", &cli.0, "link", "set", "cli0", "up"]);
+    srv.veth_to(&cli, "10.99.0.1/16", "10.99.0.2/16");
     // Broadcasts (DHCP) leave through cli0.
-    ip(&["-n", &cli.0, "route", "add", "default", "dev", "cli0"]);
+    cli.ip(&["route", "add", "default", "dev", "cli0"]);
     let at = fakebmc::addresses(NODES, Ipv4Addr::LOCALHOST, BMC_PORT, None);
     in_netns(&srv.0, move || fakebmc::spawn(at)).join().unwrap();
     let d = dir.path();
@@ -247,7 +233,7 @@ fn main() {
         .stderr(daemon_log())
         .spawn()
         .unwrap();
-    let daemon = Daemon(child);
+    let daemon = Server::new("rackboot", child);
     let socket = state.join("api.sock");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(socket.exists() && state.join("admin.password").exists()) {
@@ -349,7 +335,7 @@ fn main() {
     };
     let wall = started.elapsed().as_secs_f64();
     let (bound, deployed) = machines.join().unwrap();
-    let rss = rss_peak_mb(daemon.0.id());
+    let rss = rss_peak_mb(daemon.pid());
     let mut idle: Vec<f64> = (0..20)
         .map(|_| {
             let t = Instant::now();

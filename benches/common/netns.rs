@@ -29,6 +29,18 @@ impl Netns {
         ip(&all);
     }
 
+    /// A veth from this namespace (`rb-srv`, address `srv_cidr`, the
+    /// daemon's provisioning interface) to `cli` (`cli0`, `cli_cidr`), both up.
+    pub fn veth_to(&self, cli: &Netns, srv_cidr: &str, cli_cidr: &str) {
+        self.ip(&[
+            "link", "add", "rb-srv", "type", "veth", "peer", "name", "cli0", "netns", &cli.0,
+        ]);
+        self.ip(&["addr", "add", srv_cidr, "dev", "rb-srv"]);
+        self.ip(&["link", "set", "rb-srv", "up"]);
+        cli.ip(&["addr", "add", cli_cidr, "dev", "cli0"]);
+        cli.ip(&["link", "set", "cli0", "up"]);
+    }
+
     /// `ip netns exec NS program…` (exec: the child's pid is the program's).
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -87,6 +99,32 @@ pub fn in_netns<T: Send + 'static>(
         assert_eq!(rc, 0, "setns {path}");
         f()
     })
+}
+
+/// A server process a bench started: SIGTERM, then SIGKILL after 5 s, when
+/// stopped or dropped (also on a panic).
+pub struct Server {
+    pub name: &'static str,
+    pub child: Child,
+}
+
+impl Server {
+    pub fn new(name: &'static str, child: Child) -> Server {
+        Server { name, child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Ends the process now (dropping does the same).
+    pub fn stop(self) {}
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        terminate(&mut self.child, self.name);
+    }
 }
 
 /// Stops a server process of ours: SIGTERM, then SIGKILL after 5 s.

@@ -623,13 +623,26 @@ async fn verify_and_enter(ctx: &Ctx, node: &BmNode, enter: Trigger) -> Result<()
 async fn netboot(ctx: &Ctx, t: &Tracker, node: &BmNode) -> Result<(), Stop> {
     t.step(ctx, node, 1, 2, "boot device pxe (next boot), power cycle")
         .await?;
-    let pxe = BootSetting {
-        device: BootDevice::Pxe,
-        persistent: false,
+    boot_and_cycle(ctx, node, 1, BootDevice::Pxe, false).await
+}
+
+/// Sets the boot device (for the next boot, or `persistent`), then power
+/// cycles; a BMC error fails the node at `step`.
+async fn boot_and_cycle(
+    ctx: &Ctx,
+    node: &BmNode,
+    step: u32,
+    device: BootDevice,
+    persistent: bool,
+) -> Result<(), Stop> {
+    let setting = BootSetting {
+        device,
+        persistent,
         efi: false,
     };
-    bmc(ctx, node, 1, "set boot device pxe", PowerOp::SetBoot(pxe)).await?;
-    bmc(ctx, node, 1, "power cycle", PowerOp::Cycle).await?;
+    let operation = format!("set boot device {}", device.as_str());
+    bmc(ctx, node, step, &operation, PowerOp::SetBoot(setting)).await?;
+    bmc(ctx, node, step, "power cycle", PowerOp::Cycle).await?;
     Ok(())
 }
 
@@ -754,13 +767,7 @@ async fn provision_steps(
     ctx.deploys.set_deployed(&node.node_id);
     t.step(ctx, node, 4, 90, "boot device disk, power cycle")
         .await?;
-    let disk = BootSetting {
-        device: BootDevice::Disk,
-        persistent: true,
-        efi: false,
-    };
-    bmc(ctx, node, 4, "set boot device disk", PowerOp::SetBoot(disk)).await?;
-    bmc(ctx, node, 4, "power cycle", PowerOp::Cycle).await?;
+    boot_and_cycle(ctx, node, 4, BootDevice::Disk, true).await?;
     let secs = cfg.provision.power_on_timeout;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
