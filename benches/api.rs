@@ -55,7 +55,7 @@ impl Run<'_> {
         let t = Instant::now();
         let bytes = self
             .rt
-            .block_on(rackboot::cli::client::call_raw(self.socket, &req))
+            .block_on(rackboot::entry::cli::client::call_raw(self.socket, &req))
             .expect("call");
         let took = t.elapsed();
         let r: Value = serde_json::from_slice(&bytes).expect("JSON answer");

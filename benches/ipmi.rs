@@ -45,7 +45,7 @@ impl Api {
         req["PASSWORD"] = json!(self.password);
         let r = self
             .rt
-            .block_on(rackboot::cli::client::call(&self.socket, &req))
+            .block_on(rackboot::entry::cli::client::call(&self.socket, &req))
             .expect("call");
         assert_eq!(r["ret_code"], 0, "{r}");
         r

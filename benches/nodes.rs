@@ -58,7 +58,7 @@ fn main() {
         req["USER_ID"] = json!("admin");
         req["PASSWORD"] = json!(password);
         let r = rt
-            .block_on(rackboot::cli::client::call(&socket, &req))
+            .block_on(rackboot::entry::cli::client::call(&socket, &req))
             .unwrap();
         assert_eq!(r["ret_code"], 0, "{r}");
         r
@@ -80,7 +80,7 @@ fn main() {
     );
 
     // 1. Baseline: OpenSSH, 8 in parallel.
-    let commands: Vec<&str> = rackboot::inventory::COMMANDS
+    let commands: Vec<&str> = rackboot::foundation::inventory::COMMANDS
         .iter()
         .map(|(_, c)| *c)
         .collect();

@@ -6,8 +6,8 @@
 //! reference supports windowsize: they answer without it), and 20 concurrent
 //! fetches of a 32 MiB file. Prints MiB/s and rackboot's ratio to each.
 
-use rackboot::tftp::proto::Limits;
-use rackboot::tftp::server::{serve, TftpSettings};
+use rackboot::foundation::tftp::Limits;
+use rackboot::transport::pxe::tftp::{serve, TftpSettings};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

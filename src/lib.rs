@@ -1,40 +1,35 @@
 //! rackboot: a bare-metal provisioning agent.
 //!
-//! One daemon (`rackboot serve`) owns a SQLite store and answers the seed-002
-//! action API on a local Unix socket; every other subcommand of the binary is a
-//! client of that API. The modules, from the edge inwards:
+//! One daemon (`rackboot serve`) owns a SQLite store, answers the seed-002
+//! action API on a local Unix socket, answers network-booting machines
+//! (DHCP, TFTP, HTTP) and drives BMCs; every other subcommand of the binary
+//! is a client of that API.
 //!
-//! - [`cli`]: the command-line client; its subcommands are generated from
-//!   [`api::catalogue::ACTIONS`], one per action.
-//! - [`daemon`]: wiring: state directory, config, tracing, signals, systemd
-//!   notification, start-up recovery, the API server's lifetime.
-//! - [`api`]: the action API: HTTP on a Unix socket, authentication, the
-//!   action catalogue (one declaration per action), parameter checking and
-//!   the handlers that turn requests into store calls.
-//! - [`jobs`]: asynchronous work: job records, numbered log lines, recovery
-//!   of jobs interrupted by a crash.
-//! - [`usermsg`]: the fixed catalogue of user-visible messages (seed 004).
-//! - [`store`]: SQLite on its own thread; migrations; every query.
-//! - [`config`]: the TOML configuration, its defaults and its validation.
-//! - [`validate`], [`ids`], [`auth`]: plain functions: field syntax, id and
-//!   time formats, password hashing.
+//! The code stands in four layers; an arrow only ever points down (or
+//! sideways inside one layer, except between the two transports), and
+//! `tests/architecture.rs` fails on any other import, naming the file:
+//!
+//! ```text
+//! 1 entry       cli · daemon · lab                      (wiring, commands)
+//!                 │
+//! 2 transports  api (Unix socket) │ pxe (DHCP, TFTP, HTTP)   never each other
+//!                 │
+//! 3 services    app ─► provision · scan · collect ─► power · jobs · ramdisk
+//!                 │
+//! 4 foundations store · shared · dhcp · firmware · tftp · ipmi · templates
+//!               inventory · callbacks · ssh · states · errors · usermsg
+//!               config · validate · ids · auth
+//! ```
+//!
+//! - [`entry`]: the command line, the daemon's wiring, the QEMU lab.
+//! - [`transport`]: the action API and the PXE servers: parse, ask a
+//!   service, answer.
+//! - [`service`]: the work and its state machines; [`service::app::App`]
+//!   owns one of each and is what the transports hold.
+//! - [`foundation`]: the store, protocol cores, catalogues and plain
+//!   helpers, which know nothing of the layers above.
 
-pub mod api;
-pub mod auth;
-pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod ids;
-pub mod inventory;
-pub mod ipmi;
-pub mod jobs;
-pub mod lab;
-pub mod power;
-pub mod provision;
-pub mod pxe;
-pub mod ramdisk;
-pub mod ssh;
-pub mod store;
-pub mod tftp;
-pub mod usermsg;
-pub mod validate;
+pub mod entry;
+pub mod foundation;
+pub mod service;
+pub mod transport;

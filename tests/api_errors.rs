@@ -6,8 +6,8 @@
 mod common;
 
 use common::{node, register, Daemon};
-use rackboot::api::catalogue::ACTIONS;
-use rackboot::api::params::Ty;
+use rackboot::transport::api::catalogue::ACTIONS;
+use rackboot::transport::api::params::Ty;
 use serde_json::{json, Value};
 
 const CODES: &[i64] = &[1100, 1101, 1102, 1103, 1200, 2100, 2300, 2400, 5000];

@@ -281,7 +281,7 @@ fn get_status_wait_follows_a_job_to_its_end() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let store = rackboot::store::Store::open(&dir.join("rackboot.db")).unwrap();
+            let store = rackboot::foundation::store::Store::open(&dir.join("rackboot.db")).unwrap();
             store
                 .create_job("j-Wait0001".into(), "ProvisionBMNodes", vec![], "admin", "")
                 .await
@@ -309,7 +309,7 @@ fn get_status_wait_follows_a_job_to_its_end() {
 fn help_lists_one_subcommand_per_action() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for action in rackboot::api::catalogue::ACTIONS {
+    for action in rackboot::transport::api::catalogue::ACTIONS {
         assert!(
             help.contains(action.command),
             "{} missing from --help",

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{node, register, Daemon, BIN};
-use rackboot::store::{JobStatus, MessageLevel, Store, StoredMessage};
+use rackboot::foundation::store::{JobStatus, MessageLevel, Store, StoredMessage};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -46,7 +46,7 @@ fn kill_9_during_a_1000_node_registration_leaves_all_or_none() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let _ = rt.block_on(rackboot::cli::client::call(&socket, &body));
+            let _ = rt.block_on(rackboot::entry::cli::client::call(&socket, &body));
         });
         std::thread::sleep(Duration::from_millis(delay_ms));
         d.kill9();
@@ -129,8 +129,10 @@ fn a_job_running_when_the_daemon_died_is_failed_with_a_log_line_and_a_message() 
         .as_str()
         .unwrap()
         .starts_with("Job j-Crash001 (ScanBMNodes) was interrupted"));
-    let created = rackboot::ids::parse_time(msg["created_at"].as_str().unwrap()).unwrap();
-    let until = rackboot::ids::parse_time(msg["guaranteed_until"].as_str().unwrap()).unwrap();
+    let created =
+        rackboot::foundation::ids::parse_time(msg["created_at"].as_str().unwrap()).unwrap();
+    let until =
+        rackboot::foundation::ids::parse_time(msg["guaranteed_until"].as_str().unwrap()).unwrap();
     assert_eq!(until - created, 30 * 86_400);
     // Filters and deletion.
     assert_eq!(
@@ -189,7 +191,7 @@ fn sigterm_lets_an_in_flight_request_finish() {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(rackboot::cli::client::call(&socket, &body))
+        rt.block_on(rackboot::entry::cli::client::call(&socket, &body))
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     while !d.log().contains("request received") {

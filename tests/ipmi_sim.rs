@@ -6,9 +6,9 @@
 mod common;
 
 use common::sim::{rt, Sim};
-use rackboot::ipmi::client::{BmcError, Session, Target, Timing};
-use rackboot::ipmi::commands::{self, BootDevice, BootSetting, ChassisAction};
-use rackboot::ipmi::session::{Credentials, HandshakeError, Privilege};
+use rackboot::foundation::ipmi::client::{BmcError, Session, Target, Timing};
+use rackboot::foundation::ipmi::commands::{self, BootDevice, BootSetting, ChassisAction};
+use rackboot::foundation::ipmi::session::{Credentials, HandshakeError, Privilege};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 

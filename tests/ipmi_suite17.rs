@@ -7,9 +7,9 @@ mod common;
 
 use common::fakebmc;
 use common::sim::rt;
-use rackboot::ipmi::client::{Session, Target, Timing};
-use rackboot::ipmi::commands::{self, ChassisAction};
-use rackboot::ipmi::session::{Credentials, Privilege};
+use rackboot::foundation::ipmi::client::{Session, Target, Timing};
+use rackboot::foundation::ipmi::commands::{self, ChassisAction};
+use rackboot::foundation::ipmi::session::{Credentials, Privilege};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 

@@ -88,7 +88,7 @@ impl Lab {
 
     fn api(&self, request: Value) -> Value {
         let password = std::fs::read_to_string(self.path("state/admin.password")).unwrap();
-        rackboot::lab::api(&self.path("state/api.sock"), password.trim(), request).unwrap()
+        rackboot::entry::lab::api(&self.path("state/api.sock"), password.trim(), request).unwrap()
     }
 
     fn ok(&self, request: Value) -> Value {

@@ -151,14 +151,14 @@ fn add_nodes_registers_the_live_hosts_and_collects_what_their_tools_say() {
         {
             if disk.get("disk_id").is_some() {
                 assert!(
-                    rackboot::ids::is_id(disk["disk_id"].as_str().unwrap(), "d-"),
+                    rackboot::foundation::ids::is_id(disk["disk_id"].as_str().unwrap(), "d-"),
                     "{disk}"
                 );
             }
         }
         for net in n["networks"].as_array().unwrap() {
             assert!(
-                rackboot::ids::is_id(net["network_id"].as_str().unwrap(), "e-"),
+                rackboot::foundation::ids::is_id(net["network_id"].as_str().unwrap(), "e-"),
                 "{net}"
             );
         }

@@ -9,8 +9,8 @@ mod common;
 use common::netns::Netns;
 use common::sshd::{Quirk, Sshd};
 use common::Daemon;
-use rackboot::inventory::{Cpu, Disk, Inventory, Net, Os};
-use rackboot::store::{Node, NodeStatus, Store};
+use rackboot::foundation::inventory::{Cpu, Disk, Inventory, Net, Os};
+use rackboot::foundation::store::{Node, NodeStatus, Store};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -55,7 +55,7 @@ fn disk(id: &str, name: &str, size: f64, kind: &str, status: i64, os: bool) -> D
 
 /// The seed example's node as the store keeps it.
 fn example_node() -> Node {
-    let t = |s| rackboot::ids::parse_time(s).unwrap();
+    let t = |s| rackboot::foundation::ids::parse_time(s).unwrap();
     let mut os_disk = disk("virtio-i-1j2kjemk", "vda", 53.7, "sata", 0, true);
     (
         os_disk.root_part,
@@ -289,7 +289,10 @@ fn seed_node_examples_as_written() {
     );
     assert_eq!(r["action"], "CollectNodesResponse");
     assert_eq!(r["ret_code"], 0, "{r}");
-    assert!(rackboot::ids::is_id(r["job_id"].as_str().unwrap(), "j-"));
+    assert!(rackboot::foundation::ids::is_id(
+        r["job_id"].as_str().unwrap(),
+        "j-"
+    ));
 
     // Collected nodes must have an empty role (§1.4).
     let r = d.call(json!({"action": "CollectNodes", "node_ids": ["n-Role0001"]}));

@@ -5,7 +5,9 @@
 mod common;
 
 use common::Daemon;
-use rackboot::store::{BmNode, BmNodeStatus, JobStatus, NetworkSettings, PowerState, Store};
+use rackboot::foundation::store::{
+    BmNode, BmNodeStatus, JobStatus, NetworkSettings, PowerState, Store,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -49,7 +51,7 @@ const REGISTER_REQUEST: &str = r#"{
 /// A node as the seed's Describe example shows it, under `id`, with unique
 /// identities derived from `i`.
 fn fixture_node(id: &str, i: u8) -> BmNode {
-    let t = rackboot::ids::parse_time("2018-07-02 20:55:21").unwrap();
+    let t = rackboot::foundation::ids::parse_time("2018-07-02 20:55:21").unwrap();
     BmNode {
         node_id: id.into(),
         hostname: if i == 0 {
@@ -186,7 +188,7 @@ fn register_example_without_action_registers_and_describes_like_the_seed() {
     assert_eq!(r["ret_code"], 0, "{r}");
     assert_eq!(r["total_count"], 1);
     let id = r["node_ids"][0].as_str().unwrap().to_string();
-    assert!(rackboot::ids::is_id(&id, "n-"), "{id}");
+    assert!(rackboot::foundation::ids::is_id(&id, "n-"), "{id}");
 
     let described = d.ok(json!({"action": "DescribeBMNodes", "node_ids": [id.clone()]}));
     let mut expected: Value = serde_json::from_str(DESCRIBE_RESPONSE).unwrap();
@@ -203,7 +205,10 @@ fn register_example_without_action_registers_and_describes_like_the_seed() {
         ],
     );
     let created = described["node_set"][0]["create_time"].as_str().unwrap();
-    assert!(rackboot::ids::parse_time(created).is_some(), "{created}");
+    assert!(
+        rackboot::foundation::ids::parse_time(created).is_some(),
+        "{created}"
+    );
 
     // The same example with "action" added, as the table describes it, is
     // the same request: a second registration of it is a conflict naming the MAC.

@@ -4,8 +4,8 @@
 //! server paths; what a client may negotiate is capped; garbage does not
 //! stop the server.
 
-use rackboot::tftp::proto::Limits;
-use rackboot::tftp::server::{serve, TftpSettings};
+use rackboot::foundation::tftp::Limits;
+use rackboot::transport::pxe::tftp::{serve, TftpSettings};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;

@@ -15,8 +15,8 @@
 //! process the benchmarks start).
 #![allow(dead_code)]
 
-use rackboot::ipmi::crypto::{user_key, CipherSuite, Exchange, SessionKeys};
-use rackboot::ipmi::packet::{self, payload};
+use rackboot::foundation::ipmi::crypto::{user_key, CipherSuite, Exchange, SessionKeys};
+use rackboot::foundation::ipmi::packet::{self, payload};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -153,7 +153,7 @@ impl Daemon {
     /// Sends `request` as is.
     pub fn raw(&self, request: &Value) -> Value {
         self.runtime
-            .block_on(rackboot::cli::client::call(&self.socket(), request))
+            .block_on(rackboot::entry::cli::client::call(&self.socket(), request))
             .expect("call")
     }
 

@@ -3,7 +3,7 @@
 //! files, and ipmitool to cross-check what it did.
 #![allow(dead_code)]
 
-use rackboot::ipmi::client::{probe, Timing};
+use rackboot::foundation::ipmi::client::{probe, Timing};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

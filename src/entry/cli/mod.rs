@@ -1,0 +1,598 @@
+//! The command-line interface. `rackboot serve` runs the daemon; every other
+//! subcommand is an API client: one subcommand per action of
+//! [`crate::transport::api::catalogue::ACTIONS`] (kebab-case, flags from the action's
+//! declared parameters), plus `call` (any JSON as is) and `user`
+//! (add|passwd|delete|list, mapped onto the user actions).
+//!
+//! Exit status: 0 success, 1 the API answered a non-zero `ret_code` (its
+//! message on stderr), 2 bad usage, 3 the daemon could not be reached.
+
+pub mod client;
+pub mod output;
+
+use crate::entry::daemon::{self, ServeOptions, ADMIN_PASSWORD_FILE};
+use crate::foundation::config;
+use crate::transport::api::catalogue::{find_action, Action, ACTIONS};
+use crate::transport::api::params::Ty;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status when the API answered with a non-zero ret_code.
+pub const EXIT_API_ERROR: i32 = 1;
+/// Exit status for bad usage (bad flags, unreadable --file).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit status when the daemon cannot be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+fn kebab(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+fn action_command(action: &'static Action) -> Command {
+    let mut cmd = Command::new(action.command)
+        .about(action.about)
+        .long_about(format!("{}\n\nAPI action: {}", action.about, action.name));
+    for param in action.params {
+        if param.ty == Ty::Objects {
+            continue; // only through --file
+        }
+        let mut arg = Arg::new(param.name).help(param.help);
+        if action.positional == Some(param.name) {
+            arg = arg.value_name(param.name.to_uppercase());
+        } else {
+            arg = arg.long(kebab(param.name)).value_name("VALUE");
+        }
+        arg = match param.ty {
+            Ty::Str => arg.num_args(1),
+            Ty::Int | Ty::Flag => arg.num_args(1).value_parser(clap::value_parser!(i64)),
+            Ty::List => arg
+                .num_args(1..)
+                .value_delimiter(',')
+                .action(ArgAction::Append),
+            Ty::Objects => arg,
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd = cmd.arg(
+        Arg::new("file")
+            .long("file")
+            .value_name("FILE")
+            .help("read parameters from a JSON file (an object of parameters; a list is taken as the action's object list, e.g. bm_nodes); flags override it"),
+    );
+    if action.name == "GetStatus" || action.job || action.name.ends_with("BMNodesStatus") {
+        cmd = cmd.arg(
+            Arg::new("wait")
+                .long("wait")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "follow the job with a progress bar until it ends; exit 1 unless it succeeded",
+                ),
+        );
+    }
+    cmd
+}
+
+/// The whole command tree.
+pub fn command() -> Command {
+    let mut cmd = Command::new("rackboot")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Bare-metal provisioning agent: `rackboot serve` runs the daemon; the other subcommands call its API")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .arg(Arg::new("socket").long("socket").global(true).value_name("PATH").help("the API socket (default: <state-dir>/api.sock)"))
+        .arg(Arg::new("state_dir").long("state-dir").global(true).value_name("DIR").help("the state directory (default: /var/lib/rackboot as root, else $XDG_STATE_HOME/rackboot)"))
+        .arg(Arg::new("user").long("user").global(true).env("RACKBOOT_USER").value_name("USER").help("API user (default: admin, with <state-dir>/admin.password)"))
+        .arg(Arg::new("password").long("password").global(true).env("RACKBOOT_PASSWORD").hide_env_values(true).value_name("PASSWORD").help("API password"))
+        .arg(Arg::new("json").long("json").global(true).action(ArgAction::SetTrue).help("print the raw JSON response"))
+        .subcommand(
+            Command::new("serve")
+                .about("Run the daemon (embedded defaults when no --config)")
+                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML configuration file (see examples/rackboot.toml)")),
+        )
+        .subcommand(
+            Command::new("lab")
+                .about("A provisioning lab on this machine: QEMU VMs behind virtual BMCs, provisioned by rackboot (root)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("up")
+                        .about("Create the lab, provision its VMs, show progress and what happened")
+                        .arg(Arg::new("nodes").long("nodes").value_name("N").default_value("2").value_parser(clap::value_parser!(u32)).help("VMs (1 to 16)"))
+                        .arg(Arg::new("dir").long("dir").value_name("DIR").default_value("/var/lib/rackboot-lab").help("the lab's files"))
+                        .arg(Arg::new("netns").long("netns").value_name("NAME").default_value("rackboot-lab").help("the network namespace"))
+                        .arg(Arg::new("no_provision").long("no-provision").action(ArgAction::SetTrue).help("start VMs, BMCs and rackboot only"))
+                        .arg(Arg::new("boot_timeout").long("boot-timeout").value_name("SECS").default_value("120").value_parser(clap::value_parser!(u64)).help("provision.boot_timeout of the lab's rackboot")),
+                )
+                .subcommand(
+                    Command::new("down")
+                        .about("Stop and remove everything `lab up` created")
+                        .arg(Arg::new("dir").long("dir").value_name("DIR").default_value("/var/lib/rackboot-lab")),
+                ),
+        )
+        .subcommand(
+            Command::new("ramdisk")
+                .about("The deploy ramdisk")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("build")
+                        .about("Build vmlinuz and initrd.img from Debian's cloud kernel package and busybox-static (needs apt and dpkg)")
+                        .arg(Arg::new("out").long("out").value_name("DIR").default_value("/var/lib/rackboot/ramdisk").help("where vmlinuz and initrd.img go ([deploy] kernel/initrd)"))
+                        .arg(Arg::new("kernel_package").long("kernel-package").value_name("PKG").help("the linux-image package (default: what linux-image-cloud-amd64 points at)"))
+                        .arg(Arg::new("cache").long("cache").value_name("DIR").help("where the .deb is kept (default: OUT/cache)")),
+                ),
+        )
+        .subcommand(
+            Command::new("call")
+                .about("Send one JSON request as is (credentials are added when missing)")
+                .arg(Arg::new("request").required(true).value_name("JSON")),
+        )
+        .subcommand(
+            Command::new("user")
+                .about("Manage API users")
+                .subcommand_required(true)
+                .subcommand(Command::new("list").about("List users (DescribeUsers)"))
+                .subcommand(
+                    Command::new("add")
+                        .about("Add a user (AddUser); prints a generated password unless --new-password")
+                        .arg(Arg::new("user_id").required(true).value_name("NAME"))
+                        .arg(Arg::new("new_password").long("new-password").value_name("PASSWORD")),
+                )
+                .subcommand(
+                    Command::new("passwd")
+                        .about("Set a user's password (ModifyUserPassword); prints a generated one unless --new-password")
+                        .arg(Arg::new("user_id").required(true).value_name("NAME"))
+                        .arg(Arg::new("new_password").long("new-password").value_name("PASSWORD")),
+                )
+                .subcommand(
+                    Command::new("delete")
+                        .about("Delete a user (DeleteUser)")
+                        .arg(Arg::new("user_id").required(true).value_name("NAME")),
+                ),
+        );
+    for action in ACTIONS {
+        cmd = cmd.subcommand(action_command(action));
+    }
+    cmd
+}
+
+/// Entry point of the binary; returns the exit status.
+pub fn main() -> i32 {
+    let matches = match command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { 0 };
+        }
+    };
+    let state_dir = matches.get_one::<String>("state_dir").map(PathBuf::from);
+    let (name, sub) = matches.subcommand().expect("subcommand_required");
+    if name == "serve" {
+        return daemon::run(ServeOptions {
+            config: sub.get_one::<String>("config").map(PathBuf::from),
+            state_dir,
+        });
+    }
+    if name == "lab" {
+        let (verb, args) = sub.subcommand().expect("subcommand_required");
+        let dir = PathBuf::from(args.get_one::<String>("dir").expect("has a default"));
+        let result = if verb == "up" {
+            let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rackboot"));
+            crate::entry::lab::up(&crate::entry::lab::LabOptions {
+                nodes: *args.get_one::<u32>("nodes").expect("has a default"),
+                netns: args
+                    .get_one::<String>("netns")
+                    .expect("has a default")
+                    .clone(),
+                provision: !args.get_flag("no_provision"),
+                boot_timeout: *args.get_one::<u64>("boot_timeout").expect("has a default"),
+                dir,
+                binary,
+            })
+        } else {
+            crate::entry::lab::down(&dir)
+        };
+        return match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("rackboot lab {verb}: {e}");
+                1
+            }
+        };
+    }
+    if name == "ramdisk" {
+        let (_, args) = sub.subcommand().expect("subcommand_required");
+        let out = PathBuf::from(args.get_one::<String>("out").expect("has a default"));
+        let cache = args
+            .get_one::<String>("cache")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| out.join("cache"));
+        let package = match args.get_one::<String>("kernel_package") {
+            Some(p) => p.clone(),
+            None => match crate::service::ramdisk::resolve_package(
+                crate::service::ramdisk::DEFAULT_META_PACKAGE,
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("rackboot: {e}");
+                    return 1;
+                }
+            },
+        };
+        return match crate::service::ramdisk::build(&out, &package, &cache) {
+            Ok((kernel, initrd)) => {
+                println!(
+                    "kernel: {}
+initrd: {}
+(from {package}; set [deploy] kernel and initrd to these)",
+                    kernel.display(),
+                    initrd.display()
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("rackboot: ramdisk build: {e}");
+                1
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("rackboot: cannot start: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    runtime.block_on(run_client(&matches, name, sub, state_dir))
+}
+
+struct Session {
+    socket: PathBuf,
+    user: Option<String>,
+    password: Option<String>,
+    json: bool,
+}
+
+impl Session {
+    fn new(matches: &ArgMatches, state_dir: Option<PathBuf>) -> Session {
+        let state_dir = state_dir.unwrap_or_else(config::default_state_dir);
+        let socket = matches
+            .get_one::<String>("socket")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| state_dir.join("api.sock"));
+        let mut user = matches.get_one::<String>("user").cloned();
+        let mut password = matches.get_one::<String>("password").cloned();
+        if password.is_none() {
+            if let Ok(text) = std::fs::read_to_string(state_dir.join(ADMIN_PASSWORD_FILE)) {
+                if user.as_deref().unwrap_or("admin") == "admin" {
+                    user = Some("admin".to_string());
+                    password = Some(text.trim().to_string());
+                }
+            }
+        }
+        Session {
+            socket,
+            user,
+            password,
+            json: matches.get_flag("json"),
+        }
+    }
+
+    /// Adds credentials unless the request carries its own.
+    fn authorise(&self, request: &mut Map<String, Value>) {
+        if !request.contains_key("USER_ID") {
+            if let Some(u) = &self.user {
+                request.insert("USER_ID".into(), u.clone().into());
+            }
+        }
+        if !request.contains_key("PASSWORD") {
+            if let Some(p) = &self.password {
+                request.insert("PASSWORD".into(), p.clone().into());
+            }
+        }
+    }
+
+    async fn send(&self, mut request: Map<String, Value>) -> Result<Value, i32> {
+        self.authorise(&mut request);
+        client::call(&self.socket, &Value::Object(request))
+            .await
+            .map_err(|e| {
+                eprintln!("rackboot: {e}");
+                EXIT_UNREACHABLE
+            })
+    }
+
+    /// Prints `response` (JSON or human) and maps its ret_code to an exit status.
+    fn report(&self, response: &Value, action: Option<&Action>) -> i32 {
+        let code = response
+            .get("ret_code")
+            .and_then(Value::as_i64)
+            .unwrap_or(-1);
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(response).unwrap_or_default()
+            );
+        } else if code == 0 {
+            print!(
+                "{}",
+                output::human(response, action.and_then(|a| a.table.as_ref()))
+            );
+        }
+        if code != 0 {
+            let message = response
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("(no message)");
+            eprintln!("rackboot: {message} (ret_code {code})");
+            return EXIT_API_ERROR;
+        }
+        0
+    }
+}
+
+fn usage(message: String) -> i32 {
+    eprintln!("rackboot: {message}");
+    EXIT_USAGE
+}
+
+/// Builds an action's request from its flags and optional --file.
+fn request_for(action: &Action, sub: &ArgMatches) -> Result<Map<String, Value>, String> {
+    let mut req = Map::new();
+    if let Some(path) = sub.get_one::<String>("file") {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read --file {path}: {e}"))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| format!("--file {path} is not JSON: {e}"))?;
+        match value {
+            Value::Object(m) => req.extend(m),
+            Value::Array(items) => {
+                let Some(list) = action.params.iter().find(|p| p.ty == Ty::Objects) else {
+                    return Err(format!(
+                        "--file {path} holds a list, but {} takes no list of objects",
+                        action.name
+                    ));
+                };
+                req.insert(list.name.into(), Value::Array(items));
+            }
+            _ => return Err(format!("--file {path} must hold a JSON object or list")),
+        }
+    }
+    for param in action.params {
+        if param.ty == Ty::Objects {
+            continue;
+        }
+        let value = match param.ty {
+            Ty::Str => sub
+                .get_one::<String>(param.name)
+                .map(|s| Value::from(s.clone())),
+            Ty::Int | Ty::Flag => sub.get_one::<i64>(param.name).map(|n| Value::from(*n)),
+            Ty::List => sub.get_many::<String>(param.name).map(|vals| {
+                Value::Array(vals.map(|s| Value::from(s.trim().to_string())).collect())
+            }),
+            Ty::Objects => None,
+        };
+        if let Some(v) = value {
+            req.insert(param.name.into(), v);
+        }
+    }
+    req.insert("action".into(), action.name.into());
+    req.entry("request_type")
+        .or_insert_with(|| action.request_type.into());
+    Ok(req)
+}
+
+async fn run_client(
+    matches: &ArgMatches,
+    name: &str,
+    sub: &ArgMatches,
+    state_dir: Option<PathBuf>,
+) -> i32 {
+    let session = Session::new(matches, state_dir);
+    match name {
+        "call" => {
+            let text = sub
+                .get_one::<String>("request")
+                .map(String::as_str)
+                .unwrap_or("");
+            let req = match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => return usage("call takes one JSON object".into()),
+                Err(e) => return usage(format!("call: the request is not JSON: {e}")),
+            };
+            let action = req
+                .get("action")
+                .and_then(Value::as_str)
+                .and_then(find_action);
+            match session.send(req).await {
+                Ok(resp) => session.report(&resp, action),
+                Err(code) => code,
+            }
+        }
+        "user" => {
+            let (verb, args) = sub.subcommand().expect("subcommand_required");
+            let (action_name, keys): (&str, &[&str]) = match verb {
+                "list" => ("DescribeUsers", &[]),
+                "add" => ("AddUser", &["user_id", "new_password"]),
+                "passwd" => ("ModifyUserPassword", &["user_id", "new_password"]),
+                _ => ("DeleteUser", &["user_id"]),
+            };
+            let action = find_action(action_name).expect("user actions are declared");
+            let mut req = Map::new();
+            req.insert("action".into(), action_name.into());
+            req.insert("request_type".into(), "User".into());
+            for key in keys {
+                if let Some(v) = args.get_one::<String>(key) {
+                    req.insert((*key).into(), v.clone().into());
+                }
+            }
+            match session.send(req).await {
+                Ok(resp) => session.report(&resp, Some(action)),
+                Err(code) => code,
+            }
+        }
+        command => {
+            let Some(action) = ACTIONS.iter().find(|a| a.command == command) else {
+                return usage(format!("unknown command {command}"));
+            };
+            let req = match request_for(action, sub) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
+            };
+            let wait = sub
+                .try_get_one::<bool>("wait")
+                .ok()
+                .flatten()
+                .copied()
+                .unwrap_or(false);
+            let resp = match session.send(req.clone()).await {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
+            let status = session.report(&resp, Some(action));
+            if status != 0 || !wait {
+                return status;
+            }
+            follow_job(&session, &resp).await
+        }
+    }
+}
+
+/// `--wait`: polls GetStatus for the job in `first` until it ends, drawing a
+/// progress bar on stderr; 0 when it succeeded, 1 otherwise.
+async fn follow_job(session: &Session, first: &Value) -> i32 {
+    let job_action = first
+        .get("job_action")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let job_id = first
+        .get("job_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    // A job-starting action answers with the id only: start from step0.
+    let mut last = first.clone();
+    if last.get("status").is_none() {
+        last["status"] = "step0".into();
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut drawn = 0usize;
+    let mut printed = String::new();
+    loop {
+        let status = last.get("status").and_then(Value::as_str).unwrap_or("");
+        let progress = last.get("progress").and_then(Value::as_str).unwrap_or("0%");
+        let nodes = last
+            .get("node_progress")
+            .and_then(Value::as_object)
+            .filter(|n| {
+                n.len() > 1 || job_action == "ProvisionBMNodes" || job_action == "IntrospectBMNodes"
+            });
+        if let Some(nodes) = nodes {
+            // A bar per node: redrawn in place on a terminal, else a block
+            // of lines each time something changed.
+            let mut lines = vec![format!("{} {job_id} {status}", progress_bar(progress))];
+            for (id, n) in nodes {
+                lines.push(format!(
+                    "  {id} {} {}",
+                    progress_bar(n.get("progress").and_then(Value::as_str).unwrap_or("0%")),
+                    n.get("status").and_then(Value::as_str).unwrap_or("")
+                ));
+            }
+            let block = lines.join("\n");
+            if tty {
+                if drawn > 0 {
+                    eprint!("\x1b[{drawn}A");
+                }
+                for l in &lines {
+                    eprintln!("\r{l}\x1b[K");
+                }
+                drawn = lines.len();
+            } else if block != printed {
+                eprintln!("{block}");
+                printed = block;
+            }
+        } else {
+            eprint!("\r{} {job_id} {status:<12}", progress_bar(progress));
+        }
+        if status == "successful" || status == "failed" {
+            if nodes.is_none() {
+                eprintln!();
+            }
+            return if status == "successful" {
+                0
+            } else {
+                EXIT_API_ERROR
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut req = Map::new();
+        req.insert("action".into(), "GetStatus".into());
+        req.insert("job_action".into(), job_action.clone().into());
+        req.insert("job_id".into(), job_id.clone().into());
+        last = match session.send(req).await {
+            Ok(r) if r.get("ret_code").and_then(Value::as_i64) == Some(0) => r,
+            Ok(r) => {
+                if drawn == 0 {
+                    eprintln!();
+                }
+                return session.report(&r, None);
+            }
+            Err(code) => return code,
+        };
+    }
+}
+
+/// `[#########...........]  45%` from "45%".
+pub fn progress_bar(progress: &str) -> String {
+    let pct: usize = progress.trim_end_matches('%').parse().unwrap_or(0).min(100);
+    let filled = pct / 5;
+    format!(
+        "[{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        ".".repeat(20 - filled)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_typed_parameters() {
+        let m = command()
+            .try_get_matches_from([
+                "rackboot",
+                "describe-bm-nodes",
+                "--status",
+                "new",
+                "--limit",
+                "5",
+                "n-aaaaaaaa,n-bbbbbbbb",
+            ])
+            .unwrap();
+        let (_, sub) = m.subcommand().unwrap();
+        let req = request_for(find_action("DescribeBMNodes").unwrap(), sub).unwrap();
+        assert_eq!(req["status"], "new");
+        assert_eq!(req["limit"], 5);
+        assert_eq!(
+            req["node_ids"],
+            serde_json::json!(["n-aaaaaaaa", "n-bbbbbbbb"])
+        );
+        assert_eq!(req["action"], "DescribeBMNodes");
+    }
+
+    #[test]
+    fn progress_bar_fills_by_fives() {
+        assert_eq!(progress_bar("45%"), "[#########...........]  45%");
+        assert_eq!(progress_bar("junk"), "[....................]   0%");
+    }
+}

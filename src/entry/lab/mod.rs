@@ -1,0 +1,599 @@
+//! `rackboot lab up|down`: a whole provisioning lab on one machine, as
+//! README's main command. `up` (as root) installs the Debian packages it
+//! needs (without starting their services), builds the deploy ramdisk and a
+//! small test image, creates a network namespace with a bridge (10.99.0.1/24,
+//! private, never a real interface), starts N QEMU VMs (TCG) each behind
+//! its own virtual BMC (OpenIPMI's ipmi_sim with a chassis_control program
+//! that powers the VM and picks its boot order), starts rackboot on the
+//! bridge, registers the VMs through the API, provisions them, shows the
+//! progress until they are active and prints what happened. `down` stops
+//! and removes everything `up` created (recorded in `lab.json`).
+
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VMBMC: &str = include_str!("vmbmc.sh");
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("ipmi_sim", "openipmi"),
+    ("ipmitool", "ipmitool"),
+    ("busybox", "busybox-static"),
+    ("dpkg", "dpkg"),
+    ("syslinux", "syslinux"),
+    ("mcopy", "mtools"),
+    ("mkfs.vfat", "dosfstools"),
+];
+
+/// What `up` was asked for.
+pub struct LabOptions {
+    pub nodes: u32,
+    pub dir: PathBuf,
+    pub netns: String,
+    /// Register and provision (false: stop after starting the VMs' BMCs and
+    /// the daemon).
+    pub provision: bool,
+    /// The rackboot binary to run as the daemon.
+    pub binary: PathBuf,
+    /// provision.boot_timeout of the lab's daemon (seconds).
+    pub boot_timeout: u64,
+}
+
+fn sh(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot run {:?}: {e}", cmd.get_program()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    sh(
+        Command::new("ip").args(args),
+        &format!("ip {}", args.join(" ")),
+    )
+}
+
+fn have(cmd: &str) -> bool {
+    ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+        .iter()
+        .any(|d| Path::new(d).join(cmd).exists())
+}
+
+/// Installs what is missing, with a policy-rc.d so that no service starts.
+fn install_packages() -> Result<(), String> {
+    let mut missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
+    if !Path::new("/usr/lib/ipxe/qemu/efi-virtio.rom").exists() {
+        missing.push("ipxe-qemu");
+    }
+    if !Path::new(MBR).exists() {
+        missing.push("syslinux-common");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("lab: installing {}", missing.join(" "));
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let had_policy = policy.exists();
+    if !had_policy {
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n").map_err(|e| e.to_string())?;
+        let _ = sh(
+            Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]),
+            "chmod",
+        );
+    }
+    let result = sh(
+        Command::new("apt-get").args(["update", "-qq"]),
+        "apt-get update",
+    )
+    .and_then(|_| {
+        sh(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+            "apt-get install",
+        )
+    });
+    if !had_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    result.map(|_| ())
+}
+
+const MBR: &str = "/usr/lib/syslinux/mbr/mbr.bin";
+
+/// The lab's test OS, a bootable 32 MiB raw disk: an MBR with one FAT
+/// partition at 1 MiB holding syslinux, the deploy ramdisk's kernel and
+/// initrd, booted in mode `firstboot` — it reads the callback URL the
+/// deploy left in sector 1, gets an address by DHCP and posts `booted`.
+/// Returns its SHA-256.
+fn test_image(path: &Path, kernel: &Path, initrd: &Path) -> Result<String, String> {
+    {
+        let tmp = path.with_extension("tmp");
+        let size: u64 = 32 * 1024 * 1024;
+        let f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        f.set_len(size).map_err(|e| e.to_string())?;
+        drop(f);
+        // The partition table: one bootable FAT16 (LBA) partition.
+        let (start, count) = (2048u32, (size / 512) as u32 - 2048);
+        let mut entry = vec![0x80, 0xfe, 0xff, 0xff, 0x0e, 0xfe, 0xff, 0xff];
+        entry.extend_from_slice(&start.to_le_bytes());
+        entry.extend_from_slice(&count.to_le_bytes());
+        let mut mbr = std::fs::read(MBR)
+            .map_err(|e| format!("{MBR}: {e} (apt-get install syslinux-common)"))?;
+        mbr.truncate(440);
+        mbr.resize(446, 0);
+        mbr.extend_from_slice(&entry);
+        mbr.resize(510, 0);
+        mbr.extend_from_slice(&[0x55, 0xaa]);
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&tmp)
+                .map_err(|e| e.to_string())?;
+            f.write_all_at(&mbr, 0).map_err(|e| e.to_string())?;
+        }
+        let blocks = ((size - 1024 * 1024) / 1024).to_string();
+        let t = tmp.to_string_lossy().to_string();
+        sh(
+            Command::new("mkfs.vfat").args(["--offset", "2048", "-h", "2048", &t, &blocks]),
+            "mkfs.vfat",
+        )?;
+        sh(
+            Command::new("syslinux").args(["--offset", "1048576", "--install", &t]),
+            "syslinux",
+        )?;
+        let cfg = path.with_extension("syslinux.cfg");
+        std::fs::write(
+            &cfg,
+            "DEFAULT tiny\nSERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\nLABEL tiny\n  KERNEL vmlinuz\n  APPEND initrd=initrd console=ttyS0,115200 rackboot.mode=firstboot rackboot.disk=vda\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let fat = format!("{t}@@1048576");
+        for (from, to) in [
+            (kernel, "::vmlinuz"),
+            (initrd, "::initrd"),
+            (cfg.as_path(), "::syslinux.cfg"),
+        ] {
+            sh(
+                Command::new("mcopy")
+                    .args(["-o", "-i", &fat])
+                    .arg(from)
+                    .arg(to),
+                "mcopy",
+            )?;
+        }
+        let _ = std::fs::remove_file(&cfg);
+        std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
+    }
+    let out = sh(Command::new("sha256sum").arg(path), "sha256sum")?;
+    Ok(out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// A JSON request to the daemon's socket (HTTP/1.1, one connection).
+pub fn api(socket: &Path, password: &str, mut request: Value) -> Result<Value, String> {
+    request["USER_ID"] = "admin".into();
+    request["PASSWORD"] = password.into();
+    let body = request.to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| format!("cannot reach the daemon at {}: {e}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let json = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // The body may be chunked: take the outermost JSON object.
+    let start = json.find('{').ok_or("the daemon sent no JSON")?;
+    let end = json.rfind('}').ok_or("the daemon sent no JSON")?;
+    serde_json::from_str(&json[start..=end]).map_err(|e| format!("bad JSON from the daemon: {e}"))
+}
+
+fn ok(v: Value) -> Result<Value, String> {
+    if v["ret_code"] == 0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "the API answered {}: {}",
+            v["ret_code"], v["message"]
+        ))
+    }
+}
+
+/// Starts a process inside the lab namespace, detached; returns its pid.
+fn spawn_in(netns: &str, program: &Path, args: &[&str], log: &Path) -> Result<u32, String> {
+    let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    Ok(child.id())
+}
+
+fn mac(i: u32) -> String {
+    format!("52:54:00:99:20:{:02x}", i)
+}
+
+/// `rackboot lab up`.
+pub fn up(o: &LabOptions) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the lab creates a network namespace, taps and VMs: run it as root".into());
+    }
+    if o.nodes == 0 || o.nodes > 16 {
+        return Err("--nodes: 1 to 16 (each VM is a QEMU TCG process)".into());
+    }
+    if Path::new("/run/netns").join(&o.netns).exists() {
+        return Err(format!(
+            "a lab runs already (namespace {}): `rackboot lab down` first",
+            o.netns
+        ));
+    }
+    let started = Instant::now();
+    install_packages()?;
+    std::fs::create_dir_all(&o.dir)
+        .map_err(|e| format!("cannot create {}: {e}", o.dir.display()))?;
+    let mut record = json!({"netns": o.netns, "pids": [], "dir": o.dir});
+    let save = |r: &Value| std::fs::write(o.dir.join("lab.json"), r.to_string());
+
+    println!("lab: building the deploy ramdisk (Debian cloud kernel + busybox-static)");
+    let ramdisk = o.dir.join("ramdisk");
+    // Rebuilt each time (it is this rackboot's init); the kernel package
+    // stays in the cache.
+    // A fresh machine may have no apt lists yet: fetch them once.
+    let package = match crate::service::ramdisk::resolve_package(
+        crate::service::ramdisk::DEFAULT_META_PACKAGE,
+    ) {
+        Ok(p) => p,
+        Err(_) => {
+            sh(
+                Command::new("apt-get").args(["update", "-qq"]),
+                "apt-get update",
+            )?;
+            crate::service::ramdisk::resolve_package(crate::service::ramdisk::DEFAULT_META_PACKAGE)?
+        }
+    };
+    let (kernel, initrd) =
+        crate::service::ramdisk::build(&ramdisk, &package, &ramdisk.join("cache"))?;
+    println!("lab: building the test image (syslinux + the same kernel; it calls back on its first boot)");
+    let image = o.dir.join("tiny.raw");
+    let sha = test_image(&image, &kernel, &initrd)?;
+
+    println!(
+        "lab: network namespace {} with bridge br0 (10.99.0.1/24)",
+        o.netns
+    );
+    ip(&["netns", "add", &o.netns])?;
+    save(&record).map_err(|e| e.to_string())?;
+    let n = |args: &[&str]| -> Result<String, String> {
+        let mut all = vec!["-n", o.netns.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    };
+    n(&["link", "set", "lo", "up"])?;
+    n(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"])?;
+    n(&["addr", "add", "10.99.0.1/24", "dev", "br0"])?;
+    n(&["link", "set", "br0", "up"])?;
+
+    let mut pids = Vec::new();
+    for i in 0..o.nodes {
+        let tap = format!("tap{i}");
+        n(&["tuntap", "add", "dev", &tap, "mode", "tap"])?;
+        n(&["link", "set", &tap, "master", "br0"])?;
+        n(&["link", "set", &tap, "up"])?;
+        let vm = o.dir.join(format!("vm{i}"));
+        let _ = std::fs::remove_dir_all(&vm);
+        std::fs::create_dir_all(vm.join("state")).map_err(|e| e.to_string())?;
+        let disk = vm.join("disk.raw");
+        let f = std::fs::File::create(&disk).map_err(|e| e.to_string())?;
+        f.set_len(64 * 1024 * 1024).map_err(|e| e.to_string())?;
+        std::fs::write(
+            vm.join("vm.env"),
+            format!("DISK={}\nTAP={tap}\nMAC={}\n", disk.display(), mac(i)),
+        )
+        .map_err(|e| e.to_string())?;
+        let chassis = vm.join("chassis.sh");
+        std::fs::write(&chassis, VMBMC).map_err(|e| e.to_string())?;
+        sh(Command::new("chmod").arg("755").arg(&chassis), "chmod")?;
+        let auths = "none md2 md5 straight";
+        std::fs::write(
+            vm.join("lan.conf"),
+            format!(
+                "name \"vm{i}\"\nset_working_mc 0x20\n  startlan 1\n    addr 10.99.0.1 {}\n    priv_limit admin\n\
+                 allowed_auths_callback {auths}\n allowed_auths_user {auths}\n allowed_auths_operator {auths}\n allowed_auths_admin {auths}\n\
+                 guid a123456789abcdefa123456789abcd{i:02x}\n  endlan\n  chassis_control \"{}\"\n\
+                 user 2 true \"admin\" \"password\" admin 10 {auths}\n",
+                6230 + i,
+                chassis.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::write(
+            vm.join("sim.emu"),
+            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+        )
+        .map_err(|e| e.to_string())?;
+        let (lan, emu, state) = (vm.join("lan.conf"), vm.join("sim.emu"), vm.join("state"));
+        let pid = spawn_in(
+            &o.netns,
+            Path::new("ipmi_sim"),
+            &[
+                "-n",
+                "-c",
+                &lan.to_string_lossy(),
+                "-f",
+                &emu.to_string_lossy(),
+                "-s",
+                &state.to_string_lossy(),
+            ],
+            &vm.join("ipmi_sim.log"),
+        )?;
+        pids.push(pid);
+        record["pids"] = json!(pids);
+        save(&record).map_err(|e| e.to_string())?;
+    }
+
+    println!("lab: starting rackboot on br0 (DHCP, TFTP, HTTP, RA)");
+    let state = o.dir.join("state");
+    std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
+    let config = o.dir.join("rackboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dhcp]\ninterface = \"br0\"\nrange_start = \"10.99.0.100\"\nrange_end = \"10.99.0.199\"\n\
+             [deploy]\nkernel = \"{}\"\ninitrd = \"{}\"\n\
+             [provision]\nboot_timeout = {}\ndeploy_timeout = 300\npower_on_timeout = 30\nfirst_boot_timeout = 300\n\
+             [[images]]\nos_version = \"tiny-1.0\"\nfile = \"{}\"\nsha256 = \"{sha}\"\nfirst_boot_callback = true\n",
+            kernel.display(),
+            initrd.display(),
+            o.boot_timeout,
+            image.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let daemon = spawn_in(
+        &o.netns,
+        &o.binary,
+        &[
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+            "--state-dir",
+            &state.to_string_lossy(),
+        ],
+        &o.dir.join("rackboot.log"),
+    )?;
+    pids.push(daemon);
+    record["pids"] = json!(pids);
+    record["daemon"] = json!(daemon);
+    save(&record).map_err(|e| e.to_string())?;
+    let socket = state.join("api.sock");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let password = loop {
+        if let Ok(p) = std::fs::read_to_string(state.join("admin.password")) {
+            if socket.exists() && api(&socket, p.trim(), json!({"action": "DescribeUsers"})).is_ok()
+            {
+                break p.trim().to_string();
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "rackboot did not start; see {}",
+                o.dir.join("rackboot.log").display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !o.provision {
+        println!("lab: up (not provisioning); socket {}", socket.display());
+        return Ok(());
+    }
+
+    let mut ids = Vec::new();
+    for i in 0..o.nodes {
+        let r = ok(api(
+            &socket,
+            &password,
+            json!({
+                "action": "RegisterBMNodes", "hostname": format!("lab{i:02}"), "os_version": "tiny-1.0",
+                "cpu_arch": "x86_64", "os_disk_name": "vda",
+                "ipmi_network_address": "10.99.0.1", "ipmi_port": 6230 + i,
+                "ipmi_username": "admin", "ipmi_password": "password",
+                "pxe_network_mac_addr": mac(i),
+            }),
+        )?)?;
+        let id = r["node_ids"][0].as_str().unwrap_or_default().to_string();
+        println!(
+            "lab: registered lab{i:02} as {id} (MAC {}, BMC 10.99.0.1:{})",
+            mac(i),
+            6230 + i
+        );
+        ids.push(id);
+    }
+    let r = ok(api(
+        &socket,
+        &password,
+        json!({"action": "ProvisionBMNodes", "node_ids": ids}),
+    )?)?;
+    let job = r["job_id"].as_str().unwrap_or_default().to_string();
+    println!("lab: ProvisionBMNodes → job {job}");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut last = String::new();
+    // When each node was first seen in each status (for time per step).
+    let mut seen: Vec<Vec<(String, f64)>> = vec![Vec::new(); ids.len()];
+    let provision_started = Instant::now();
+    let status = loop {
+        let s = ok(api(
+            &socket,
+            &password,
+            json!({"action": "GetProvisionBMNodesStatus", "job_id": job}),
+        )?)?;
+        let line: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                format!(
+                    "{id} {} {}",
+                    s["node_progress"][id]["status"]
+                        .as_str()
+                        .filter(|st| !st.is_empty())
+                        .unwrap_or("queued"),
+                    s["node_progress"][id]["progress"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        let line = format!(
+            "[{:>5.1} s] job {} {}: {}",
+            started.elapsed().as_secs_f64(),
+            s["status"].as_str().unwrap_or("?"),
+            s["progress"].as_str().unwrap_or("?"),
+            line.join(" | ")
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let st = s["node_progress"][id]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if !st.is_empty() && seen[i].last().map(|(l, _)| l != &st).unwrap_or(true) {
+                seen[i].push((st, provision_started.elapsed().as_secs_f64()));
+            }
+        }
+        if line[line.find(']').unwrap_or(0)..] != last[last.find(']').unwrap_or(0)..] {
+            println!("{line}");
+            last = line;
+        }
+        if s["status"] == "successful" || s["status"] == "failed" {
+            break s;
+        }
+        if Instant::now() > deadline {
+            return Err("the provision did not end within 15 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!("\nlab: time per step (from the status, polled every 0.25 s)");
+    for (id, steps) in ids.iter().zip(&seen) {
+        let parts: Vec<String> = steps
+            .windows(2)
+            .map(|w| format!("{} {:.1} s", w[0].0, w[1].1 - w[0].1))
+            .collect();
+        let total = steps.last().map(|(_, t)| *t).unwrap_or(0.0);
+        println!(
+            "  {id}: {} → {} at {total:.1} s",
+            parts.join(", "),
+            steps.last().map(|(s, _)| s.as_str()).unwrap_or("?")
+        );
+    }
+    println!("\nlab: job log");
+    let log = ok(api(
+        &socket,
+        &password,
+        json!({"action": "GetProvisionBMNodesLog", "job_id": job}),
+    )?)?;
+    if let Some(lines) = log["log"].as_object() {
+        for (k, v) in lines {
+            println!("  {k} {}", v.as_str().unwrap_or(""));
+        }
+    }
+    for id in &ids {
+        println!("\nlab: boot timeline of {id}");
+        let t = ok(api(
+            &socket,
+            &password,
+            json!({"action": "DescribeBootEvents", "node_id": id}),
+        )?)?;
+        for e in t["event_set"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  {} {:<8} {}",
+                e["time"].as_str().unwrap_or(""),
+                e["kind"].as_str().unwrap_or(""),
+                e["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    println!(
+        "\nlab: {} in {:.0} s. The lab keeps running (VMs, BMCs on 10.99.0.1:6230+, rackboot in namespace {}):\n  \
+         rackboot --state-dir {} describe-bm-nodes\n  rackboot lab down",
+        if status["status"] == "successful" { "all nodes active" } else { "the provision FAILED (see the log above)" },
+        started.elapsed().as_secs_f64(),
+        o.netns,
+        state.display()
+    );
+    if status["status"] == "successful" {
+        Ok(())
+    } else {
+        Err("the provision failed".into())
+    }
+}
+
+/// `rackboot lab down`: stops what `up` started (by pid) and removes the
+/// namespace.
+pub fn down(dir: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(dir.join("lab.json"))
+        .map_err(|_| format!("no lab in {} (nothing to take down)", dir.display()))?;
+    let record: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let kill = |pid: i32, sig: nix::sys::signal::Signal| {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    };
+    // VMs first (their pid files), then the BMCs and the daemon.
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        if let Ok(pid) = std::fs::read_to_string(entry.path().join("vm.pid")) {
+            if let Ok(pid) = pid.trim().parse() {
+                kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    for pid in record["pids"].as_array().cloned().unwrap_or_default() {
+        if let Some(pid) = pid.as_i64() {
+            kill(pid as i32, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for pid in record["pids"].as_array().cloned().unwrap_or_default() {
+        if let Some(pid) = pid.as_i64() {
+            kill(pid as i32, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    if let Some(ns) = record["netns"].as_str() {
+        let _ = ip(&["netns", "del", ns]);
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("vm") || name == "state" || name == "lab.json" {
+            let p = entry.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+        }
+    }
+    println!(
+        "lab: down (the ramdisk and image stay in {} for the next run)",
+        dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! Layer 4, foundations: what the services stand on, with no knowledge of
+//! them. The store (`store`), the shared daemon context (`shared`), the
+//! protocol cores (`dhcp` decisions and `firmware` classification, `tftp`'s
+//! wire format, `ipmi` RMCP+, `templates`, `inventory` parsers, deploy
+//! `callbacks`, the `ssh` client), the BMNode state table (`states`), the
+//! catalogues (`errors`: ret codes; `usermsg`: user messages), and plain
+//! helpers (`config`, `validate`, `ids`, `auth`).
+
+pub mod auth;
+pub mod callbacks;
+pub mod config;
+pub mod dhcp;
+pub mod errors;
+pub mod firmware;
+pub mod ids;
+pub mod inventory;
+pub mod ipmi;
+pub mod shared;
+pub mod ssh;
+pub mod states;
+pub mod store;
+pub mod templates;
+pub mod tftp;
+pub mod usermsg;
+pub mod validate;

@@ -1,0 +1,66 @@
+//! What every service and transport of the daemon shares, and nothing
+//! else: the store, the configuration and the boot templates in force
+//! (each replaced as a whole on SIGHUP), the tracker of background work
+//! (awaited at shutdown) and the state directory. Services own their own
+//! parts (the power controller, the deploy registry) next to it, in
+//! [`crate::service::app::App`].
+
+use super::config::Config;
+use super::store::Store;
+use super::templates::Templates;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use tokio_util::task::TaskTracker;
+
+pub struct Shared {
+    pub store: Store,
+    /// Background work started by actions (jobs); awaited at shutdown.
+    pub tasks: TaskTracker,
+    /// The state directory (default places of keys and files).
+    pub state_dir: PathBuf,
+    config: RwLock<Arc<Config>>,
+    templates: RwLock<Arc<Templates>>,
+}
+
+impl Shared {
+    /// With the built-in templates (the daemon replaces them with the
+    /// configured ones after checking them).
+    pub fn new(store: Store, config: Config, state_dir: PathBuf) -> Shared {
+        Shared {
+            store,
+            tasks: TaskTracker::new(),
+            state_dir,
+            config: RwLock::new(Arc::new(config)),
+            templates: RwLock::new(Arc::new(
+                Templates::load(None)
+                    .expect("the built-in templates compile (a unit test checks them)"),
+            )),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration (SIGHUP, after a check).
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+    }
+
+    /// The templates in force.
+    pub fn templates(&self) -> Arc<Templates> {
+        self.templates
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the templates (start-up and SIGHUP, after a check).
+    pub fn set_templates(&self, t: Templates) {
+        *self.templates.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+    }
+}

@@ -1,0 +1,165 @@
+//! The SQLite store: one connection owned by one thread, fed closures over a
+//! channel, so no SQLite call ever blocks the async runtime. Versioned
+//! migrations run at open; WAL and foreign keys are on; every multi-row write
+//! is one transaction. No rusqlite type leaves this module: the submodules
+//! add typed methods to [`Store`] per table group.
+
+mod bmnodes;
+mod boot_events;
+mod deploy;
+mod jobs;
+mod leases;
+mod messages;
+mod nodes;
+mod schema;
+mod users;
+
+pub use crate::foundation::states::BmNodeStatus;
+pub use bmnodes::{BmNode, BmNodeFilter, NetworkSettings, PowerState};
+pub use boot_events::BootEvent;
+pub use jobs::{Job, JobNode, JobStatus, LogLine};
+pub use messages::{MessageFilter, MessageLevel, StoredMessage};
+pub use nodes::{Node, NodeStatus};
+pub use users::User;
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+/// Why a store call failed. `Conflict` and `NotFound` carry text for the user;
+/// the rest are internal and reported as such.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot open the database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    WrongState(String),
+    /// A value refused while applying a change (a bad parameter).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the store thread has stopped")]
+    Closed,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A cheap-to-clone handle to the database threads: one writer, which
+/// every change goes through in order, and one reader on its own connection
+/// (WAL lets it read the last committed state while the writer works), so
+/// that status and describe calls do not queue behind a burst of writes.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Task>,
+    read_tx: mpsc::Sender<Task>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` with mode 0600,
+    /// applies pending migrations and starts the store thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| open_err(e.to_string()))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
+        let mut reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        let (read_tx, read_rx) = mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("rackboot-store-read".into())
+            .spawn(move || {
+                while let Ok(task) = read_rx.recv() {
+                    task(&mut reader);
+                }
+            })
+            .map_err(|e| open_err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<Task>();
+        std::thread::Builder::new()
+            .name("rackboot-store".into())
+            .spawn(move || {
+                while let Ok(task) = rx.recv() {
+                    task(&mut conn);
+                }
+                // Every handle is gone: fold the WAL back so the file stands alone.
+                let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+            })
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Store { tx, read_tx })
+    }
+
+    /// Runs `f` on the store thread and awaits its result.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let task: Task = Box::new(move |conn| {
+            let _ = reply_tx.send(f(conn));
+        });
+        self.tx.send(task).map_err(|_| StoreError::Closed)?;
+        reply_rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs the read-only `f` on the reader thread (it sees every change
+    /// committed before the call).
+    async fn call_read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let task: Task = Box::new(move |conn| {
+            let _ = reply_tx.send(f(conn));
+        });
+        self.read_tx.send(task).map_err(|_| StoreError::Closed)?;
+        reply_rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Maps a UNIQUE violation to a conflict with `message`, other errors as is.
+fn unique_violation(e: rusqlite::Error, message: impl FnOnce(&str) -> String) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(err, Some(text))
+            if err.code == rusqlite::ErrorCode::ConstraintViolation && text.contains("UNIQUE") =>
+        {
+            StoreError::Conflict(message(text))
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+impl Store {
+    /// Folds the WAL back into the database file (on shutdown).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,280 @@
+//! Provisioning and inspection: what ProvisionBMNodes, AbortProvisionBMNodes
+//! and IntrospectBMNodes start, and how a node's deploy reaches it.
+//!
+//! One job per call; each node runs its own task (at most
+//! `provision.max_concurrent` at once) through the steps, which are also the
+//! job's status (that of its slowest node still running):
+//! `step0` validate (image, ramdisk, templates, BMC login), `step1` boot
+//! device PXE + power cycle, `step2` wait for the network boot, `step3`
+//! deploy (progress from the ramdisk's or installer's callbacks), `step4`
+//! boot device disk + power cycle + power on confirmed, `step5` (images with
+//! `first_boot_callback`) the installed OS calls back. Every state change is
+//! written before the BMC command that follows it. A failure powers the
+//! node off, moves it to `provision_failed` and records a user message that
+//! says which step failed and what to check.
+//!
+//! The PXE servers reach this service through [`Provisioner`]'s narrow
+//! boot interface only: they ask what a node boots now
+//! ([`Provisioner::boot_mode`]), and report what they served and what the
+//! node posted ([`Provisioner::served`], [`Provisioner::fetched`],
+//! [`Provisioner::callback`], [`Provisioner::enlist`]); a node nobody
+//! provisions is not listened to. They never move a node's state.
+
+pub mod inventory;
+mod run;
+
+pub use run::Kind;
+
+use crate::foundation::callbacks::Callback;
+use crate::foundation::config::{Config, ImageConfig, ImageMethod};
+use crate::foundation::shared::Shared;
+use crate::foundation::states::Trigger;
+use crate::foundation::store::{BmNode, BmNodeStatus, Job, StoreError};
+use crate::foundation::templates::Mode;
+use crate::service::power::Power;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The provisioning service: starts and aborts provisions and inspections,
+/// and is what the PXE servers ask and tell about network-booting nodes.
+pub struct Provisioner {
+    shared: Arc<Shared>,
+    power: Arc<Power>,
+    /// The nodes being worked on now, and what their deploys do.
+    deploys: Registry,
+}
+
+impl Provisioner {
+    pub fn new(shared: Arc<Shared>, power: Arc<Power>) -> Provisioner {
+        Provisioner {
+            shared,
+            power,
+            deploys: Registry::default(),
+        }
+    }
+
+    /// Starts a `kind` job over `nodes` (already checked: they exist and may
+    /// be worked on); returns the job.
+    pub async fn start(
+        self: &Arc<Self>,
+        kind: Kind,
+        nodes: Vec<BmNode>,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<Job, StoreError> {
+        run::start(self.clone(), kind, nodes, user_id, request_id).await
+    }
+
+    /// Starts listening for what `node_id` does on the network (a provision
+    /// or inspection task does this before it powers the node on).
+    pub fn watch(&self, node_id: &str) -> Watch {
+        self.deploys.watch(node_id)
+    }
+
+    /// Whether a task works on `node_id` now.
+    pub fn is_running(&self, node_id: &str) -> bool {
+        self.deploys.is_running(node_id)
+    }
+
+    /// Stops the work on `node_id`: through its task, or (no task: the
+    /// daemon restarted meanwhile) by moving it straight to its failed
+    /// state.
+    pub async fn abort(&self, node_id: &str) -> Result<(), StoreError> {
+        if !self.deploys.abort(node_id) {
+            self.shared
+                .store
+                .transition_bm_node(node_id, Trigger::Abort)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// At start-up: nodes left mid-work by a stop of the daemon go to their
+    /// failed state, each with a user message; returns their ids.
+    pub async fn fail_interrupted_nodes(&self) -> Result<Vec<String>, StoreError> {
+        run::fail_interrupted_nodes(&self.shared).await
+    }
+
+    /// What `node` boots when it network-boots now: only a node a task
+    /// provisions or inspects, before its deploy is over, boots anything but
+    /// its local disk (never a second deploy of an active node).
+    pub fn boot_mode(&self, node: &BmNode, cfg: &Config) -> Mode {
+        let image = cfg.images.iter().find(|i| i.os_version == node.os_version);
+        if !self.deploys.needs_netboot(&node.node_id) {
+            return Mode::Local;
+        }
+        if node.status == BmNodeStatus::Provisioning && image.is_none() {
+            tracing::warn!(node_id = %node.node_id, os_version = %node.os_version, "the node is provisioning an os_version the image catalogue lacks: local boot");
+        }
+        mode_for(node.status, image)
+    }
+
+    /// The boot server served `node_id` its boot script.
+    pub fn served(&self, node_id: &str) {
+        self.deploys.notify(node_id, DeployEvent::BootScript);
+    }
+
+    /// The machine behind `mac` fetched `what` (`kernel`, `initrd`, `image`).
+    pub async fn fetched(&self, mac: &str, what: &'static str) {
+        if let Ok(found) = self
+            .shared
+            .store
+            .nodes_by_pxe_macs(vec![mac.to_string()])
+            .await
+        {
+            if let Some((node_id, _)) = found.get(mac) {
+                self.deploys.notify(node_id, DeployEvent::Fetched(what));
+            }
+        }
+    }
+
+    /// `node_id` (its token already checked) called back with `cb`: an
+    /// inventory is kept, and the node's task (if one runs) hears it.
+    pub async fn callback(&self, node_id: &str, cb: Callback) -> Result<(), StoreError> {
+        if let Callback::Inventory(json) = &cb {
+            self.shared
+                .store
+                .save_inventory(node_id, json.clone())
+                .await?;
+        }
+        self.deploys.notify(node_id, DeployEvent::Callback(cb));
+        Ok(())
+    }
+
+    /// Discovery: the unknown machine `mac` network-booted the discovery
+    /// script and sent `raw`; see [`inventory::enlist`].
+    pub async fn enlist(
+        &self,
+        mac: &str,
+        raw: &serde_json::Value,
+    ) -> Result<(String, bool), StoreError> {
+        inventory::enlist(&self.shared.store, mac, raw).await
+    }
+}
+
+/// What a node that network-boots in `status` is told to do with `image`
+/// (its os_version's catalogue entry), while a task wants it to netboot.
+pub fn mode_for(status: BmNodeStatus, image: Option<&ImageConfig>) -> Mode {
+    match (status, image) {
+        (BmNodeStatus::Provisioning, Some(i)) if i.method == ImageMethod::Installer => {
+            Mode::Install
+        }
+        (BmNodeStatus::Provisioning, Some(_)) => Mode::Deploy,
+        (BmNodeStatus::Inspecting, _) => Mode::Inspect,
+        _ => Mode::Local,
+    }
+}
+
+/// Something a node under provision did, as the HTTP boot server saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeployEvent {
+    /// Its iPXE script (deploy, install or inspect) was served.
+    BootScript,
+    /// It fetched a file: `kernel`, `initrd` or `image`.
+    Fetched(&'static str),
+    /// It called back.
+    Callback(Callback),
+}
+
+/// What a provision task listens to.
+pub struct Watch {
+    pub events: mpsc::UnboundedReceiver<DeployEvent>,
+    pub cancel: CancellationToken,
+}
+
+struct Entry {
+    events: mpsc::UnboundedSender<DeployEvent>,
+    cancel: CancellationToken,
+    /// The deploy has ended (step4 on): a network boot gets the local disk.
+    deployed: bool,
+}
+
+/// The nodes being provisioned or inspected right now, by node id.
+#[derive(Default)]
+struct Registry {
+    nodes: Mutex<HashMap<String, Entry>>,
+}
+
+impl Registry {
+    /// Starts listening for `node_id` (replacing an older listener).
+    pub fn watch(&self, node_id: &str) -> Watch {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        self.lock().insert(
+            node_id.to_string(),
+            Entry {
+                events: tx,
+                cancel: cancel.clone(),
+                deployed: false,
+            },
+        );
+        Watch { events: rx, cancel }
+    }
+
+    /// Stops listening for `node_id`.
+    pub fn forget(&self, node_id: &str) {
+        self.lock().remove(node_id);
+    }
+
+    /// Passes `event` to the task working on `node_id`, if any.
+    pub fn notify(&self, node_id: &str, event: DeployEvent) {
+        if let Some(e) = self.lock().get(node_id) {
+            let _ = e.events.send(event);
+        }
+    }
+
+    /// Asks the task working on `node_id` to stop; whether there was one.
+    pub fn abort(&self, node_id: &str) -> bool {
+        match self.lock().get(node_id) {
+            Some(e) => {
+                e.cancel.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks `node_id`'s deploy as over: from now on it boots its disk.
+    pub fn set_deployed(&self, node_id: &str) {
+        if let Some(e) = self.lock().get_mut(node_id) {
+            e.deployed = true;
+        }
+    }
+
+    /// Whether `node_id` should network-boot its deploy now: a task works
+    /// on it and has not finished the deploy.
+    pub fn needs_netboot(&self, node_id: &str) -> bool {
+        self.lock().get(node_id).is_some_and(|e| !e.deployed)
+    }
+
+    /// Whether a task works on `node_id`.
+    pub fn is_running(&self, node_id: &str) -> bool {
+        self.lock().contains_key(node_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_provisioning_and_inspecting_nodes_boot_anything_but_their_disk() {
+        let cfg = Config::parse("[[images]]\nos_version = \"tiny\"\nfile = \"/x.raw\"\n[[images]]\nos_version = \"inst\"\nmethod = \"installer\"\nurl = \"http://m/\"\nkernel = \"/k\"\ninitrd = \"/i\"\ntemplate = \"kickstart\"\n").unwrap();
+        let (tiny, inst) = (Some(&cfg.images[0]), Some(&cfg.images[1]));
+        assert_eq!(mode_for(BmNodeStatus::Provisioning, tiny), Mode::Deploy);
+        assert_eq!(mode_for(BmNodeStatus::Provisioning, inst), Mode::Install);
+        assert_eq!(mode_for(BmNodeStatus::Provisioning, None), Mode::Local);
+        assert_eq!(mode_for(BmNodeStatus::Inspecting, None), Mode::Inspect);
+        for s in BmNodeStatus::ALL {
+            if !matches!(s, BmNodeStatus::Provisioning | BmNodeStatus::Inspecting) {
+                assert_eq!(mode_for(s, tiny), Mode::Local, "{s:?}");
+            }
+        }
+    }
+}

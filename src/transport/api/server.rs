@@ -1,0 +1,231 @@
+//! The API transport: HTTP/1.1 on a Unix socket (axum over a tokio
+//! `UnixListener`), `POST /` with one JSON object, JSON back with HTTP 200
+//! whatever the `ret_code`. Reads the peer's uid/pid (SO_PEERCRED) for the
+//! request log, caps body size and requests in flight, and stops accepting on
+//! cancellation while in-flight requests finish.
+
+use super::{error_response, handle};
+use crate::foundation::errors::{ApiError, RetCode};
+use crate::service::app::App;
+use axum::body::Body;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use axum::Router;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// The connecting process, from SO_PEERCRED.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub pid: Option<i32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let cred = stream.io().peer_cred().ok();
+        Peer {
+            uid: cred.map(|c| c.uid()),
+            pid: cred.and_then(|c| c.pid()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    app: Arc<App>,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Binds the API socket at `path` with permission bits `mode`. A stale socket
+/// file (nobody answering) is replaced; a live one means another daemon owns
+/// it, which is an error.
+pub fn bind(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket: remove it or set api.socket elsewhere",
+                    path.display()
+                ),
+            ));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "another rackboot daemon is already serving {}: stop it first",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: UnixListener,
+    app: Arc<App>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let permits = app.config().api.max_concurrent_requests;
+    let state = AppState {
+        app,
+        in_flight: Arc::new(Semaphore::new(permits)),
+    };
+    let app = Router::new().fallback(api).with_state(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn api(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let limit = state.app.config().api.max_request_bytes;
+    if method != Method::POST {
+        let e = ApiError::bad(format!(
+            "use POST with one JSON object as the body (got {method}); e.g. curl --unix-socket <state-dir>/api.sock -d '{{\"action\":\"DescribeBMNodes\",…}}' http://localhost/"
+        ));
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, &error_response("Error", &e));
+    }
+    let too_large = || {
+        let e = ApiError::new(
+            RetCode::TooLarge,
+            format!("the request body is larger than {limit} bytes (api.max_request_bytes): split the request, e.g. register nodes in smaller batches"),
+        );
+        tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, limit, "request body too large");
+        json_response(StatusCode::PAYLOAD_TOO_LARGE, &error_response("Error", &e))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return too_large();
+    };
+    let Ok(_permit) = state.in_flight.acquire().await else {
+        let e = ApiError::internal();
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &error_response("Error", &e),
+        );
+    };
+    tracing::debug!(
+        bytes = bytes.len(),
+        peer_pid = peer.pid.unwrap_or(-1),
+        "request received"
+    );
+    let (response, outcome) = handle(state.app.clone(), &bytes).await;
+    tracing::info!(
+        request_id = %outcome.request_id,
+        action = %outcome.action,
+        user = %outcome.user_id,
+        peer_uid = peer.uid.map(i64::from).unwrap_or(-1),
+        peer_pid = peer.pid.unwrap_or(-1),
+        ret_code = outcome.ret_code,
+        ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+        "request"
+    );
+    let size: usize = response.iter().map(Vec::len).sum();
+    let large = size >= RELEASE_AFTER_BYTES || bytes.len() >= RELEASE_AFTER_BYTES;
+    let reply = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::new(Pieces::new(response)),
+    )
+        .into_response();
+    if large {
+        // Off the request path: the reply goes out while the heap is trimmed.
+        tokio::task::spawn_blocking(release_free_memory);
+    }
+    reply
+}
+
+/// A response body sent as the pieces the handler produced, with its exact
+/// length known (Content-Length), without joining them into one buffer.
+struct Pieces {
+    pieces: std::collections::VecDeque<Vec<u8>>,
+    remaining: u64,
+}
+
+impl Pieces {
+    fn new(pieces: Vec<Vec<u8>>) -> Pieces {
+        let remaining = pieces.iter().map(|p| p.len() as u64).sum();
+        Pieces {
+            pieces: pieces.into(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Pieces {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.pieces.pop_front() {
+            Some(piece) => {
+                self.remaining -= piece.len() as u64;
+                std::task::Poll::Ready(Some(Ok(http_body::Frame::data(piece.into()))))
+            }
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Requests or responses at least this large are followed by handing freed
+/// heap back to the kernel.
+const RELEASE_AFTER_BYTES: usize = 1024 * 1024;
+
+/// Returns free heap pages to the kernel (glibc keeps them otherwise, and the
+/// daemon's RSS would stay at its largest response's high-water mark).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases unused memory; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

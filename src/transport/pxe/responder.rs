@@ -1,0 +1,515 @@
+//! The PXE responder's sockets, started when `[dhcp] interface` is set:
+//! DHCP on UDP 67 (and 4011 in proxy mode), TFTP and HTTP on the
+//! interface's IPv4 address, all bound to that interface (SO_BINDTODEVICE),
+//! so nothing ever answers on another one. Decisions are
+//! [`crate::foundation::dhcp::handle`]'s and [`crate::foundation::dhcp::handle_proxy`]'s; leases
+//! live in memory and are written to the store before any answer that
+//! depends on them is sent, one transaction per batch of packets.
+
+use crate::foundation::config::DhcpMode;
+use crate::foundation::dhcp::{
+    self, Decision, Lease, Leases, NodeInfo, Nodes, Pool, ProxyPort, Settings,
+};
+use crate::foundation::firmware::BootFiles;
+use crate::foundation::tftp::Limits;
+use crate::service::app::App;
+use crate::transport::pxe::tftp::{self as tftp, TftpSettings};
+use dhcproto::{Encodable, Encoder};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+/// The IPv4 address of interface `name`.
+pub fn interface_ipv4(name: &str) -> Result<Ipv4Addr, String> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list interfaces: {e}"))?;
+    let mut seen = false;
+    for a in addrs {
+        if a.interface_name != name {
+            continue;
+        }
+        seen = true;
+        if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
+            return Ok(sin.ip());
+        }
+    }
+    Err(if seen {
+        format!("interface {name} (dhcp.interface) has no IPv4 address: give it one, e.g. ip addr add 10.99.0.1/24 dev {name}")
+    } else {
+        format!("there is no interface {name} (dhcp.interface): check `ip link`")
+    })
+}
+
+/// The Ethernet address of interface `name`, if it has one.
+fn interface_mac(name: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .filter_map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes.try_into().ok()
+}
+
+fn bound_socket(addr: SocketAddr, iface: &str, broadcast: bool) -> Result<UdpSocket, String> {
+    let sock = std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    nix::sys::socket::setsockopt(
+        &sock,
+        nix::sys::socket::sockopt::BindToDevice,
+        &OsString::from(iface),
+    )
+    .map_err(|e| format!("cannot bind {addr} to interface {iface} (needs CAP_NET_RAW): {e}"))?;
+    if broadcast {
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Broadcast, &true)
+            .map_err(|e| format!("cannot enable broadcast on {addr}: {e}"))?;
+    }
+    sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+    UdpSocket::from_std(sock).map_err(|e| e.to_string())
+}
+
+/// Starts DHCP and TFTP when configured; returns whether they run.
+pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, String> {
+    let cfg = app.config();
+    let iface = cfg.dhcp.interface.clone();
+    if iface.is_empty() {
+        tracing::info!("PXE services off: set [dhcp] interface to serve DHCP and TFTP");
+        return Ok(false);
+    }
+    let ip = interface_ipv4(&iface)?;
+    let d = &cfg.dhcp;
+    let addr = |key: &str, v: &str| -> Result<Ipv4Addr, String> {
+        if d.mode == DhcpMode::Proxy && v.is_empty() {
+            return Ok(Ipv4Addr::UNSPECIFIED);
+        }
+        v.parse().map_err(|_| format!("{key} is not an address"))
+    };
+    let settings = Settings {
+        server: ip,
+        pool: Pool {
+            start: addr("dhcp.range_start", &d.range_start)?,
+            end: addr("dhcp.range_end", &d.range_end)?,
+            netmask: d
+                .netmask
+                .parse()
+                .map_err(|_| "dhcp.netmask is not a netmask".to_string())?,
+            router: d.router.parse().ok(),
+            lease_time: d.lease_time,
+        },
+        files: BootFiles {
+            bios: cfg.boot.bios_file.clone(),
+            uefi_x64: cfg.boot.uefi_x64_file.clone(),
+            uefi_arm64: cfg.boot.uefi_arm64_file.clone(),
+        },
+        http_base: format!("http://{ip}:{}", cfg.http.port),
+        discovery: d.discovery,
+    };
+    let dhcp_sock = bound_socket(SocketAddr::from(([0, 0, 0, 0], 67)), &iface, true)?;
+    let (boot_sock, table) = match d.mode {
+        DhcpMode::Proxy => (
+            Some(bound_socket(SocketAddr::from((ip, 4011)), &iface, false)?),
+            None,
+        ),
+        DhcpMode::Full => {
+            let leases: HashMap<String, Lease> = app
+                .store
+                .load_leases()
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|l| (l.mac.clone(), l))
+                .collect();
+            (None, Some(Table::new(leases)))
+        }
+    };
+    tokio::spawn(dhcp_loop(
+        app.clone(),
+        Sockets {
+            dhcp: dhcp_sock,
+            boot_server: boot_sock,
+        },
+        settings,
+        table,
+        shutdown.clone(),
+    ));
+    if cfg.tftp.enabled {
+        let tftp_sock = bound_socket(SocketAddr::from((ip, cfg.tftp.port)), &iface, false)?;
+        let t = TftpSettings {
+            root: PathBuf::from(&cfg.boot.files_dir),
+            limits: Limits {
+                max_blksize: cfg.tftp.max_blksize,
+                max_windowsize: cfg.tftp.max_windowsize,
+            },
+            max_transfers: cfg.tftp.max_transfers,
+            retries: 5,
+            report: Some(tftp_reporter(app.clone())),
+            generate: Some(tftp_generator(app.clone(), ip, cfg.http.port)),
+        };
+        if !t.root.is_dir() {
+            return Err(format!(
+                "boot.files_dir {} is not a directory: install Debian's ipxe package or set boot.files_dir",
+                t.root.display()
+            ));
+        }
+        let tftp_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tftp::serve(tftp_sock, t, tftp_shutdown).await {
+                tracing::error!("TFTP server stopped: {e}");
+            }
+        });
+    }
+    if d.router_advertisement {
+        super::ra::start(&iface, interface_mac(&iface), shutdown.clone())?;
+    }
+    let http_addr = SocketAddr::from((ip, cfg.http.port));
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {http_addr} (http.port): {e}"))?;
+    tokio::spawn(super::http::serve(listener, app.clone(), shutdown.clone()));
+    let mode = match d.mode {
+        DhcpMode::Full => "DHCP full mode",
+        DhcpMode::Proxy => "ProxyDHCP on 67 and 4011",
+    };
+    tracing::info!(interface = %iface, address = %ip, tftp = cfg.tftp.enabled, http = cfg.http.port, "PXE services listening ({mode}, TFTP, HTTP)");
+    Ok(true)
+}
+
+/// Adds a step to a machine's boot timeline, in the background.
+fn record(app: &Arc<App>, mac: &str, kind: &'static str, detail: String) {
+    let (store, mac) = (app.store.clone(), mac.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = store.record_boot_event(mac, kind, detail).await {
+            tracing::debug!("boot timeline: {e}");
+        }
+    });
+}
+
+/// Reports TFTP transfers to the boot timeline (the MAC from the lease of
+/// the client's address).
+fn tftp_reporter(app: Arc<App>) -> crate::transport::pxe::tftp::TransferHook {
+    let handle = tokio::runtime::Handle::current();
+    Arc::new(
+        move |peer: SocketAddr, file: String, bytes: u64, ms: u64, outcome: Result<(), String>| {
+            let app = app.clone();
+            handle.spawn(async move {
+                let Ok(Some(mac)) = app.store.mac_of_lease(peer.ip().to_string()).await else {
+                    return;
+                };
+                let detail = match outcome {
+                    Ok(()) => format!("{file}: {bytes} bytes in {ms} ms"),
+                    Err(e) => format!("{file}: not sent ({e})"),
+                };
+                record(&app, &mac, "tftp", detail);
+            });
+        },
+    )
+}
+
+/// Per-MAC boot loader configs over TFTP (`grub/grub.cfg-01-<mac>`,
+/// `pxelinux.cfg/01-<mac>`), rendered on request, no file written.
+fn tftp_generator(
+    app: Arc<App>,
+    ip: Ipv4Addr,
+    http_port: u16,
+) -> crate::transport::pxe::tftp::Generator {
+    Arc::new(move |name: String| {
+        let app = app.clone();
+        Box::pin(async move {
+            super::http::generated_config(&app, &ip.to_string(), http_port, &name)
+                .await
+                .map(|(_, body)| body.into_bytes())
+        })
+    })
+}
+
+/// The lease table in memory, indexed both ways (the DHCP path looks
+/// addresses up once per pool address while choosing one), remembering
+/// which MACs changed so that only those are written back.
+struct Table {
+    leases: HashMap<String, Lease>,
+    by_ip: HashMap<Ipv4Addr, String>,
+    touched: HashSet<String>,
+    /// Where the search for a free address resumes (allocation stays O(1)
+    /// while the range has never-used addresses, whatever the lease count).
+    cursor: u32,
+}
+
+impl Table {
+    fn new(leases: HashMap<String, Lease>) -> Table {
+        let by_ip = leases.values().map(|l| (l.ip, l.mac.clone())).collect();
+        Table {
+            leases,
+            by_ip,
+            touched: HashSet::new(),
+            cursor: 0,
+        }
+    }
+}
+
+impl Leases for Table {
+    fn by_mac(&self, mac: &str) -> Option<Lease> {
+        self.leases.get(mac).cloned()
+    }
+    fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease> {
+        self.by_ip
+            .get(&ip)
+            .and_then(|mac| self.leases.get(mac))
+            .cloned()
+    }
+    fn put(&mut self, lease: Lease) {
+        // One lease per address: a new holder replaces the old one.
+        if let Some(old) = self
+            .by_ip
+            .get(&lease.ip)
+            .filter(|m| **m != lease.mac)
+            .cloned()
+        {
+            self.leases.remove(&old);
+            self.touched.insert(old);
+        }
+        if let Some(prev) = self.leases.get(&lease.mac) {
+            self.by_ip.remove(&prev.ip);
+        }
+        self.touched.insert(lease.mac.clone());
+        self.by_ip.insert(lease.ip, lease.mac.clone());
+        self.leases.insert(lease.mac.clone(), lease);
+    }
+    fn free_address(&mut self, pool: &Pool, mac: &str, now: i64) -> Option<Ipv4Addr> {
+        let (start, end) = (u32::from(pool.start), u32::from(pool.end));
+        let from = self.cursor.clamp(start, end);
+        let free = |ip: u32| {
+            let ip = Ipv4Addr::from(ip);
+            match self.by_ip.get(&ip).and_then(|m| self.leases.get(m)) {
+                None => true,
+                Some(l) => l.expires <= now || l.mac == mac,
+            }
+        };
+        let found = (from..=end).chain(start..from).find(|ip| free(*ip))?;
+        self.cursor = found.saturating_add(1);
+        Some(Ipv4Addr::from(found))
+    }
+    fn remove(&mut self, mac: &str) {
+        self.touched.insert(mac.to_string());
+        if let Some(l) = self.leases.remove(mac) {
+            self.by_ip.remove(&l.ip);
+        }
+    }
+}
+
+/// Registered nodes among the MACs of one batch of packets.
+struct Known(HashMap<String, (String, String)>);
+
+impl Nodes for Known {
+    fn by_mac(&self, mac: &str) -> Option<NodeInfo> {
+        self.0.get(mac).map(|(node_id, fixed)| NodeInfo {
+            node_id: node_id.clone(),
+            fixed_address: fixed.parse().ok(),
+        })
+    }
+}
+
+/// The DHCP sockets: 67, and 4011 in proxy mode.
+struct Sockets {
+    dhcp: UdpSocket,
+    boot_server: Option<UdpSocket>,
+}
+
+/// A request taken off a socket.
+struct Incoming {
+    msg: dhcproto::v4::Message,
+    mac: String,
+    /// `None`: port 67; `Some(peer)`: port 4011, from `peer`.
+    boot_server_peer: Option<SocketAddrV4>,
+}
+
+/// Packets handled per batch: one node lookup, one lease write and one
+/// timeline write per batch, however busy the network.
+const BATCH: usize = 256;
+
+fn drain(
+    sock: &UdpSocket,
+    boot_server: bool,
+    buf: &mut [u8],
+    limit: &mut dhcp::RateLimit,
+    now: f64,
+    out: &mut Vec<Incoming>,
+) {
+    while out.len() < BATCH {
+        let (n, peer) = match sock.try_recv_from(buf) {
+            Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                tracing::debug!("dhcp: receive failed: {e}");
+                return;
+            }
+        };
+        let Some(msg) = dhcp::decode(&buf[..n]) else {
+            tracing::debug!(%peer, "dhcp: dropped a malformed packet");
+            continue;
+        };
+        let Some(mac) = dhcp::mac_of(&msg) else {
+            tracing::debug!(%peer, "dhcp: dropped a packet without an Ethernet address");
+            continue;
+        };
+        if !limit.allow(&mac, now) {
+            tracing::debug!(%mac, "dhcp: rate limited");
+            continue;
+        }
+        let boot_server_peer = match (boot_server, peer) {
+            (false, _) => None,
+            (true, SocketAddr::V4(p)) => Some(p),
+            (true, SocketAddr::V6(_)) => continue,
+        };
+        out.push(Incoming {
+            msg,
+            mac,
+            boot_server_peer,
+        });
+    }
+}
+
+fn upper<T: std::fmt::Debug>(t: Option<T>) -> String {
+    t.map(|t| format!("{t:?}").to_uppercase())
+        .unwrap_or_default()
+}
+
+async fn dhcp_loop(
+    app: Arc<App>,
+    socks: Sockets,
+    settings: Settings,
+    mut table: Option<Table>,
+    shutdown: CancellationToken,
+) {
+    let mut buf = vec![0u8; 1500];
+    let mut limit = dhcp::RateLimit::default();
+    let started = std::time::Instant::now();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let boot_ready = async {
+            match &socks.boot_server {
+                Some(s) => s.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = socks.dhcp.readable() => {},
+            _ = boot_ready => {},
+            _ = shutdown.cancelled() => return,
+        }
+        let now = started.elapsed().as_secs_f64();
+        drain(&socks.dhcp, false, &mut buf, &mut limit, now, &mut batch);
+        if let Some(s) = &socks.boot_server {
+            drain(s, true, &mut buf, &mut limit, now, &mut batch);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let macs: Vec<String> = batch
+            .iter()
+            .map(|p| p.mac.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let known = match app.store.nodes_by_pxe_macs(macs).await {
+            Ok(k) => Known(k),
+            Err(e) => {
+                tracing::warn!("dhcp: node lookup failed: {e}");
+                batch.clear();
+                continue;
+            }
+        };
+        let unix_now = crate::foundation::ids::now_secs();
+        let mut events = Vec::new();
+        let mut replies = Vec::new();
+        for p in batch.drain(..) {
+            let decision = match (&mut table, p.boot_server_peer) {
+                (Some(t), _) => dhcp::handle(&p.msg, unix_now, &settings, &known, t),
+                (None, None) => dhcp::handle_proxy(&p.msg, ProxyPort::Dhcp, &settings, &known),
+                (None, Some(from)) => {
+                    dhcp::handle_proxy(&p.msg, ProxyPort::BootServer { from }, &settings, &known)
+                }
+            };
+            let known_mac = known.0.contains_key(&p.mac);
+            let asked = upper(dhcp::message_type(&p.msg));
+            let port = if p.boot_server_peer.is_some() {
+                " (4011)"
+            } else {
+                ""
+            };
+            let arch = crate::foundation::firmware::classify(&p.msg)
+                .arch
+                .map(|a| format!(", arch {a}"))
+                .unwrap_or_default();
+            match decision {
+                Decision::Ignore(why) => {
+                    tracing::debug!(mac = %p.mac, xid = p.msg.xid(), "dhcp: no answer: {why}");
+                    if known_mac {
+                        events.push((
+                            p.mac,
+                            "dhcp",
+                            format!("{asked}{port}{arch}: no answer ({why})"),
+                        ));
+                    }
+                }
+                Decision::Reply { message, to } => {
+                    let answer = upper(dhcp::message_type(&message));
+                    let file = match message.opts().get(dhcproto::v4::OptionCode::BootfileName) {
+                        Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
+                            format!(", boot {}", String::from_utf8_lossy(f))
+                        }
+                        _ => String::new(),
+                    };
+                    let address = if message.yiaddr().is_unspecified() {
+                        "(proxy, no address)".to_string()
+                    } else {
+                        message.yiaddr().to_string()
+                    };
+                    events.push((
+                        p.mac.clone(),
+                        "dhcp",
+                        format!("{asked}{port}{arch} → {answer} {address}{file}"),
+                    ));
+                    let mut out = Vec::with_capacity(576);
+                    if message.encode(&mut Encoder::new(&mut out)).is_err() {
+                        continue;
+                    }
+                    tracing::info!(mac = %p.mac, xid = p.msg.xid(), yiaddr = %message.yiaddr(), %to, "dhcp: answered");
+                    replies.push((out, to, p.boot_server_peer.is_some(), p.mac));
+                }
+            }
+        }
+        // Leases are on disk before any answer that hands them out.
+        if let Some(t) = &mut table {
+            let changes: Vec<(String, Option<Lease>)> = std::mem::take(&mut t.touched)
+                .into_iter()
+                .map(|mac| {
+                    let lease = t.leases.get(&mac).cloned();
+                    (mac, lease)
+                })
+                .collect();
+            if let Err(e) = app.store.save_leases(changes).await {
+                tracing::warn!("dhcp: cannot save leases, not answering this batch: {e}");
+                continue;
+            }
+        }
+        for (out, to, from_boot_server, mac) in replies {
+            let sock = match (&socks.boot_server, from_boot_server) {
+                (Some(s), true) => s,
+                _ => &socks.dhcp,
+            };
+            if let Err(e) = sock.send_to(&out, SocketAddr::V4(to)).await {
+                tracing::warn!(%mac, "dhcp: cannot send the answer: {e}");
+            }
+        }
+        if !events.is_empty() {
+            let store = app.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.record_boot_events(events).await {
+                    tracing::debug!("boot timeline: {e}");
+                }
+            });
+        }
+    }
+}
