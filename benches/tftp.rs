@@ -105,6 +105,7 @@ fn main() {
         retries: 5,
         report: None,
         generate: None,
+        named: None,
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()

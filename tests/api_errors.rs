@@ -30,6 +30,7 @@ fn right_type(ty: Ty) -> Value {
         Ty::Int | Ty::Flag => json!(0),
         Ty::List => json!(["n-Zz000000"]),
         Ty::Objects => json!([{}]),
+        Ty::Object => json!({}),
     }
 }
 
@@ -40,6 +41,7 @@ fn wrong_type(ty: Ty) -> Value {
         Ty::Int | Ty::Flag => json!("twelve"),
         Ty::List => json!(5),
         Ty::Objects => json!("nodes"),
+        Ty::Object => json!(["not", "an", "object"]),
     }
 }
 

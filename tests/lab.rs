@@ -10,168 +10,11 @@
 
 mod common;
 
+use common::lab::{head, holds_image, Lab, BIN};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_rackboot");
-
-/// The kernel package cache, filled once (the first build downloads the
-/// .deb); each lab builds its own ramdisk from it.
-fn ramdisk() -> PathBuf {
-    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONCE.lock().unwrap();
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lab-ramdisk");
-    if !dir.join("cache").exists() {
-        let out = Command::new(BIN)
-            .args(["ramdisk", "build", "--out"])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ramdisk build: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    dir
-}
-
-struct Lab {
-    dir: tempfile::TempDir,
-    netns: String,
-}
-
-impl Lab {
-    fn up(tag: &str, args: &[&str]) -> (Lab, String) {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the lab test needs root (CI is root)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let cache = dir.path().join("ramdisk/cache");
-        std::fs::create_dir_all(&cache).unwrap();
-        for deb in std::fs::read_dir(ramdisk().join("cache"))
-            .unwrap()
-            .flatten()
-        {
-            if deb.path().extension().is_some_and(|e| e == "deb") {
-                std::fs::copy(deb.path(), cache.join(deb.file_name())).unwrap();
-            }
-        }
-        let netns = format!("rbt-lab{tag}-{}", std::process::id());
-        let lab = Lab { dir, netns };
-        let out = Command::new(BIN)
-            .args(["lab", "up", "--dir"])
-            .arg(lab.dir.path())
-            .args(["--netns", &lab.netns])
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "lab up failed:\n{text}\ndaemon log:\n{}",
-            std::fs::read_to_string(lab.dir.path().join("rackboot.log")).unwrap_or_default()
-        );
-        (lab, text)
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn api(&self, request: Value) -> Value {
-        let password = std::fs::read_to_string(self.path("state/admin.password")).unwrap();
-        rackboot::entry::lab::api(&self.path("state/api.sock"), password.trim(), request).unwrap()
-    }
-
-    fn ok(&self, request: Value) -> Value {
-        let r = self.api(request.clone());
-        assert_eq!(r["ret_code"], 0, "{request} → {r}");
-        r
-    }
-
-    fn ipmitool(&self, vm: u32, args: &[&str]) -> String {
-        let port = (6230 + vm).to_string();
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.netns,
-                "ipmitool",
-                "-I",
-                "lanplus",
-                "-C",
-                "3",
-                "-H",
-                "10.99.0.1",
-                "-p",
-                &port,
-                "-U",
-                "admin",
-                "-P",
-                "password",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn vm_running(&self, vm: u32) -> bool {
-        let Ok(pid) = std::fs::read_to_string(self.path(&format!("vm{vm}/vm.pid"))) else {
-            return false;
-        };
-        let pid: i32 = pid.trim().parse().unwrap_or(0);
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(false)
-    }
-
-    fn wait_job(&self, job: &str, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let s = self.ok(json!({"action": "GetStatus", "job_id": job, "job_action": self.ok(json!({"action": "GetStatus", "job_id": job, "job_action": "ProvisionBMNodes"})).get("job_action").and_then(Value::as_str).unwrap_or("ProvisionBMNodes")}));
-            if s["status"] == "successful" || s["status"] == "failed" {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "job {job} still running: {s}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(BIN)
-            .args(["lab", "down", "--dir"])
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
-/// Whether disk `a` holds image `b`, but for sector 1, where the deploy
-/// leaves the first-boot callback URL.
-fn holds_image(a: &Path, b: &Path) -> bool {
-    let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    a.len() >= b.len()
-        && a[..512] == b[..512]
-        && a[1024..b.len()] == b[1024..]
-        && String::from_utf8_lossy(&a[512..1024])
-            .starts_with("rackboot-firstboot http://10.99.0.1:8080/callback/")
-}
 
 #[test]
 fn lab_up_provisions_two_vms_from_new_to_active() {
@@ -188,7 +31,7 @@ fn lab_up_provisions_two_vms_from_new_to_active() {
         "deploy boot script",
         "GET /deploy/kernel: ",
         "GET /deploy/initrd: ",
-        "GET /images/tiny-1.0/image [0+4194304]",
+        "GET /images/tiny-1.0/image: ",
         "callback inventory",
     ] {
         assert!(out.contains(step), "the timeline lacks {step}:\n{out}");
@@ -209,7 +52,7 @@ fn lab_up_provisions_two_vms_from_new_to_active() {
     for vm in 0..2 {
         assert!(
             holds_image(
-                &lab.path(&format!("vm{vm}/disk.raw")),
+                &lab.path(&format!("vm{vm}/disk1.raw")),
                 &lab.path("tiny.raw")
             ),
             "vm{vm}'s disk does not hold the image"
@@ -323,7 +166,7 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
     let register = |i: u32, os: &str, mac: &str| -> String {
         let r = lab.ok(json!({
             "action": "RegisterBMNodes", "hostname": format!("vm{i}"), "os_version": os, "cpu_arch": "x86_64",
-            "os_disk_name": "vda", "ipmi_network_address": "10.99.0.1", "ipmi_port": 6230 + i,
+            "os_disk_name": "vda", "boot_mode": "bios", "ipmi_network_address": "10.99.0.1", "ipmi_port": 6230 + i,
             "ipmi_username": "admin", "ipmi_password": "password", "pxe_network_mac_addr": mac,
         }));
         r["node_ids"][0].as_str().unwrap().to_string()
@@ -386,7 +229,9 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
     assert_eq!(p["cpu_count"], 1, "{data}");
     assert!(p["memory_mib"].as_u64().unwrap() > 150, "{data}");
     assert_eq!(p["disks"][0]["name"], "vda", "{data}");
-    assert_eq!(p["disks"][0]["size_bytes"], 64 * 1024 * 1024, "{data}");
+    assert_eq!(p["disks"][0]["size_bytes"], 4u64 << 30, "{data}");
+    assert_eq!(p["disks"][0]["serial"], "RB-LAB01-D1", "{data}");
+    assert_eq!(p["boot_mode"], "bios", "{data}");
     assert!(
         data["data"]["nics"]
             .to_string()
@@ -406,10 +251,8 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
         .to_string();
     let s = lab.wait_job(&job, 120);
     assert_eq!(s["status"], "successful", "{s}");
-    let (disk, raw) = (
-        std::fs::read(lab.path("vm1/disk.raw")).unwrap(),
-        std::fs::read(lab.path("tiny.raw")).unwrap(),
-    );
+    let raw = std::fs::read(lab.path("tiny.raw")).unwrap();
+    let disk = head(&lab.path("vm1/disk1.raw"), raw.len());
     assert!(
         disk[..raw.len()] == raw[..],
         "vm1's disk does not hold the gunzipped image"

@@ -51,10 +51,12 @@ fn config(lab: &Lab, extra: &str) -> String {
     )
 }
 
+/// Node `n`: odd ones boot in legacy BIOS mode, even ones in UEFI (the
+/// default).
 fn register(d: &Daemon, n: u32) -> String {
     let r = d.ok(json!({
         "action": "RegisterBMNodes", "hostname": format!("prov{n:02}"), "os_version": "tiny-1.0",
-        "cpu_arch": "x86_64", "os_disk_name": "vda",
+        "cpu_arch": "x86_64", "os_disk_name": "vda", "boot_mode": if n % 2 == 1 { "bios" } else { "uefi" },
         "mgmt_network_address": format!("10.99.1.{}", 10 + n), "mgmt_network_netmask": "255.255.255.0",
         "ipmi_network_address": "127.0.0.1", "ipmi_port": BMC_PORT + n as u16,
         "ipmi_username": "admin", "ipmi_password": "password",
@@ -197,15 +199,27 @@ fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
                     .to_string(),
             );
         }
-        assert_eq!(
-            post(
-                &lab,
-                &url,
-                "inventory",
-                r#"{"system":{"vendor":"QEMU","serial":"SN-1"},"cpu":{"count":2},"memory":{"total_kib":262144},"disks":[{"name":"vda","size_bytes":1073741824}],"nics":[]}"#
-            ),
-            200
+        // The answer to the inventory is the plan: the disk the node's
+        // hints choose among those reported, and the image.
+        let (code, plan) = curl(
+            &lab.srv,
+            &[
+                "-X",
+                "POST",
+                "--data-binary",
+                r#"{"system":{"vendor":"QEMU","serial":"SN-1"},"cpu":{"count":2},"memory":{"total_kib":262144},"disks":[{"name":"sda","size_bytes":8589934592,"serial":"S-A"},{"name":"vda","size_bytes":1073741824,"serial":"S-V"}],"nics":[],"boot_mode":"uefi","secure_boot":true}"#,
+                &format!("{url}/inventory"),
+            ],
         );
+        assert_eq!(code, 200, "{plan}");
+        let plan: Value = serde_json::from_str(&plan).unwrap();
+        assert_eq!(plan["action"], "deploy", "{plan}");
+        assert_eq!(
+            plan["disk"], "vda",
+            "the name hint (os_disk_name) chose: {plan}"
+        );
+        assert_eq!(plan["image"]["path"], "/images/tiny-1.0/image", "{plan}");
+        assert_eq!(plan["image"]["size"], 4096, "{plan}");
         assert_eq!(post(&lab, &url, "done", ""), 200);
     }
     let s = job_done(&d, &job_id, 30);
@@ -243,8 +257,48 @@ fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
             boot.contains("Force Boot from default Hard-Drive"),
             "{boot}"
         );
+        // The EFI bit follows each node's boot_mode (node 0 uefi, 1 bios).
+        let mode = if n == 0 {
+            "BIOS EFI boot"
+        } else {
+            "BIOS PC Compatible (legacy) boot"
+        };
+        assert!(boot.contains(mode), "node {n}: {boot}");
         assert!(ipmitool(&lab, n, &["chassis", "power", "status"]).contains("on"));
     }
+    // What the ramdisk said of Secure Boot is shown.
+    assert_eq!(node(&d, &ids[0])["secure_boot"], 1);
+    // SetBMNodesBootDevice without `efi` follows boot_mode too; with it, not.
+    let job = d
+        .ok(json!({"action": "SetBMNodesBootDevice", "node_ids": ids, "boot_device": "pxe"}))
+        ["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = |job: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = d.ok(
+                json!({"action": "GetStatus", "job_id": job, "job_action": "SetBMNodesBootDevice"}),
+            );
+            if s["status"] == "successful" {
+                break;
+            }
+            assert!(s["status"] != "failed" && Instant::now() < deadline, "{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    done(&job);
+    assert!(ipmitool(&lab, 0, &["chassis", "bootparam", "get", "5"]).contains("BIOS EFI boot"));
+    assert!(ipmitool(&lab, 1, &["chassis", "bootparam", "get", "5"])
+        .contains("BIOS PC Compatible (legacy) boot"));
+    let job = d.ok(json!({"action": "SetBMNodesBootDevice", "node_ids": [ids[0].clone()], "boot_device": "pxe", "efi": 0}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    done(&job);
+    assert!(ipmitool(&lab, 0, &["chassis", "bootparam", "get", "5"])
+        .contains("BIOS PC Compatible (legacy) boot"));
     let log = d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job_id}));
     let text = log["log"].to_string();
     for step in [
@@ -583,4 +637,83 @@ fn without_a_pxe_interface_step0_says_so_at_once() {
         "new",
         "nothing was changed on the node"
     );
+}
+
+#[test]
+fn no_disk_matching_the_root_device_hints_fails_step3_at_once_listing_the_disks() {
+    let lab = lab(2);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let (picky, several) = (register(&d, 0), register(&d, 1));
+    d.ok(
+        json!({"action": "ModifyBMNodeAttributes", "node_id": picky, "os_disk_name": "",
+                "root_device": {"serial": "NOT-THERE", "size_gb": 8}}),
+    );
+    d.ok(
+        json!({"action": "ModifyBMNodeAttributes", "node_id": several, "os_disk_name": "",
+                "root_device": {"size_gb": 8}}),
+    );
+    // Bad hints are refused with the hint named, and nothing changes.
+    let r = d.call(json!({"action": "ModifyBMNodeAttributes", "node_id": picky, "root_device": {"colour": "red"}}));
+    assert_eq!(r["ret_code"], 1100, "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown hint `colour`"),
+        "{r}"
+    );
+    let r = d.call(json!({"action": "ModifyBMNodeAttributes", "node_id": picky, "root_device": {"size_gb": "big"}}));
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("root_device.size_gb"),
+        "{r}"
+    );
+    let shown = node(&d, &picky);
+    assert_eq!(
+        shown["os_disk"]["root_device"],
+        json!({"serial": "NOT-THERE", "size_gb": 8}),
+        "{shown}"
+    );
+    assert_eq!(shown["boot_mode"], "uefi");
+
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [picky, several]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let disks = r#"{"disks":[{"name":"sda","size_bytes":8589934592,"serial":"S-1","model":"QEMU HARDDISK"},{"name":"sdb","size_bytes":8589934592,"serial":"S-2"}],"nics":[]}"#;
+    for id in [&picky, &several] {
+        let url = wait_boot(&lab, id);
+        let (code, why) = curl(
+            &lab.srv,
+            &[
+                "-X",
+                "POST",
+                "--data-binary",
+                disks,
+                &format!("{url}/inventory"),
+            ],
+        );
+        assert_eq!(code, 409, "{why}");
+        assert!(
+            why.contains(
+                "disks found: sda 8.0 GiB serial S-1 model QEMU HARDDISK; sdb 8.0 GiB serial S-2"
+            ),
+            "{why}"
+        );
+    }
+    let s = job_done(&d, &job, 30);
+    let np = &s["node_progress"];
+    assert_eq!(np[&picky]["ret_code"], 3760, "{s}");
+    let msg = np[&picky]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no disk matches every hint")
+            && msg.contains("serial=NOT-THERE")
+            && msg.contains("sdb 8.0 GiB serial S-2"),
+        "{msg}"
+    );
+    let msg = np[&several]["message"].as_str().unwrap();
+    assert!(msg.contains("several disks match (sda, sdb)"), "{msg}");
+    assert_eq!(node(&d, &picky)["status"], "provision_failed");
 }

@@ -53,7 +53,7 @@ fi
 
 # The lab tests build the deploy ramdisk from Debian's kernel package:
 # apt needs its package lists for that.
-if [ "$(id -u)" -eq 0 ] && ! apt-cache depends linux-image-cloud-amd64 2>/dev/null | grep -q 'Depends: linux-image-'; then
+if [ "$(id -u)" -eq 0 ] && ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q 'Depends: linux-image-'; then
   apt-get update -qq
 fi
 
@@ -64,12 +64,14 @@ if ! python3 -c 'import pyghmi' 2>/dev/null; then
 fi
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo build --all-targets --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --all-targets --locked
+# The deploy ramdisk's agent, statically linked (the lab tests build ramdisks).
+cargo rustc --release --locked -p rackboot-agent --bin rackboot-agent -- -C target-feature=+crt-static
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked 2>&1 | tee "$log"
+cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run.

@@ -5,9 +5,7 @@
 mod common;
 
 use common::Daemon;
-use rackboot::foundation::store::{
-    BmNode, BmNodeStatus, JobStatus, NetworkSettings, PowerState, Store,
-};
+use rackboot::foundation::store::{BmNode, JobStatus, NetworkSettings, Store};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -69,8 +67,6 @@ fn fixture_node(id: &str, i: u8) -> BmNode {
         ipmi_username: "ADMIN".into(),
         ipmi_password: "ADMIN".into(),
         pxe_mac: format!("0c:c4:7a:88:63:{:02x}", 0x1b + i),
-        pxe_address: String::new(),
-        pxe_interface: String::new(),
         os_disk_name: "sda".into(),
         mgmt: NetworkSettings {
             address: "172.31.11.47".into(),
@@ -78,17 +74,9 @@ fn fixture_node(id: &str, i: u8) -> BmNode {
             gateway: "172.31.11.254".into(),
             ..Default::default()
         },
-        public: NetworkSettings::default(),
-        status: BmNodeStatus::New,
-        pre_status: None,
-        power_state: PowerState::Unknown,
-        power_state_time: None,
         create_time: t,
         update_time: t,
-        ipmi_cipher_suite: 0,
-        bmc_reachable: true,
-        bmc_failures: 0,
-        ipmi_bmc_key: String::new(),
+        ..BmNode::blank()
     }
 }
 

@@ -49,6 +49,7 @@ impl Server {
             retries: 5,
             report: None,
             generate: None,
+            named: None,
         };
         let token = stop.clone();
         std::thread::spawn(move || {

@@ -402,6 +402,7 @@ fn config_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
             b.bios_file.clone(),
             b.uefi_x64_file.clone(),
             b.uefi_arm64_file.clone(),
+            b.secure_boot_chain,
         )
     };
     check("boot", boot_rest(&old.boot) != boot_rest(&new.boot), false);

@@ -177,6 +177,13 @@ pub struct BootConfig {
     pub bios_file: String,
     pub uefi_x64_file: String,
     pub uefi_arm64_file: String,
+    /// Secure Boot: x86-64 UEFI clients get Debian's signed shim
+    /// (`shimx64.efi`), which loads the signed GRUB netboot image
+    /// (`grubx64.efi`) beside it; GRUB fetches its per-MAC config and the
+    /// signed deploy kernel. Both files come from `files_dir` when there,
+    /// else from the deploy ramdisk's folder (`rackboot ramdisk build`
+    /// writes them beside `[deploy] kernel`).
+    pub secure_boot_chain: bool,
 }
 
 impl Default for BootConfig {
@@ -187,7 +194,67 @@ impl Default for BootConfig {
             bios_file: "undionly.kpxe".into(),
             uefi_x64_file: "ipxe.efi".into(),
             uefi_arm64_file: "snp.efi".into(),
+            secure_boot_chain: false,
         }
+    }
+}
+
+/// The signed boot files of the Secure Boot chain, by the name clients ask
+/// for.
+pub const SECURE_BOOT_FILES: [&str; 2] = ["shimx64.efi", "grubx64.efi"];
+
+impl Config {
+    /// The file x86-64 UEFI clients get.
+    pub fn uefi_x64_file(&self) -> &str {
+        if self.boot.secure_boot_chain {
+            SECURE_BOOT_FILES[0]
+        } else {
+            &self.boot.uefi_x64_file
+        }
+    }
+
+    /// A TFTP file served from outside `boot.files_dir`: the Secure Boot
+    /// chain's (see [`Config::secure_boot_file`]), and the deploy ramdisk
+    /// and installer kernels and initrds under the names the HTTP server
+    /// gives them (`deploy/kernel`, `images/<os_version>/initrd`), for boot
+    /// loaders that speak TFTP only (Debian's signed GRUB netboot image).
+    pub fn tftp_file(&self, name: &str) -> Option<PathBuf> {
+        if let Some(p) = self.secure_boot_file(name) {
+            return Some(p);
+        }
+        let local = |p: &str| {
+            let ok = !p.is_empty() && !p.starts_with("http://") && !p.starts_with("https://");
+            (ok && Path::new(p).is_file()).then(|| PathBuf::from(p))
+        };
+        match name {
+            "deploy/kernel" => return local(&self.deploy.kernel),
+            "deploy/initrd" => return local(&self.deploy.initrd),
+            _ => {}
+        }
+        let (version, file) = name.strip_prefix("images/")?.split_once('/')?;
+        let image = self
+            .images
+            .iter()
+            .find(|i| image_path(&i.os_version) == format!("/images/{version}"))?;
+        match file {
+            "kernel" => local(&image.kernel),
+            "initrd" => local(&image.initrd),
+            _ => None,
+        }
+    }
+
+    /// Where a boot file of the Secure Boot chain is served from when
+    /// `files_dir` lacks it: beside the deploy kernel. `None` for other
+    /// names, or with the chain off.
+    pub fn secure_boot_file(&self, name: &str) -> Option<PathBuf> {
+        if !self.boot.secure_boot_chain || !SECURE_BOOT_FILES.contains(&name) {
+            return None;
+        }
+        if Path::new(&self.boot.files_dir).join(name).is_file() {
+            return None;
+        }
+        let path = Path::new(&self.deploy.kernel).parent()?.join(name);
+        path.is_file().then_some(path)
     }
 }
 
@@ -891,6 +958,22 @@ pub fn socket_path(state_dir: &Path, config: &Config) -> PathBuf {
     } else {
         PathBuf::from(&config.api.socket)
     }
+}
+
+/// The server path of an image's files.
+pub fn image_path(os_version: &str) -> String {
+    format!("/images/{}", percent_encode(os_version))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -53,12 +53,14 @@ pub enum RetCode {
     ProvisionAborted = 3740,
     /// The daemon stopped while the node was being worked on.
     ProvisionInterrupted = 3750,
+    /// Provision step3: no disk matches the node's root-device hints.
+    ProvisionNoDisk = 3760,
     /// A fault inside rackboot; the daemon log has the details.
     Internal = 5000,
 }
 
 impl RetCode {
-    pub const ALL: [RetCode; 24] = [
+    pub const ALL: [RetCode; 25] = [
         RetCode::BadParameter,
         RetCode::MissingParameter,
         RetCode::UnknownAction,
@@ -82,6 +84,7 @@ impl RetCode {
         RetCode::ProvisionTimeout,
         RetCode::ProvisionAborted,
         RetCode::ProvisionInterrupted,
+        RetCode::ProvisionNoDisk,
         RetCode::Internal,
     ];
 
@@ -115,6 +118,7 @@ impl RetCode {
             RetCode::ProvisionTimeout => "provision step timed out",
             RetCode::ProvisionAborted => "aborted",
             RetCode::ProvisionInterrupted => "interrupted by a daemon stop",
+            RetCode::ProvisionNoDisk => "no disk matches the root-device hints",
             RetCode::Internal => "internal error",
         }
     }

@@ -119,6 +119,24 @@ pub fn decide(
     }
 }
 
+/// When a registered node's firmware asks in another mode than its
+/// `boot_mode` (option 93: 0 is legacy BIOS; 6, 7, 9 and 16 are UEFI):
+/// `asked as BIOS, registered uefi`.
+pub fn mode_mismatch(arch: Option<u16>, registered_uefi: bool) -> Option<String> {
+    let asked_uefi = match arch? {
+        0 => false,
+        6 | 7 | 9 | 10 | 11 | 16 | 18 | 19 => true,
+        _ => return None,
+    };
+    (asked_uefi != registered_uefi).then(|| {
+        format!(
+            "asked as {}, registered {}",
+            if asked_uefi { "UEFI" } else { "BIOS" },
+            if registered_uefi { "uefi" } else { "bios" }
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +171,21 @@ mod tests {
                 http_client: false
             })
         );
+    }
+
+    #[test]
+    fn a_firmware_in_the_other_mode_is_named() {
+        assert_eq!(
+            mode_mismatch(Some(0), true).as_deref(),
+            Some("asked as BIOS, registered uefi")
+        );
+        assert_eq!(
+            mode_mismatch(Some(7), false).as_deref(),
+            Some("asked as UEFI, registered bios")
+        );
+        assert_eq!(mode_mismatch(Some(7), true), None);
+        assert_eq!(mode_mismatch(Some(0), false), None);
+        assert_eq!(mode_mismatch(None, true), None);
     }
 
     #[test]

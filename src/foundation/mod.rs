@@ -12,6 +12,7 @@ pub mod config;
 pub mod dhcp;
 pub mod errors;
 pub mod firmware;
+pub mod hints;
 pub mod ids;
 pub mod inventory;
 pub mod ipmi;

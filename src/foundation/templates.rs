@@ -10,7 +10,7 @@
 //! start-up and on SIGHUP. iPXE's own `${…}` settings are left alone
 //! (minijinja only reads `{{ … }}`).
 
-use crate::foundation::config::{Config, ImageConfig, ImageMethod};
+use crate::foundation::config::{image_path, Config, ImageConfig, ImageMethod};
 use crate::foundation::store::{BmNode, NetworkSettings};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde::Serialize;
@@ -58,6 +58,20 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/pxe-templates/pxelinux/pxelinux.cfg"
+        )),
+    ),
+    (
+        "deploy/kernel-args",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/deploy/kernel-args"
+        )),
+    ),
+    (
+        "grub/netboot.cfg",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/grub/netboot.cfg"
         )),
     ),
     (
@@ -252,9 +266,16 @@ impl Urls<'_> {
         format!("http://{}:{}", self.address, self.http_port)
     }
     /// (URL, GRUB form) of a server path, or of an external URL as is.
-    fn both(&self, path_or_url: &str, served_as: &str) -> (String, String) {
+    /// `grub_tftp`: GRUB fetches rackboot's own files over TFTP (Debian's
+    /// signed GRUB netboot image, used for Secure Boot, has no HTTP).
+    fn both(&self, path_or_url: &str, served_as: &str, grub_tftp: bool) -> (String, String) {
         if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
             (path_or_url.to_string(), grub_path(path_or_url))
+        } else if grub_tftp {
+            (
+                format!("{}{served_as}", self.base()),
+                format!("(tftp,{}){served_as}", self.address),
+            )
         } else {
             (
                 format!("{}{served_as}", self.base()),
@@ -289,11 +310,12 @@ impl BootVars {
         token: &str,
     ) -> BootVars {
         let base = urls.base();
+        let tftp = cfg.boot.secure_boot_chain;
         let image = image
             .map(|i| {
                 let v = image_path(&i.os_version);
-                let (kernel_url, kernel_grub) = urls.both(&i.kernel, &format!("{v}/kernel"));
-                let (initrd_url, initrd_grub) = urls.both(&i.initrd, &format!("{v}/initrd"));
+                let (kernel_url, kernel_grub) = urls.both(&i.kernel, &format!("{v}/kernel"), tftp);
+                let (initrd_url, initrd_grub) = urls.both(&i.initrd, &format!("{v}/initrd"), tftp);
                 let url = if i.file.is_empty() {
                     i.url.clone()
                 } else {
@@ -319,8 +341,8 @@ impl BootVars {
                 }
             })
             .unwrap_or_default();
-        let (kernel_url, kernel_grub) = urls.both(&cfg.deploy.kernel, "/deploy/kernel");
-        let (initrd_url, initrd_grub) = urls.both(&cfg.deploy.initrd, "/deploy/initrd");
+        let (kernel_url, kernel_grub) = urls.both(&cfg.deploy.kernel, "/deploy/kernel", tftp);
+        let (initrd_url, initrd_grub) = urls.both(&cfg.deploy.initrd, "/deploy/initrd", tftp);
         BootVars {
             mode,
             image,
@@ -439,10 +461,22 @@ impl Templates {
             .get_template(name)
             .and_then(|t| t.render(vars))
             .map_err(|e| {
-                let detail = match e.detail() {
+                // An error inside an included template is its source: name
+                // what went wrong at the bottom, where it went wrong.
+                let mut detail = match e.detail() {
                     Some(d) => format!("{e}: {d}"),
                     None => e.to_string(),
                 };
+                let mut inner: Option<&(dyn std::error::Error + 'static)> =
+                    std::error::Error::source(&e);
+                while let Some(i) = inner {
+                    if let Some(m) = i.downcast_ref::<Error>() {
+                        if let Some(d) = m.detail() {
+                            detail.push_str(&format!(": {d}"));
+                        }
+                    }
+                    inner = i.source();
+                }
                 format!("template {name} for node {}: {detail}", vars.node.node_id)
             })
     }
@@ -490,6 +524,7 @@ impl Templates {
             }
         }
         self.render("ipxe/discovery.ipxe", &vars(Mode::Local, None))?;
+        self.render("grub/netboot.cfg", &vars(Mode::Local, None))?;
         for image in &cfg.images {
             let mode = match image.method {
                 ImageMethod::Image => Mode::Deploy,
@@ -533,22 +568,6 @@ pub fn config_file_template(template: &str, file: &str) -> Option<&'static str> 
         ("kickstart", "ks.cfg") => Some("install/ks.cfg"),
         _ => None,
     }
-}
-
-/// The server path of an image's files.
-pub fn image_path(os_version: &str) -> String {
-    format!("/images/{}", percent_encode(os_version))
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -639,11 +658,7 @@ template = "kickstart"
         let deploy = t
             .render("ipxe/deploy.ipxe", &vars(Mode::Deploy, "tiny-1.0", &cfg))
             .unwrap();
-        assert!(deploy.contains("kernel http://10.99.0.1:8080/deploy/kernel initrd=initrd.img console=ttyS0,115200 rackboot.mode=deploy rackboot.node=n-Jr8KE6cf rackboot.callback=http://10.99.0.1:8080/callback/n-Jr8KE6cf/tok3n rackboot.image=http://10.99.0.1:8080/images/tiny-1.0/image rackboot.size=0 rackboot.format=raw rackboot.sha256=0000"), "{deploy}");
-        assert!(
-            deploy.contains("rackboot.disk=vda rackboot.firstboot=0\n"),
-            "{deploy}"
-        );
+        assert!(deploy.contains("kernel http://10.99.0.1:8080/deploy/kernel initrd=initrd.img console=ttyS0,115200 rackboot.mode=deploy rackboot.node=n-Jr8KE6cf rackboot.callback=http://10.99.0.1:8080/callback/n-Jr8KE6cf/tok3n BOOTIF=01-52-54-00-99-00-10\n"), "{deploy}");
         assert!(deploy.contains("initrd --name initrd.img http://10.99.0.1:8080/deploy/initrd"));
 
         let install = t
@@ -744,7 +759,7 @@ template = "kickstart"
     fn a_control_character_never_reaches_a_kernel_command_line() {
         let (cfg, t) = (config(), Templates::load(None).unwrap());
         let mut v = vars(Mode::Deploy, "tiny-1.0", &cfg);
-        v.node.os_disk_name = "vda\nshell".into();
+        v.deploy.callback_url = "http://10.99.0.1/cb\nshell".into();
         let err = t.render("ipxe/deploy.ipxe", &v).unwrap_err();
         assert!(
             err.contains("ipxe/deploy.ipxe")

@@ -174,7 +174,9 @@ pub enum PathError {
 /// often asks for `/pxelinux.0`); `..` components are refused (a name that
 /// merely contains two dots, like `my..file`, is fine); backslashes are
 /// separators (Windows-style clients); the result, symlinks resolved, must
-/// stay inside the root.
+/// stay inside the root — except through a symlink that root owns and that
+/// points into `/usr` or `/boot`, which the distribution put there (Debian's
+/// `ipxe` package links `/usr/lib/ipxe/ipxe.efi` to `/boot/ipxe.efi`).
 pub fn resolve(root: &Path, name: &str) -> Result<PathBuf, PathError> {
     if name.contains('\0') || name.len() > 1024 {
         return Err(PathError::Forbidden);
@@ -189,13 +191,35 @@ pub fn resolve(root: &Path, name: &str) -> Result<PathBuf, PathError> {
         }
     }
     let real = path.canonicalize().map_err(|_| PathError::NotFound)?;
-    if !real.starts_with(root) {
+    if !real.starts_with(root) && !system_link(root, &path, &real) {
         return Err(PathError::Forbidden);
     }
     if !real.is_file() {
         return Err(PathError::NotFound);
     }
     Ok(real)
+}
+
+/// Whether `path` (under `root`) leaves it only through symlinks owned by
+/// root, to a file in `/usr` or `/boot`.
+fn system_link(root: &Path, path: &Path, real: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !(real.starts_with("/usr") || real.starts_with("/boot")) {
+        return false;
+    }
+    let Ok(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut at = root.to_path_buf();
+    for part in rest.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() && m.uid() != 0 => return false,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -296,6 +320,23 @@ mod tests {
         assert_eq!(resolve(&root, "out"), Err(PathError::Forbidden));
         assert_eq!(resolve(&root, "/etc/passwd"), Err(PathError::NotFound));
         assert_eq!(resolve(&root, "sub"), Err(PathError::NotFound));
+        // A link into /usr (as Debian's ipxe package makes them) is followed
+        // when root owns it, and refused when anyone else does.
+        std::os::unix::fs::symlink("/usr/lib/os-release", root.join("system")).unwrap();
+        let by_root = nix::unistd::geteuid().is_root();
+        assert_eq!(resolve(&root, "system").is_ok(), by_root);
+        if by_root {
+            let link = root.join("system");
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                &link,
+                Some(nix::unistd::Uid::from_raw(65534)),
+                None,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+            assert_eq!(resolve(&root, "system"), Err(PathError::Forbidden));
+        }
     }
 
     #[test]

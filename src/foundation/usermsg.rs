@@ -133,7 +133,7 @@ pub const PROVISION_NO_NETBOOT: Event = Event {
     event_id: "RB-PRV-0003",
     level: MessageLevel::Error,
     text: "Node {node_id} did not request its boot file within {seconds} s after power-on (step2): check the \
-           PXE MAC ({mac}), that its NIC network-boots, and that the switch port forwards DHCP to rackboot.",
+           PXE MAC ({mac}), that its NIC network-boots, and that the switch port forwards DHCP to rackboot.{hint}",
 };
 
 /// Provision step3: the deploy ramdisk or installer reported a failure.
@@ -176,6 +176,16 @@ pub const INSPECT_FAILED: Event = Event {
            ramdisk ([deploy] kernel/initrd), then run IntrospectBMNodes again.",
 };
 
+/// Provision step3: the node's root-device hints choose no single disk
+/// among those its deploy ramdisk found.
+pub const PROVISION_NO_DISK: Event = Event {
+    event_id: "RB-PRV-0009",
+    level: MessageLevel::Error,
+    text: "Node {node_id} has no disk for {os_version} (step3): {detail}. Root-device hints: {hints}. \
+           Disks the deploy ramdisk found: {disks}. Change root_device (ModifyBMNodeAttributes) and run \
+           ProvisionBMNodes again; the node was powered off.",
+};
+
 /// Every event, for documentation and tests.
 pub const CATALOGUE: &[Event] = &[
     JOB_INTERRUPTED,
@@ -198,6 +208,7 @@ pub const CATALOGUE: &[Event] = &[
     PROVISION_ABORTED,
     PROVISION_INTERRUPTED,
     INSPECT_FAILED,
+    PROVISION_NO_DISK,
 ];
 
 /// Fills `event`'s placeholders from `args`. A value is cut to 160 characters

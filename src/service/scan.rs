@@ -14,8 +14,7 @@ use crate::foundation::ipmi::commands::{self, FruInfo};
 use crate::foundation::ipmi::session::Credentials;
 use crate::foundation::shared::Shared;
 use crate::foundation::store::{
-    BmNode, BmNodeFilter, BmNodeStatus, Job, JobNode, JobStatus, NetworkSettings, PowerState,
-    StoreError,
+    BmNode, BmNodeFilter, Job, JobNode, JobStatus, PowerState, StoreError,
 };
 use crate::service::power::{Power, PowerError};
 use std::collections::{HashMap, HashSet};
@@ -337,7 +336,6 @@ async fn register(
         new_nodes.push(BmNode {
             node_id: new_id(NODE_PREFIX),
             hostname,
-            os_version: String::new(),
             cpu_arch: "x86_64".into(),
             serial_number: serial,
             brand,
@@ -346,22 +344,11 @@ async fn register(
             ipmi_port: f.addr.port(),
             ipmi_username: f.creds.username.clone(),
             ipmi_password: f.creds.password.clone(),
-            pxe_mac: String::new(),
-            pxe_address: String::new(),
-            pxe_interface: String::new(),
-            os_disk_name: String::new(),
-            mgmt: NetworkSettings::default(),
-            public: NetworkSettings::default(),
-            status: BmNodeStatus::New,
-            pre_status: None,
             power_state: power,
             power_state_time: Some(now),
             create_time: now,
             update_time: now,
-            ipmi_cipher_suite: 0,
-            bmc_reachable: true,
-            bmc_failures: 0,
-            ipmi_bmc_key: String::new(),
+            ..BmNode::blank()
         });
     }
     let registered = new_nodes.len();

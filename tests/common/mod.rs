@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fakebmc;
+pub mod lab;
 pub mod netns;
 pub mod sim;
 pub mod sshd;
@@ -304,4 +305,21 @@ pub fn run_ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The statically linked deploy-ramdisk agent that `bash tests/run.sh`
+/// builds before the tests (`cargo rustc --release -p rackboot-agent …`).
+pub fn agent() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_rackboot"));
+    let agent = bin
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|t| t.join("release/rackboot-agent"))
+        .expect("the rackboot binary lives in target/<profile>/");
+    assert!(
+        agent.is_file(),
+        "{} is missing: build it with `cargo rustc --release -p rackboot-agent --bin rackboot-agent -- -C target-feature=+crt-static` (tests/run.sh does)",
+        agent.display()
+    );
+    agent
 }

@@ -16,7 +16,7 @@ use crate::transport::api::catalogue::{find_action, Action, ACTIONS};
 use crate::transport::api::params::Ty;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Exit status when the API answered with a non-zero ret_code.
@@ -52,6 +52,7 @@ fn action_command(action: &'static Action) -> Command {
                 .value_delimiter(',')
                 .action(ArgAction::Append),
             Ty::Objects => arg,
+            Ty::Object => arg.num_args(1).value_name("JSON"),
         };
         cmd = cmd.arg(arg);
     }
@@ -102,7 +103,10 @@ pub fn command() -> Command {
                         .arg(Arg::new("dir").long("dir").value_name("DIR").default_value("/var/lib/rackboot-lab").help("the lab's files"))
                         .arg(Arg::new("netns").long("netns").value_name("NAME").default_value("rackboot-lab").help("the network namespace"))
                         .arg(Arg::new("no_provision").long("no-provision").action(ArgAction::SetTrue).help("start VMs, BMCs and rackboot only"))
-                        .arg(Arg::new("boot_timeout").long("boot-timeout").value_name("SECS").default_value("120").value_parser(clap::value_parser!(u64)).help("provision.boot_timeout of the lab's rackboot")),
+                        .arg(Arg::new("boot_timeout").long("boot-timeout").value_name("SECS").default_value("120").value_parser(clap::value_parser!(u64)).help("provision.boot_timeout of the lab's rackboot"))
+                        .arg(Arg::new("hardware").long("hardware").value_name("SPEC").action(ArgAction::Append).help("a VM's hardware, e.g. nic=e1000e,disk=ahci,firmware=uefi,disks=2 (repeat: VM i takes the i-th, cycling; nic: virtio e1000 e1000e vmxnet3 rtl8139; disk: virtio-blk virtio-scsi ahci nvme megasas lsi; firmware: bios uefi secureboot; default nic=virtio,disk=virtio-blk,firmware=bios)"))
+                        .arg(Arg::new("agent").long("agent").value_name("FILE").help("the rackboot-agent for the ramdisk (default: beside this program)"))
+                        .arg(Arg::new("secure_boot_chain").long("secure-boot-chain").value_name("WHEN").value_parser(["auto", "on", "off"]).default_value("auto").help("[boot] secure_boot_chain of the lab's rackboot (auto: on when a VM has firmware=secureboot)")),
                 )
                 .subcommand(
                     Command::new("down")
@@ -116,10 +120,11 @@ pub fn command() -> Command {
                 .subcommand_required(true)
                 .subcommand(
                     Command::new("build")
-                        .about("Build vmlinuz and initrd.img from Debian's cloud kernel package and busybox-static (needs apt and dpkg)")
-                        .arg(Arg::new("out").long("out").value_name("DIR").default_value("/var/lib/rackboot/ramdisk").help("where vmlinuz and initrd.img go ([deploy] kernel/initrd)"))
-                        .arg(Arg::new("kernel_package").long("kernel-package").value_name("PKG").help("the linux-image package (default: what linux-image-cloud-amd64 points at)"))
-                        .arg(Arg::new("cache").long("cache").value_name("DIR").help("where the .deb is kept (default: OUT/cache)")),
+                        .about("Build vmlinuz and initrd.img from Debian's generic kernel with server drivers, busybox-static and rackboot-agent, plus the signed Secure Boot chain (shimx64.efi, grubx64.efi); needs apt and dpkg")
+                        .arg(Arg::new("out").long("out").value_name("DIR").default_value(crate::service::ramdisk::DEFAULT_OUT).help("where vmlinuz and initrd.img go ([deploy] kernel/initrd)"))
+                        .arg(Arg::new("kernel_package").long("kernel-package").value_name("PKG").help("the linux-image package (default: what linux-image-amd64 points at)"))
+                        .arg(Arg::new("agent").long("agent").value_name("FILE").help("the statically linked rackboot-agent (default: beside this program, else /usr/lib/rackboot/rackboot-agent)"))
+                        .arg(Arg::new("cache").long("cache").value_name("DIR").help("where the .debs are kept (default: OUT/cache)")),
                 ),
         )
         .subcommand(
@@ -186,6 +191,30 @@ pub fn main() -> i32 {
                     .clone(),
                 provision: !args.get_flag("no_provision"),
                 boot_timeout: *args.get_one::<u64>("boot_timeout").expect("has a default"),
+                hardware: match args
+                    .get_many::<String>("hardware")
+                    .map(|specs| {
+                        specs
+                            .map(|s| crate::entry::lab::Hardware::parse(s))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .transpose()
+                {
+                    Ok(h) => h.unwrap_or_default(),
+                    Err(e) => {
+                        eprintln!("rackboot lab up: --hardware: {e}");
+                        return 2;
+                    }
+                },
+                agent: args.get_one::<String>("agent").map(PathBuf::from),
+                secure_boot_chain: match args
+                    .get_one::<String>("secure_boot_chain")
+                    .map(String::as_str)
+                {
+                    Some("on") => Some(true),
+                    Some("off") => Some(false),
+                    _ => None,
+                },
                 dir,
                 binary,
             })
@@ -207,26 +236,29 @@ pub fn main() -> i32 {
             .get_one::<String>("cache")
             .map(PathBuf::from)
             .unwrap_or_else(|| out.join("cache"));
-        let package = match args.get_one::<String>("kernel_package") {
-            Some(p) => p.clone(),
-            None => match crate::service::ramdisk::resolve_package(
-                crate::service::ramdisk::DEFAULT_META_PACKAGE,
-            ) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("rackboot: {e}");
-                    return 1;
-                }
-            },
+        let package = args.get_one::<String>("kernel_package").map(String::as_str);
+        let agent = match crate::service::ramdisk::find_agent(
+            args.get_one::<String>("agent").map(Path::new),
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("rackboot: ramdisk build: {e}");
+                return 1;
+            }
         };
-        return match crate::service::ramdisk::build(&out, &package, &cache) {
-            Ok((kernel, initrd)) => {
+        return match crate::service::ramdisk::build(&out, package, &cache, &agent) {
+            Ok(b) => {
                 println!(
-                    "kernel: {}
-initrd: {}
-(from {package}; set [deploy] kernel and initrd to these)",
-                    kernel.display(),
-                    initrd.display()
+                    "kernel: {}\ninitrd: {} ({:.1} MiB: {} modules, {} firmware files, agent {})\nsecure boot chain: {} {}\n(from {}; set [deploy] kernel and initrd to these)",
+                    b.kernel.display(),
+                    b.initrd.display(),
+                    b.initrd_bytes as f64 / 1048576.0,
+                    b.modules,
+                    b.firmware_files,
+                    agent.display(),
+                    b.shim.display(),
+                    b.grub.display(),
+                    b.package
                 );
                 0
             }
@@ -374,6 +406,18 @@ fn request_for(action: &Action, sub: &ArgMatches) -> Result<Map<String, Value>, 
                 Value::Array(vals.map(|s| Value::from(s.trim().to_string())).collect())
             }),
             Ty::Objects => None,
+            Ty::Object => match sub.get_one::<String>(param.name) {
+                None => None,
+                Some(text) => match serde_json::from_str::<Value>(text) {
+                    Ok(v @ Value::Object(_)) => Some(v),
+                    _ => {
+                        return Err(format!(
+                            "--{} takes a JSON object, e.g. '{{\"serial\": \"S1\"}}'",
+                            kebab(param.name)
+                        ))
+                    }
+                },
+            },
         };
         if let Some(v) = value {
             req.insert(param.name.into(), v);

@@ -39,6 +39,134 @@ pub struct LabOptions {
     pub binary: PathBuf,
     /// provision.boot_timeout of the lab's daemon (seconds).
     pub boot_timeout: u64,
+    /// The rackboot-agent for the ramdisk (default: beside the binary).
+    pub agent: Option<PathBuf>,
+    /// Each VM's hardware (VM i takes entry i, cycling; empty: the default).
+    pub hardware: Vec<Hardware>,
+    /// `[boot] secure_boot_chain` of the lab's daemon; `None`: on when a VM
+    /// has Secure Boot.
+    pub secure_boot_chain: Option<bool>,
+}
+
+/// One lab VM's hardware (`--hardware nic=e1000e,disk=ahci,firmware=uefi,disks=2`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hardware {
+    /// QEMU's NIC device.
+    pub nic: String,
+    /// virtio-blk, virtio-scsi, ahci, nvme, megasas or lsi.
+    pub disk: String,
+    /// bios, uefi or secureboot (OVMF with Microsoft's keys, enforced).
+    pub firmware: String,
+    /// 1, or 2: a second, larger disk with its own serial gets the OS (the
+    /// node's root-device hint names its serial).
+    pub disks: u8,
+}
+
+impl Default for Hardware {
+    fn default() -> Hardware {
+        Hardware {
+            nic: "virtio-net-pci".into(),
+            disk: "virtio-blk".into(),
+            firmware: "bios".into(),
+            disks: 1,
+        }
+    }
+}
+
+impl Hardware {
+    /// Parses `key=value,…`; `Err` names the bad part.
+    pub fn parse(spec: &str) -> Result<Hardware, String> {
+        let mut h = Hardware::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                format!("`{part}`: expected key=value (nic, disk, firmware, disks)")
+            })?;
+            match k {
+                "nic" => {
+                    h.nic = match v {
+                        "virtio" | "virtio-net" | "virtio-net-pci" => "virtio-net-pci",
+                        "e1000" => "e1000",
+                        "e1000e" => "e1000e",
+                        "vmxnet3" => "vmxnet3",
+                        "rtl8139" => "rtl8139",
+                        _ => {
+                            return Err(format!(
+                                "nic={v}: one of virtio, e1000, e1000e, vmxnet3, rtl8139"
+                            ))
+                        }
+                    }
+                    .into()
+                }
+                "disk" => {
+                    if ![
+                        "virtio-blk",
+                        "virtio-scsi",
+                        "ahci",
+                        "nvme",
+                        "megasas",
+                        "lsi",
+                    ]
+                    .contains(&v)
+                    {
+                        return Err(format!(
+                            "disk={v}: one of virtio-blk, virtio-scsi, ahci, nvme, megasas, lsi"
+                        ));
+                    }
+                    h.disk = v.into();
+                }
+                "firmware" => {
+                    if !["bios", "uefi", "secureboot"].contains(&v) {
+                        return Err(format!("firmware={v}: one of bios, uefi, secureboot"));
+                    }
+                    h.firmware = v.into();
+                }
+                "disks" => {
+                    h.disks = match v {
+                        "1" => 1,
+                        "2" => 2,
+                        _ => return Err(format!("disks={v}: 1 or 2")),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "`{k}`: not a hardware key (nic, disk, firmware, disks)"
+                    ))
+                }
+            }
+        }
+        if h.firmware == "secureboot" && h.nic != "virtio-net-pci" {
+            return Err("firmware=secureboot needs nic=virtio: OVMF has a signed driver for virtio-net only (iPXE's option ROMs are unsigned)".into());
+        }
+        if h.firmware == "bios" && h.disk == "nvme" {
+            // SeaBIOS boots NVMe; kept possible.
+        }
+        Ok(h)
+    }
+
+    /// The node's boot mode for this firmware.
+    pub fn boot_mode(&self) -> &'static str {
+        if self.firmware == "bios" {
+            "bios"
+        } else {
+            "uefi"
+        }
+    }
+
+    /// `e1000e/ahci/uefi` (`+2 disks`).
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{}/{}{}",
+            self.nic.trim_end_matches("-net-pci"),
+            self.disk,
+            self.firmware,
+            if self.disks == 2 { "/2 disks" } else { "" }
+        )
+    }
+}
+
+/// The serial of VM `i`'s disk `n` (1 or 2).
+pub fn disk_serial(i: u32, n: u8) -> String {
+    format!("RB-LAB{i:02}-D{n}")
 }
 
 fn sh(cmd: &mut Command, what: &str) -> Result<String, String> {
@@ -80,6 +208,9 @@ fn install_packages() -> Result<(), String> {
     if !Path::new(MBR).exists() {
         missing.push("syslinux-common");
     }
+    if !Path::new("/usr/share/OVMF/OVMF_CODE_4M.ms.fd").exists() {
+        missing.push("ovmf");
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -114,21 +245,28 @@ fn install_packages() -> Result<(), String> {
 
 const MBR: &str = "/usr/lib/syslinux/mbr/mbr.bin";
 
-/// The lab's test OS, a bootable 32 MiB raw disk: an MBR with one FAT
-/// partition at 1 MiB holding syslinux, the deploy ramdisk's kernel and
-/// initrd, booted in mode `firstboot` — it reads the callback URL the
-/// deploy left in sector 1, gets an address by DHCP and posts `booted`.
-/// Returns its SHA-256.
-fn test_image(path: &Path, kernel: &Path, initrd: &Path) -> Result<String, String> {
+/// The lab's test OS: a raw disk (MBR, one active FAT partition of type EF
+/// at 1 MiB) that boots under SeaBIOS (syslinux), OVMF and OVMF with
+/// Secure Boot enforced (`\EFI\BOOT\BOOTX64.EFI` = Debian's signed shim,
+/// then Debian's signed GRUB and the signed kernel). It boots the deploy
+/// ramdisk's kernel and initrd in mode `firstboot`: the agent reads the
+/// callback URL the deploy left in sector 1, gets an address by DHCP and
+/// posts `booted`. `efi` is the folder `rackboot ramdisk build` filled
+/// (shimx64.efi, grubx64-disk.efi). Returns its SHA-256.
+pub fn test_image(path: &Path, kernel: &Path, initrd: &Path, efi: &Path) -> Result<String, String> {
     {
         let tmp = path.with_extension("tmp");
-        let size: u64 = 32 * 1024 * 1024;
+        let payload = std::fs::metadata(kernel).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(initrd).map(|m| m.len()).unwrap_or(0);
+        // Room for the kernel, initrd, shim and GRUB, in whole MiB.
+        let size: u64 = ((payload + (16 << 20)) >> 20 << 20).max(32 << 20);
         let f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
         f.set_len(size).map_err(|e| e.to_string())?;
         drop(f);
-        // The partition table: one bootable FAT16 (LBA) partition.
+        // The partition table: one active FAT partition, type EF (EFI
+        // system): syslinux's MBR code boots the active one, UEFI an ESP.
         let (start, count) = (2048u32, (size / 512) as u32 - 2048);
-        let mut entry = vec![0x80, 0xfe, 0xff, 0xff, 0x0e, 0xfe, 0xff, 0xff];
+        let mut entry = vec![0x80, 0xfe, 0xff, 0xff, 0xef, 0xfe, 0xff, 0xff];
         entry.extend_from_slice(&start.to_le_bytes());
         entry.extend_from_slice(&count.to_le_bytes());
         let mut mbr = std::fs::read(MBR)
@@ -149,24 +287,38 @@ fn test_image(path: &Path, kernel: &Path, initrd: &Path) -> Result<String, Strin
         let blocks = ((size - 1024 * 1024) / 1024).to_string();
         let t = tmp.to_string_lossy().to_string();
         sh(
-            Command::new("mkfs.vfat").args(["--offset", "2048", "-h", "2048", &t, &blocks]),
+            Command::new("mkfs.vfat")
+                .args(["-F", "32", "--offset", "2048", "-h", "2048", &t, &blocks]),
             "mkfs.vfat",
         )?;
         sh(
             Command::new("syslinux").args(["--offset", "1048576", "--install", &t]),
             "syslinux",
         )?;
+        let args = "console=ttyS0,115200 rackboot.mode=firstboot";
         let cfg = path.with_extension("syslinux.cfg");
         std::fs::write(
             &cfg,
-            "DEFAULT tiny\nSERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\nLABEL tiny\n  KERNEL vmlinuz\n  APPEND initrd=initrd console=ttyS0,115200 rackboot.mode=firstboot rackboot.disk=vda\n",
+            format!("DEFAULT tiny\nSERIAL 0 115200\nPROMPT 0\nTIMEOUT 1\nLABEL tiny\n  KERNEL vmlinuz\n  APPEND initrd=initrd {args}\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        let grub = path.with_extension("grub.cfg");
+        std::fs::write(
+            &grub,
+            format!("set timeout=0\nmenuentry \"rackboot lab test OS\" {{\n  linux /vmlinuz {args}\n  initrd /initrd\n}}\n"),
         )
         .map_err(|e| e.to_string())?;
         let fat = format!("{t}@@1048576");
+        for dir in ["::EFI", "::EFI/BOOT", "::EFI/debian"] {
+            sh(Command::new("mmd").args(["-i", &fat, dir]), "mmd")?;
+        }
         for (from, to) in [
             (kernel, "::vmlinuz"),
             (initrd, "::initrd"),
             (cfg.as_path(), "::syslinux.cfg"),
+            (&efi.join("shimx64.efi"), "::EFI/BOOT/BOOTX64.EFI"),
+            (&efi.join("grubx64-disk.efi"), "::EFI/BOOT/grubx64.efi"),
+            (grub.as_path(), "::EFI/debian/grub.cfg"),
         ] {
             sh(
                 Command::new("mcopy")
@@ -177,6 +329,7 @@ fn test_image(path: &Path, kernel: &Path, initrd: &Path) -> Result<String, Strin
             )?;
         }
         let _ = std::fs::remove_file(&cfg);
+        let _ = std::fs::remove_file(&grub);
         std::fs::rename(&tmp, path).map_err(|e| e.to_string())?;
     }
     let out = sh(Command::new("sha256sum").arg(path), "sha256sum")?;
@@ -240,6 +393,15 @@ fn mac(i: u32) -> String {
     format!("52:54:00:99:20:{:02x}", i)
 }
 
+/// VM `i`'s hardware.
+fn hardware(o: &LabOptions, i: u32) -> Hardware {
+    if o.hardware.is_empty() {
+        Hardware::default()
+    } else {
+        o.hardware[i as usize % o.hardware.len()].clone()
+    }
+}
+
 /// `rackboot lab up`.
 pub fn up(o: &LabOptions) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
@@ -261,28 +423,31 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
     let mut record = json!({"netns": o.netns, "pids": [], "dir": o.dir});
     let save = |r: &Value| std::fs::write(o.dir.join("lab.json"), r.to_string());
 
-    println!("lab: building the deploy ramdisk (Debian cloud kernel + busybox-static)");
+    println!("lab: building the deploy ramdisk (Debian's generic kernel with server drivers, busybox-static, rackboot-agent)");
     let ramdisk = o.dir.join("ramdisk");
-    // Rebuilt each time (it is this rackboot's init); the kernel package
-    // stays in the cache.
-    // A fresh machine may have no apt lists yet: fetch them once.
-    let package = match crate::service::ramdisk::resolve_package(
-        crate::service::ramdisk::DEFAULT_META_PACKAGE,
-    ) {
-        Ok(p) => p,
-        Err(_) => {
-            sh(
-                Command::new("apt-get").args(["update", "-qq"]),
-                "apt-get update",
-            )?;
-            crate::service::ramdisk::resolve_package(crate::service::ramdisk::DEFAULT_META_PACKAGE)?
-        }
-    };
-    let (kernel, initrd) =
-        crate::service::ramdisk::build(&ramdisk, &package, &ramdisk.join("cache"))?;
+    // Rebuilt each time (it is this rackboot's agent); the packages stay
+    // in the cache. A fresh machine may have no apt lists yet: fetch them
+    // once.
+    if crate::service::ramdisk::resolve_package(crate::service::ramdisk::DEFAULT_META_PACKAGE)
+        .is_err()
+    {
+        sh(
+            Command::new("apt-get").args(["update", "-qq"]),
+            "apt-get update",
+        )?;
+    }
+    let agent = crate::service::ramdisk::find_agent(o.agent.as_deref())?;
+    let built = crate::service::ramdisk::build(&ramdisk, None, &ramdisk.join("cache"), &agent)?;
+    println!(
+        "lab: ramdisk: initrd {:.1} MiB ({} modules, {} firmware files)",
+        built.initrd_bytes as f64 / 1048576.0,
+        built.modules,
+        built.firmware_files
+    );
+    let (kernel, initrd) = (built.kernel.clone(), built.initrd.clone());
     println!("lab: building the test image (syslinux + the same kernel; it calls back on its first boot)");
     let image = o.dir.join("tiny.raw");
-    let sha = test_image(&image, &kernel, &initrd)?;
+    let sha = test_image(&image, &kernel, &initrd, &ramdisk)?;
 
     println!(
         "lab: network namespace {} with bridge br0 (10.99.0.1/24)",
@@ -309,14 +474,37 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         let vm = o.dir.join(format!("vm{i}"));
         let _ = std::fs::remove_dir_all(&vm);
         std::fs::create_dir_all(vm.join("state")).map_err(|e| e.to_string())?;
-        let disk = vm.join("disk.raw");
-        let f = std::fs::File::create(&disk).map_err(|e| e.to_string())?;
-        f.set_len(64 * 1024 * 1024).map_err(|e| e.to_string())?;
-        std::fs::write(
-            vm.join("vm.env"),
-            format!("DISK={}\nTAP={tap}\nMAC={}\n", disk.display(), mac(i)),
-        )
-        .map_err(|e| e.to_string())?;
+        let hw = hardware(o, i);
+        // Sparse disks of server sizes: 4 GiB, and 6 GiB for a second one.
+        let mut env = format!(
+            "TAP={tap}\nMAC={}\nNIC={}\nDISK_CTRL={}\nFIRMWARE={}\n",
+            mac(i),
+            hw.nic,
+            hw.disk,
+            hw.firmware
+        );
+        for n in 1..=hw.disks {
+            let disk = vm.join(format!("disk{n}.raw"));
+            let f = std::fs::File::create(&disk).map_err(|e| e.to_string())?;
+            f.set_len(if n == 1 { 4 << 30 } else { 6 << 30 })
+                .map_err(|e| e.to_string())?;
+            let suffix = if n == 1 { String::new() } else { n.to_string() };
+            env.push_str(&format!(
+                "DISK{suffix}={}\nSERIAL{suffix}={}\n",
+                disk.display(),
+                disk_serial(i, n)
+            ));
+        }
+        if hw.firmware != "bios" {
+            let vars = if hw.firmware == "secureboot" {
+                "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+            } else {
+                "/usr/share/OVMF/OVMF_VARS_4M.fd"
+            };
+            std::fs::copy(vars, vm.join("OVMF_VARS.fd"))
+                .map_err(|e| format!("{vars}: {e} (apt-get install ovmf)"))?;
+        }
+        std::fs::write(vm.join("vm.env"), env).map_err(|e| e.to_string())?;
         let chassis = vm.join("chassis.sh");
         std::fs::write(&chassis, VMBMC).map_err(|e| e.to_string())?;
         sh(Command::new("chmod").arg("755").arg(&chassis), "chmod")?;
@@ -366,9 +554,12 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         &config,
         format!(
             "[dhcp]\ninterface = \"br0\"\nrange_start = \"10.99.0.100\"\nrange_end = \"10.99.0.199\"\n\
+             [boot]\nsecure_boot_chain = {}\n\
              [deploy]\nkernel = \"{}\"\ninitrd = \"{}\"\n\
              [provision]\nboot_timeout = {}\ndeploy_timeout = 300\npower_on_timeout = 30\nfirst_boot_timeout = 300\n\
              [[images]]\nos_version = \"tiny-1.0\"\nfile = \"{}\"\nsha256 = \"{sha}\"\nfirst_boot_callback = true\n",
+            o.secure_boot_chain
+                .unwrap_or_else(|| (0..o.nodes).any(|i| hardware(o, i).firmware == "secureboot")),
             kernel.display(),
             initrd.display(),
             o.boot_timeout,
@@ -421,7 +612,8 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
             &password,
             json!({
                 "action": "RegisterBMNodes", "hostname": format!("lab{i:02}"), "os_version": "tiny-1.0",
-                "cpu_arch": "x86_64", "os_disk_name": "vda",
+                "cpu_arch": "x86_64", "boot_mode": hardware(o, i).boot_mode(),
+                "root_device": {"serial": disk_serial(i, hardware(o, i).disks)},
                 "ipmi_network_address": "10.99.0.1", "ipmi_port": 6230 + i,
                 "ipmi_username": "admin", "ipmi_password": "password",
                 "pxe_network_mac_addr": mac(i),
@@ -429,9 +621,11 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         )?)?;
         let id = r["node_ids"][0].as_str().unwrap_or_default().to_string();
         println!(
-            "lab: registered lab{i:02} as {id} (MAC {}, BMC 10.99.0.1:{})",
+            "lab: registered lab{i:02} as {id} (MAC {}, BMC 10.99.0.1:{}, {}, OS disk serial {})",
             mac(i),
-            6230 + i
+            6230 + i,
+            hardware(o, i).label(),
+            disk_serial(i, hardware(o, i).disks)
         );
         ids.push(id);
     }

@@ -2,6 +2,7 @@
 //! PXE MAC, intended networks, provisioning status and last known power state.
 
 use super::{unique_violation, BmNodeStatus, Store, StoreError};
+use crate::foundation::hints::Hints;
 use crate::foundation::ids::now_secs;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
 
@@ -79,6 +80,14 @@ pub struct BmNode {
     pub bmc_reachable: bool,
     /// Failed power-sync polls in a row.
     pub bmc_failures: u32,
+    /// The firmware mode the node boots in: sets the EFI bit of the boot
+    /// flags, and the mode its firmware is expected to ask DHCP in.
+    pub boot_mode: BootMode,
+    /// Root-device hints besides `name` (which is `os_disk_name`).
+    pub root_device: Hints,
+    /// Whether Secure Boot was on, as the deploy ramdisk last reported
+    /// (`None`: never reported).
+    pub secure_boot: Option<bool>,
 }
 
 impl BmNode {
@@ -112,6 +121,42 @@ impl BmNode {
             bmc_reachable: true,
             bmc_failures: 0,
             ipmi_bmc_key: String::new(),
+            boot_mode: BootMode::Uefi,
+            root_device: Hints::default(),
+            secure_boot: None,
+        }
+    }
+
+    /// All root-device hints, `name` (= `os_disk_name`) included.
+    pub fn hints(&self) -> Hints {
+        let mut h = self.root_device.clone();
+        h.name = self.os_disk_name.clone();
+        h
+    }
+}
+
+/// The firmware mode a node boots in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootMode {
+    /// UEFI (the default, as in Ironic since 2022).
+    Uefi,
+    /// Legacy BIOS.
+    Bios,
+}
+
+impl BootMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootMode::Uefi => "uefi",
+            BootMode::Bios => "bios",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BootMode> {
+        match s {
+            "uefi" => Some(BootMode::Uefi),
+            "bios" => Some(BootMode::Bios),
+            _ => None,
         }
     }
 }
@@ -132,7 +177,8 @@ const COLUMNS: &str =
     os_disk_name, mgmt_address, mgmt_netmask, mgmt_gateway, mgmt_bond, mgmt_vlan, mgmt_vlan_id, \
     public_address, public_netmask, public_gateway, public_bond, public_vlan, public_vlan_id, \
     status, pre_status, power_state, power_state_time, create_time, update_time, \
-    ipmi_cipher_suite, bmc_reachable, bmc_failures, ipmi_bmc_key";
+    ipmi_cipher_suite, bmc_reachable, bmc_failures, ipmi_bmc_key, boot_mode, root_device, \
+    secure_boot";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
     let status: String = r.get(27)?;
@@ -181,12 +227,15 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
         bmc_reachable: r.get(34)?,
         bmc_failures: r.get(35)?,
         ipmi_bmc_key: r.get(36)?,
+        boot_mode: BootMode::parse(&r.get::<_, String>(37)?).unwrap_or(BootMode::Uefi),
+        root_device: Hints::parse_stored(&r.get::<_, String>(38)?),
+        secure_boot: r.get(39)?,
     })
 }
 
 fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usize> {
     let sql = if insert {
-        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)")
+        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40)")
     } else {
         let sets: Vec<String> = COLUMNS
             .split(',')
@@ -236,6 +285,9 @@ fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usi
         n.bmc_reachable,
         n.bmc_failures,
         n.ipmi_bmc_key,
+        n.boot_mode.as_str(),
+        n.root_device.to_json(),
+        n.secure_boot,
     ])
 }
 

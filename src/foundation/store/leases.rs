@@ -5,6 +5,16 @@ use super::{Store, StoreError};
 use crate::foundation::dhcp::Lease;
 use rusqlite::params;
 
+/// What the PXE servers need of a registered node, by its PXE MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PxeNode {
+    pub node_id: String,
+    /// Its fixed address ("" = from the pool).
+    pub pxe_address: String,
+    /// Registered with boot_mode `uefi`.
+    pub uefi: bool,
+}
+
 impl Store {
     /// Every lease.
     pub async fn load_leases(&self) -> Result<Vec<Lease>, StoreError> {
@@ -73,15 +83,22 @@ impl Store {
     pub async fn nodes_by_pxe_macs(
         &self,
         macs: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, (String, String)>, StoreError> {
+    ) -> Result<std::collections::HashMap<String, PxeNode>, StoreError> {
         self.call_read(move |conn| {
             use rusqlite::OptionalExtension;
-            let mut stmt = conn
-                .prepare_cached("SELECT node_id, pxe_address FROM bm_nodes WHERE pxe_mac = ?1")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT node_id, pxe_address, boot_mode FROM bm_nodes WHERE pxe_mac = ?1",
+            )?;
             let mut found = std::collections::HashMap::new();
             for mac in macs {
                 if let Some(row) = stmt
-                    .query_row([&mac], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row([&mac], |r| {
+                        Ok(PxeNode {
+                            node_id: r.get(0)?,
+                            pxe_address: r.get(1)?,
+                            uefi: r.get::<_, String>(2)? == "uefi",
+                        })
+                    })
                     .optional()?
                 {
                     found.insert(mac, row);

@@ -15,9 +15,10 @@ mod schema;
 mod users;
 
 pub use crate::foundation::states::BmNodeStatus;
-pub use bmnodes::{BmNode, BmNodeFilter, NetworkSettings, PowerState};
+pub use bmnodes::{BmNode, BmNodeFilter, BootMode, NetworkSettings, PowerState};
 pub use boot_events::BootEvent;
 pub use jobs::{Job, JobNode, JobStatus, LogLine};
+pub use leases::PxeNode;
 pub use messages::{MessageFilter, MessageLevel, StoredMessage};
 pub use nodes::{Node, NodeStatus};
 pub use users::User;

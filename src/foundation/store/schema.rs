@@ -251,6 +251,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX job_nodes_job ON job_nodes (job_id);
     "#,
+    // 5: real servers. The firmware mode a node boots in (nodes registered
+    // before this version were provisioned with legacy boot flags, so they
+    // keep `bios`; new registrations default to `uefi`), its root-device
+    // hints besides the name (JSON), and whether the deploy ramdisk saw
+    // Secure Boot on (NULL: never reported).
+    r#"
+    ALTER TABLE bm_nodes ADD COLUMN boot_mode TEXT NOT NULL DEFAULT 'bios'
+        CHECK (boot_mode IN ('uefi', 'bios'));
+    ALTER TABLE bm_nodes ADD COLUMN root_device TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE bm_nodes ADD COLUMN secure_boot INTEGER CHECK (secure_boot IN (0, 1));
+    "#,
 ];
 
 /// The schema version this build writes.

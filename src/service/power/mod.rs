@@ -16,7 +16,7 @@ use crate::foundation::ids::{new_id, now_secs, JOB_PREFIX};
 use crate::foundation::ipmi::client::BmcError;
 use crate::foundation::shared::Shared;
 use crate::foundation::store::{
-    BmNode, BmNodeFilter, Job, JobNode, JobStatus, PowerState, StoreError,
+    BmNode, BmNodeFilter, BootMode, Job, JobNode, JobStatus, PowerState, StoreError,
 };
 use crate::foundation::usermsg::{self, Event, Subject};
 use std::sync::Arc;
@@ -36,6 +36,22 @@ pub struct Work {
     pub op: PowerOp,
     /// "power on", "set boot device", … (goes into messages).
     pub operation: &'static str,
+    /// For a boot device: the EFI bit comes from each node's `boot_mode`
+    /// (the request did not choose).
+    pub efi_from_boot_mode: bool,
+}
+
+impl Work {
+    /// The operation for `node`.
+    pub fn op_for(&self, node: &BmNode) -> PowerOp {
+        match self.op {
+            PowerOp::SetBoot(mut b) if self.efi_from_boot_mode => {
+                b.efi = node.boot_mode == BootMode::Uefi;
+                PowerOp::SetBoot(b)
+            }
+            op => op,
+        }
+    }
 }
 
 impl Power {
@@ -153,7 +169,7 @@ impl Power {
         node: &BmNode,
         request_id: &str,
     ) -> Result<bool, StoreError> {
-        let result = self.run_on(node, work.op).await;
+        let result = self.run_on(node, work.op_for(node)).await;
         let label = format!("{} ({})", node.node_id, node.hostname);
         match result {
             Ok(outcome) => {

@@ -6,10 +6,16 @@
 //! ```json
 //! {"system": {"vendor": "QEMU", "product": "Standard PC", "serial": "…"},
 //!  "cpu": {"count": 2, "model": "…"}, "memory": {"total_kib": 262144},
-//!  "disks": [{"name": "vda", "size_bytes": 1073741824}],
-//!  "nics": [{"name": "eth0", "mac": "52:54:00:99:00:20"}]}
+//!  "disks": [{"name": "sda", "size_bytes": 8589934592, "serial": "S1",
+//!             "wwn": "0x5000c500…", "model": "…", "vendor": "…",
+//!             "rotational": false, "by_path": "pci-0000:00:1f.2-ata-1.0",
+//!             "driver": "ahci"}],
+//!  "nics": [{"name": "eth0", "mac": "52:54:00:99:00:20", "driver": "e1000e",
+//!            "speed_mbps": 1000, "link": true}],
+//!  "boot_mode": "uefi", "secure_boot": true, "uptime_s": 9.8}
 //! ```
 
+use crate::foundation::hints::Disk;
 use crate::foundation::store::{Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
@@ -24,18 +30,19 @@ pub struct Processed {
     pub memory_mib: u64,
     pub disks: Vec<Disk>,
     pub nics: Vec<Nic>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Disk {
-    pub name: String,
-    pub size_bytes: u64,
+    /// `uefi` or `bios`: how the ramdisk booted ("" when not said).
+    pub boot_mode: String,
+    /// Whether Secure Boot was on (`None` when not said).
+    pub secure_boot: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Nic {
     pub name: String,
     pub mac: String,
+    pub driver: String,
+    pub speed_mbps: u64,
+    pub link: bool,
 }
 
 fn text(v: &Value, path: &[&str]) -> String {
@@ -68,9 +75,20 @@ pub fn process(raw: &Value) -> Processed {
                 Some(Disk {
                     name: text(d, &["name"]).chars().take(32).collect(),
                     size_bytes: d["size_bytes"].as_u64()?,
+                    serial: text(d, &["serial"]),
+                    wwn: text(d, &["wwn"]),
+                    model: text(d, &["model"]),
+                    vendor: text(d, &["vendor"]),
+                    rotational: d["rotational"].as_bool().unwrap_or(false),
+                    by_path: text(d, &["by_path"]),
                 })
             })
-            .filter(|d| !d.name.is_empty())
+            .filter(|d| {
+                !d.name.is_empty()
+                    && d.name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+            })
             .take(256)
             .collect(),
         nics: list("nics")
@@ -79,10 +97,18 @@ pub fn process(raw: &Value) -> Processed {
                 Some(Nic {
                     name: text(n, &["name"]).chars().take(32).collect(),
                     mac: crate::foundation::validate::mac(&text(n, &["mac"])).ok()?,
+                    driver: text(n, &["driver"]).chars().take(32).collect(),
+                    speed_mbps: n["speed_mbps"].as_u64().unwrap_or(0),
+                    link: n["link"].as_bool().unwrap_or(false),
                 })
             })
             .take(256)
             .collect(),
+        boot_mode: match raw["boot_mode"].as_str() {
+            Some(m @ ("uefi" | "bios")) => m.to_string(),
+            _ => String::new(),
+        },
+        secure_boot: raw["secure_boot"].as_bool(),
     }
 }
 
@@ -92,7 +118,7 @@ pub fn process(raw: &Value) -> Processed {
 pub async fn apply(store: &Store, node_id: &str, raw: &Value) -> Result<Vec<String>, StoreError> {
     let p = process(raw);
     let mut changed = Vec::new();
-    let (serial, vendor) = (p.serial.clone(), p.vendor.clone());
+    let (serial, vendor, secure_boot) = (p.serial.clone(), p.vendor.clone(), p.secure_boot);
     let node = store
         .modify_bm_node(node_id, move |n| {
             if !serial.is_empty() {
@@ -100,6 +126,9 @@ pub async fn apply(store: &Store, node_id: &str, raw: &Value) -> Result<Vec<Stri
             }
             if !vendor.is_empty() {
                 n.brand = vendor;
+            }
+            if secure_boot.is_some() {
+                n.secure_boot = secure_boot;
             }
             Ok(())
         })
@@ -122,6 +151,10 @@ pub fn as_node_inventory(
 ) -> crate::foundation::inventory::Inventory {
     let p = process(raw);
     let gb = |b: u64| ((b as f64 / 1e9) * 10.0).round() / 10.0;
+    // The disk the image went to: the same choice the deploy made.
+    let os_disk = crate::foundation::hints::choose(&node.hints(), &p.disks)
+        .map(|(d, _)| d.name.clone())
+        .unwrap_or_else(|_| node.os_disk_name.clone());
     crate::foundation::inventory::Inventory {
         hostname: node.hostname.clone(),
         cpu: crate::foundation::inventory::Cpu {
@@ -144,8 +177,8 @@ pub fn as_node_inventory(
                 name: d.name.clone(),
                 size: gb(d.size_bytes),
                 kind: "hdd".into(),
-                status: i64::from(d.name != node.os_disk_name),
-                is_os: d.name == node.os_disk_name,
+                status: i64::from(d.name != os_disk),
+                is_os: d.name == os_disk,
                 ..Default::default()
             })
             .collect(),
@@ -239,12 +272,12 @@ pub async fn link_node(
 /// provision it). Returns its node id, and whether it was created now (a
 /// machine already registered under that MAC is left as it is).
 pub async fn enlist(store: &Store, mac: &str, raw: &Value) -> Result<(String, bool), StoreError> {
-    if let Some((id, _)) = store
+    if let Some(n) = store
         .nodes_by_pxe_macs(vec![mac.to_string()])
         .await?
         .get(mac)
     {
-        return Ok((id.clone(), false));
+        return Ok((n.node_id.clone(), false));
     }
     let p = process(raw);
     let mut node = crate::foundation::store::BmNode::blank();
@@ -286,7 +319,8 @@ mod tests {
             p.disks,
             vec![Disk {
                 name: "vda".into(),
-                size_bytes: 1 << 30
+                size_bytes: 1 << 30,
+                ..Default::default()
             }]
         );
         assert_eq!(p.nics.len(), 1);

@@ -27,6 +27,7 @@ pub use run::Kind;
 
 use crate::foundation::callbacks::Callback;
 use crate::foundation::config::{Config, ImageConfig, ImageMethod};
+use crate::foundation::hints;
 use crate::foundation::shared::Shared;
 use crate::foundation::states::Trigger;
 use crate::foundation::store::{BmNode, BmNodeStatus, Job, StoreError};
@@ -124,23 +125,68 @@ impl Provisioner {
             .nodes_by_pxe_macs(vec![mac.to_string()])
             .await
         {
-            if let Some((node_id, _)) = found.get(mac) {
-                self.deploys.notify(node_id, DeployEvent::Fetched(what));
+            if let Some(n) = found.get(mac) {
+                self.deploys.notify(&n.node_id, DeployEvent::Fetched(what));
             }
         }
     }
 
     /// `node_id` (its token already checked) called back with `cb`: an
-    /// inventory is kept, and the node's task (if one runs) hears it.
-    pub async fn callback(&self, node_id: &str, cb: Callback) -> Result<(), StoreError> {
+    /// inventory is kept (with what it says of Secure Boot), and the node's
+    /// task (if one runs) hears it. The answer to a deploy ramdisk's
+    /// inventory is its plan: the image, and the disk the node's
+    /// root-device hints choose among the disks it reported — or why none
+    /// can be chosen, which fails the provision at once.
+    pub async fn callback(&self, node_id: &str, cb: Callback) -> Result<Reply, StoreError> {
+        let mut reply = Reply::Ok;
+        let mut after = None;
         if let Callback::Inventory(json) = &cb {
-            self.shared
-                .store
-                .save_inventory(node_id, json.clone())
-                .await?;
+            let store = &self.shared.store;
+            store.save_inventory(node_id, json.clone()).await?;
+            let raw: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+            let seen = inventory::process(&raw);
+            if let Some(sb) = seen.secure_boot {
+                store
+                    .modify_bm_node(node_id, move |n| {
+                        n.secure_boot = Some(sb);
+                        Ok(())
+                    })
+                    .await?;
+            }
+            if self.deploys.needs_netboot(node_id) {
+                if let Some(node) = self.node(node_id).await? {
+                    let cfg = self.shared.config();
+                    let image = cfg.images.iter().find(|i| {
+                        i.os_version == node.os_version && i.method == ImageMethod::Image
+                    });
+                    if let (BmNodeStatus::Provisioning, Some(image)) = (node.status, image) {
+                        let (r, event) = plan(&node, image, &seen.disks);
+                        reply = r;
+                        after = Some(event);
+                    }
+                }
+            }
         }
         self.deploys.notify(node_id, DeployEvent::Callback(cb));
-        Ok(())
+        if let Some(event) = after {
+            self.deploys.notify(node_id, event);
+        }
+        Ok(reply)
+    }
+
+    async fn node(&self, node_id: &str) -> Result<Option<BmNode>, StoreError> {
+        let filter = crate::foundation::store::BmNodeFilter {
+            node_ids: vec![node_id.to_string()],
+            ..Default::default()
+        };
+        Ok(self
+            .shared
+            .store
+            .describe_bm_nodes(filter)
+            .await?
+            .0
+            .into_iter()
+            .next())
     }
 
     /// Discovery: the unknown machine `mac` network-booted the discovery
@@ -151,6 +197,69 @@ impl Provisioner {
         raw: &serde_json::Value,
     ) -> Result<(String, bool), StoreError> {
         inventory::enlist(&self.shared.store, mac, raw).await
+    }
+}
+
+/// What the boot server answers a callback with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A plain "ok".
+    Ok,
+    /// The deploy ramdisk's plan (JSON; see [`plan`]).
+    Plan(String),
+    /// The deploy cannot go on (the reason; the provision fails with it).
+    Refused(String),
+}
+
+/// The plan for a deploy ramdisk that reported `disks`: the disk `node`'s
+/// root-device hints choose and `image` (served by rackboot, or its URL),
+/// and what the node's task hears about the choice.
+pub fn plan(node: &BmNode, image: &ImageConfig, disks: &[hints::Disk]) -> (Reply, DeployEvent) {
+    match hints::choose(&node.hints(), disks) {
+        Ok((disk, why)) => {
+            let path = if image.file.is_empty() {
+                image.url.clone()
+            } else {
+                format!(
+                    "{}/image",
+                    crate::foundation::config::image_path(&image.os_version)
+                )
+            };
+            let size = std::fs::metadata(&image.file).map(|m| m.len()).unwrap_or(0);
+            let body = serde_json::json!({
+                "action": "deploy",
+                "disk": disk.name,
+                "why": why,
+                "image": {
+                    "path": path,
+                    "size": size,
+                    "sha256": image.sha256,
+                    "format": crate::foundation::templates::image_format(image),
+                },
+                "first_boot": image.first_boot_callback,
+            });
+            (
+                Reply::Plan(body.to_string()),
+                DeployEvent::DiskChosen {
+                    disk: disk.name.clone(),
+                    why,
+                },
+            )
+        }
+        Err(no) => {
+            let hints = node.hints().describe();
+            let found = hints::list(disks);
+            (
+                Reply::Refused(format!(
+                    "no disk for the image: {no}; root_device hints: {hints}; disks found: {found}"
+                )),
+                DeployEvent::NoDisk {
+                    why: no.to_string(),
+                    hints,
+                    disks: found,
+                },
+            )
+        }
     }
 }
 
@@ -176,6 +285,14 @@ pub enum DeployEvent {
     Fetched(&'static str),
     /// It called back.
     Callback(Callback),
+    /// Its root-device hints chose `disk` among those its ramdisk reported.
+    DiskChosen { disk: String, why: String },
+    /// No disk could be chosen (`why`), with the hints and the disks found.
+    NoDisk {
+        why: String,
+        hints: String,
+        disks: String,
+    },
 }
 
 /// What a provision task listens to.

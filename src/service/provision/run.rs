@@ -10,7 +10,9 @@ use crate::foundation::ids::now_secs;
 use crate::foundation::ipmi::commands::{BootDevice, BootSetting};
 use crate::foundation::shared::Shared;
 use crate::foundation::states::Trigger;
-use crate::foundation::store::{BmNode, BmNodeStatus, Job, JobNode, JobStatus, StoreError};
+use crate::foundation::store::{
+    BmNode, BmNodeStatus, BootMode, Job, JobNode, JobStatus, StoreError,
+};
 use crate::foundation::templates;
 use crate::foundation::usermsg::{self, Event, Subject};
 use crate::service::power::{PowerOp, PowerOutcome};
@@ -75,6 +77,8 @@ fn failure(code: RetCode, event: &'static Event, args: &[(&'static str, &str)]) 
 /// status is the lowest), and what each node's task last reported.
 struct Tracker {
     job_id: String,
+    /// When the job started (Unix ms): its nodes' timelines count from here.
+    started_ms: i64,
     request_id: String,
     kind: Kind,
     steps: Mutex<HashMap<String, u32>>,
@@ -205,6 +209,7 @@ pub async fn start(
     let watches: Vec<Watch> = nodes.iter().map(|n| pv.deploys.watch(&n.node_id)).collect();
     let tracker = Arc::new(Tracker {
         job_id: job.job_id.clone(),
+        started_ms: now_secs() * 1000,
         request_id: request_id.to_string(),
         kind,
         steps: Mutex::new(nodes.iter().map(|n| (n.node_id.clone(), 0)).collect()),
@@ -355,6 +360,7 @@ async fn node_task(
             false
         }
         Err(Stop::Failed(f)) => {
+            let f = with_firmware_note(pv, t, &node, f).await;
             end_in_failure(pv, &node, t.kind.failed()).await?;
             let text = record(pv, t, &node, f.event, &f.args).await?;
             pv.shared
@@ -370,6 +376,45 @@ async fn node_task(
     };
     t.finish(pv, &node).await?;
     Ok(outcome)
+}
+
+/// A timeout of a node whose firmware asked DHCP in the other mode than its
+/// `boot_mode` (the DHCP step of its boot timeline says so) names that.
+async fn with_firmware_note(
+    pv: &Provisioner,
+    t: &Tracker,
+    node: &BmNode,
+    mut f: Failure,
+) -> Failure {
+    if !matches!(
+        f.code,
+        RetCode::ProvisionNoNetboot | RetCode::ProvisionTimeout
+    ) || node.pxe_mac.is_empty()
+    {
+        return f;
+    }
+    let events = pv
+        .shared
+        .store
+        .boot_events(node.pxe_mac.clone(), t.started_ms, 1000)
+        .await
+        .unwrap_or_default();
+    let Some(mode) = events.iter().rev().find_map(|e| {
+        let at = e.detail.find("(asked as ")?;
+        let rest = &e.detail[at + 1..];
+        Some(rest[..rest.find(')')?].to_string())
+    }) else {
+        return f;
+    };
+    let note = format!(
+        "its firmware {mode}: set boot_mode (ModifyBMNodeAttributes) or the firmware's boot mode"
+    );
+    if let Some((_, h)) = f.args.iter_mut().find(|(k, _)| *k == "hint") {
+        *h = format!(" Also: {note}.");
+    } else if let Some((_, d)) = f.args.iter_mut().find(|(k, _)| *k == "detail") {
+        *d = format!("{d}; {note}");
+    }
+    f
 }
 
 /// A node whose task could not record its progress: best effort, it is
@@ -545,11 +590,6 @@ fn validate(
                 image.os_version
             )));
         }
-        if image.method == ImageMethod::Image && node.os_disk_name.is_empty() {
-            return Err(invalid(
-                "it has no os_disk_name to write the image to".into(),
-            ));
-        }
     }
     let needs_ramdisk = kind == Kind::Inspect
         || image
@@ -640,7 +680,7 @@ async fn boot_and_cycle(
     let setting = BootSetting {
         device,
         persistent,
-        efi: false,
+        efi: node.boot_mode == BootMode::Uefi,
     };
     let operation = format!("set boot device {}", device.as_str());
     bmc(pv, node, step, &operation, PowerOp::SetBoot(setting)).await?;
@@ -671,7 +711,7 @@ async fn wait_netboot(
         Err(_) => Err(failure(
             RetCode::ProvisionNoNetboot,
             &usermsg::PROVISION_NO_NETBOOT,
-            &[("seconds", &secs.to_string())],
+            &[("seconds", &secs.to_string()), ("hint", "")],
         )),
     }
 }
@@ -753,14 +793,58 @@ async fn provision_steps(
                     &[("detail", &clean(&message))],
                 ))
             }
-            Ok(Some(DeployEvent::Callback(Callback::Inventory(_)))) => {
+            Ok(Some(DeployEvent::Callback(Callback::Inventory(json)))) => {
+                let raw: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                let seen = super::inventory::process(&raw);
+                let since_kernel = raw["uptime_s"]
+                    .as_f64()
+                    .map(|s| format!(", {s:.1} s after its kernel started"))
+                    .unwrap_or_default();
+                let mode = if seen.boot_mode.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", booted {}{}",
+                        seen.boot_mode,
+                        if seen.secure_boot == Some(true) {
+                            " with Secure Boot"
+                        } else {
+                            ""
+                        }
+                    )
+                };
                 pv.shared
                     .store
                     .append_job_log(
                         &t.job_id,
-                        format!("{}: step3: inventory received", label(node)),
+                        format!(
+                            "{}: step3: inventory received ({} disk(s), {} NIC(s){mode}{since_kernel})",
+                            label(node),
+                            seen.disks.len(),
+                            seen.nics.len()
+                        ),
                     )
                     .await?;
+            }
+            Ok(Some(DeployEvent::DiskChosen { disk, why })) => {
+                pv.shared
+                    .store
+                    .append_job_log(
+                        &t.job_id,
+                        format!("{}: step3: writing to {disk} ({why})", label(node)),
+                    )
+                    .await?;
+            }
+            Ok(Some(DeployEvent::NoDisk { why, hints, disks })) => {
+                return Err(failure(
+                    RetCode::ProvisionNoDisk,
+                    &usermsg::PROVISION_NO_DISK,
+                    &[
+                        ("detail", &clean(&why)),
+                        ("hints", &clean(&hints)),
+                        ("disks", &clean(&disks)),
+                    ],
+                ))
             }
             Ok(Some(_)) => {}
         }

@@ -7,8 +7,11 @@ use super::params::BM_NODE_FIELDS;
 use super::{fields, Call, Fields, HandlerFuture};
 use crate::foundation::config::Config;
 use crate::foundation::errors::{ApiError, RetCode};
+use crate::foundation::hints::Hints;
 use crate::foundation::ids::{format_time, is_id, new_id, now_secs, NODE_PREFIX};
-use crate::foundation::store::{BmNode, BmNodeFilter, BmNodeStatus, NetworkSettings, StoreError};
+use crate::foundation::store::{
+    BmNode, BmNodeFilter, BmNodeStatus, BootMode, NetworkSettings, StoreError,
+};
 use crate::foundation::validate;
 use crate::service::app::App;
 use serde::Serialize;
@@ -114,6 +117,7 @@ pub fn describe(app: Arc<App>, call: Call) -> HandlerFuture {
 #[derive(Serialize)]
 pub struct NodeView<'a> {
     bmc_reachable: u8,
+    boot_mode: &'static str,
     create_time: String,
     description: &'a str,
     general: GeneralView<'a>,
@@ -126,6 +130,8 @@ pub struct NodeView<'a> {
     pre_status: &'static str,
     public_network: NetworkView<'a>,
     pxe: PxeView<'a>,
+    /// 1/0 as the deploy ramdisk last saw it; null until it reported.
+    secure_boot: Option<u8>,
     status: &'static str,
     update_time: String,
 }
@@ -153,6 +159,8 @@ struct IpmiView<'a> {
 #[derive(Serialize)]
 struct OsDiskView<'a> {
     os_disk_name: &'a str,
+    /// Every hint, `name` (= os_disk_name) included.
+    root_device: Hints,
 }
 
 #[derive(Serialize)]
@@ -204,6 +212,7 @@ impl<'a> NodeView<'a> {
     pub fn new(n: &'a BmNode, config: &Config) -> NodeView<'a> {
         NodeView {
             bmc_reachable: u8::from(n.bmc_reachable),
+            boot_mode: n.boot_mode.as_str(),
             create_time: format_time(n.create_time),
             description: &n.description,
             general: GeneralView {
@@ -233,6 +242,7 @@ impl<'a> NodeView<'a> {
             node_id: &n.node_id,
             os_disk: OsDiskView {
                 os_disk_name: &n.os_disk_name,
+                root_device: n.hints(),
             },
             power_state: n.power_state.as_str(),
             power_state_time: n.power_state_time.map(format_time).unwrap_or_default(),
@@ -246,6 +256,7 @@ impl<'a> NodeView<'a> {
                 pxe_network_interface: &n.pxe_interface,
                 pxe_network_mac_addr: &n.pxe_mac,
             },
+            secure_boot: n.secure_boot.map(u8::from),
             status: n.status.as_str(),
             update_time: format_time(n.update_time),
         }
@@ -378,7 +389,7 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
                         format!("`{s}` is not a disk name (e.g. sda or /dev/disk/by-id/…)"),
                     ));
                 }
-                node.os_disk_name = s;
+                node.os_disk_name = s.strip_prefix("/dev/").unwrap_or(&s).to_string();
             }
             "mgmt_network_address" => node.mgmt.address = addr()?,
             "mgmt_network_netmask" => node.mgmt.netmask = mask()?,
@@ -392,6 +403,33 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
             "is_public_config_bond" => node.public.bond = flag()?,
             "is_public_config_vlan" => node.public.vlan = flag()?,
             "public_network_vlan_id" => node.public.vlan_id = vlan()?,
+            "boot_mode" => {
+                node.boot_mode = BootMode::parse(&s).ok_or_else(|| {
+                    ApiError::field(
+                        key,
+                        format!("`{s}` is not a boot mode (allowed: uefi, bios)"),
+                    )
+                })?;
+            }
+            "root_device" => {
+                let empty = serde_json::Map::new();
+                let mut hints =
+                    Hints::from_json(p.object(key).unwrap_or(&empty)).map_err(ApiError::bad)?;
+                let name = std::mem::take(&mut hints.name);
+                if !name.is_empty() {
+                    if let Some(d) = p
+                        .str("os_disk_name")
+                        .filter(|d| d.trim_start_matches("/dev/") != name)
+                    {
+                        return Err(ApiError::field(
+                            "root_device.name",
+                            format!("`{name}` differs from os_disk_name `{d}` (they are the same hint): send one of them"),
+                        ));
+                    }
+                    node.os_disk_name = name;
+                }
+                node.root_device = hints;
+            }
             "serial_number" => {
                 text(128)?;
                 node.serial_number = s;
@@ -591,6 +629,8 @@ const IDENTITY: &[&str] = &[
     "os_version",
     "cpu_arch",
     "os_disk_name",
+    "root_device",
+    "boot_mode",
 ];
 
 pub fn modify(app: Arc<App>, call: Call) -> HandlerFuture {

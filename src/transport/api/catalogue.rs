@@ -60,7 +60,7 @@ const fn concat<const N: usize>(head: [Param; 1], tail: &[Param]) -> [Param; N] 
     out
 }
 
-const REGISTER_PARAMS: [Param; 29] = concat(
+const REGISTER_PARAMS: [Param; 31] = concat(
     [p(
         "bm_nodes",
         Ty::Objects,
@@ -69,7 +69,7 @@ const REGISTER_PARAMS: [Param; 29] = concat(
     )],
     BM_NODE_FIELDS,
 );
-const MODIFY_PARAMS: [Param; 29] = concat(
+const MODIFY_PARAMS: [Param; 31] = concat(
     [p("node_id", Ty::Str, true, "the node to change (n-…)")],
     BM_NODE_FIELDS,
 );
@@ -279,7 +279,7 @@ pub static ACTIONS: &[Action] = &[
             p("node_ids", Ty::List, true, "the nodes (n-…)"),
             p("boot_device", Ty::Str, true, "pxe, disk or bios (setup)"),
             p("persistent", Ty::Flag, false, "1 = every boot, 0 = next boot only (default)"),
-            p("efi", Ty::Flag, false, "1 = UEFI boot, 0 = legacy BIOS (default)"),
+            p("efi", Ty::Flag, false, "1 = UEFI boot, 0 = legacy BIOS; default: each node's boot_mode"),
         ],
         positional: Some("node_ids"),
         job: true,

@@ -26,6 +26,8 @@ pub enum Ty {
     List,
     /// A list of objects.
     Objects,
+    /// A JSON object (the CLI takes it as JSON text).
+    Object,
 }
 
 impl Ty {
@@ -36,6 +38,7 @@ impl Ty {
             Ty::Flag => "integer 0/1",
             Ty::List => "list of strings",
             Ty::Objects => "list of objects",
+            Ty::Object => "object",
         }
     }
 }
@@ -119,6 +122,7 @@ pub fn check_value(field: &str, ty: Ty, value: Value) -> Result<Value, ApiError>
             }
             Ok(Value::Array(items))
         }
+        (Ty::Object, v @ Value::Object(_)) => Ok(v),
         (_, v) => Err(wrong(&v)),
     }
 }
@@ -257,6 +261,11 @@ impl Params {
         Ok((a..=b).map(std::net::Ipv4Addr::from).collect())
     }
 
+    /// An object parameter.
+    pub fn object(&self, name: &str) -> Option<&Map<String, Value>> {
+        self.values.get(name).and_then(Value::as_object)
+    }
+
     /// A list-of-objects parameter.
     pub fn objects(&self, name: &str) -> Option<Vec<Map<String, Value>>> {
         self.values
@@ -307,7 +316,9 @@ pub const BM_NODE_FIELDS: &[Param] = &[
     p("pxe_network_mac_addr", Ty::Str, false, "MAC of the NIC that network-boots, unique; required to register"),
     p("pxe_network_address", Ty::Str, false, "fixed IPv4 address for the PXE NIC (optional)"),
     p("pxe_network_interface", Ty::Str, false, "name of the PXE NIC in the installed OS (optional)"),
-    p("os_disk_name", Ty::Str, false, "disk to install on, e.g. sda"),
+    p("os_disk_name", Ty::Str, false, "disk to install on, e.g. sda (the `name` root-device hint)"),
+    p("root_device", Ty::Object, false, "root-device hints, any of name, serial, wwn, model, vendor, size_gb, by_path, rotational: exactly one disk must match them all; none: the smallest disk of at least 4 GiB ({} clears)"),
+    p("boot_mode", Ty::Str, false, "uefi (default) or bios: the firmware mode the node boots in (EFI bit of the boot flags)"),
     p("mgmt_network_address", Ty::Str, false, "management network IPv4 address"),
     p("mgmt_network_netmask", Ty::Str, false, "management network netmask"),
     p("mgmt_network_gateway", Ty::Str, false, "management network gateway (inside the network)"),

@@ -64,6 +64,7 @@ pub fn start(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "StartBMNodes",
             op: PowerOp::On,
             operation: "power on",
+            efi_from_boot_mode: false,
         },
     )
 }
@@ -78,6 +79,7 @@ pub fn stop(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "StopBMNodes",
             op: PowerOp::Off { hard },
             operation,
+            efi_from_boot_mode: false,
         },
     )
 }
@@ -96,6 +98,7 @@ pub fn restart(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "RestartBMNodes",
             op,
             operation,
+            efi_from_boot_mode: false,
         },
     )
 }
@@ -116,6 +119,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
         persistent: p.int("persistent") == Some(1),
         efi: p.int("efi") == Some(1),
     };
+    let efi_from_boot_mode = !p.has("efi");
     power_action(
         app,
         call,
@@ -123,6 +127,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "SetBMNodesBootDevice",
             op: PowerOp::SetBoot(setting),
             operation: "set boot device",
+            efi_from_boot_mode,
         },
     )
 }
@@ -145,6 +150,7 @@ pub fn refresh(app: Arc<App>, call: Call) -> HandlerFuture {
                 action: "RefreshBMNodesPowerState",
                 op: PowerOp::Status,
                 operation: "power status",
+                efi_from_boot_mode: false,
             },
             nodes,
         )

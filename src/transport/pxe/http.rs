@@ -23,6 +23,7 @@ use crate::foundation::config::Config;
 use crate::foundation::store::BmNode;
 use crate::foundation::templates::{self, BootVars, Mode, NodeVars, Templates, Urls};
 use crate::service::app::App;
+use crate::service::provision::Reply;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, StatusCode};
@@ -155,6 +156,9 @@ async fn connection(h: Http, app: Router, mut stream: tokio::net::TcpStream, pee
 fn static_file(h: &Http, path: &str) -> Option<(std::path::PathBuf, Option<&'static str>)> {
     let cfg = h.app.config();
     if let Some(rest) = path.strip_prefix("/files/") {
+        if let Some(p) = cfg.secure_boot_file(rest) {
+            return Some((p, None));
+        }
         let root = std::path::Path::new(&cfg.boot.files_dir)
             .canonicalize()
             .ok()?;
@@ -226,8 +230,8 @@ async fn node(app: &App, node_id: &str) -> Option<BmNode> {
 async fn node_by_mac(app: &App, mac: &str) -> Option<BmNode> {
     let mac = crate::foundation::validate::mac(mac).ok()?;
     let found = app.store.nodes_by_pxe_macs(vec![mac.clone()]).await.ok()?;
-    let (node_id, _) = found.get(&mac)?;
-    node(app, node_id).await
+    let found = found.get(&mac)?;
+    node(app, &found.node_id).await
 }
 
 /// Adds `detail` to the boot timeline of `mac` before the handler answers,
@@ -374,6 +378,29 @@ pub async fn generated_config(
     port: u16,
     name: &str,
 ) -> Option<(String, String)> {
+    if name == "grub/grub.cfg" {
+        // GRUB's first config (signed netboot image): any machine gets it,
+        // and it hands over to its MAC's config.
+        let urls = Urls {
+            address,
+            http_port: port,
+        };
+        let vars = BootVars::new(
+            Mode::Local,
+            &NodeVars::default(),
+            None,
+            &app.config(),
+            &urls,
+            "",
+        );
+        return match app.shared.templates().render("grub/netboot.cfg", &vars) {
+            Ok(s) => Some((String::new(), s)),
+            Err(e) => {
+                tracing::warn!(name, "boot config: {e}");
+                None
+            }
+        };
+    }
     let (template, mac) = if let Some(m) = name.strip_prefix("grub/grub.cfg-01-") {
         ("grub/grub.cfg", m)
     } else if let Some(m) = name.strip_prefix("pxelinux.cfg/01-") {
@@ -389,7 +416,14 @@ pub async fn generated_config(
     };
     let mode = app.provision.boot_mode(&node, &app.config());
     match render_for(&h, &node, template, mode).await {
-        Ok(s) => Some((node.pxe_mac.clone(), s)),
+        Ok(s) => {
+            if mode != Mode::Local {
+                // The boot loader asked for what the node boots now: the
+                // node network-booted (as for an iPXE script).
+                app.provision.served(&node.node_id);
+            }
+            Some((node.pxe_mac.clone(), s))
+        }
         Err(e) => {
             tracing::warn!(name, "boot config: {e}");
             None
@@ -586,6 +620,10 @@ async fn boot_file(
     Path(path): Path<String>,
     req: Request,
 ) -> Response {
+    if let Some(file) = h.app.config().secure_boot_file(&path) {
+        let mac = mac_of_peer(&h.app, peer.ip()).await;
+        return stream(&h, file, format!("/files/{path}"), mac, req).await;
+    }
     let root = match std::path::Path::new(&h.app.config().boot.files_dir).canonicalize() {
         Ok(r) => r,
         Err(_) => return refuse(StatusCode::NOT_FOUND, &path, "boot.files_dir is missing"),
@@ -649,7 +687,10 @@ async fn image_file(
     req: Request,
 ) -> Response {
     let cfg = h.app.config();
-    let label = format!("{}/{file}", templates::image_path(&os_version));
+    let label = format!(
+        "{}/{file}",
+        crate::foundation::config::image_path(&os_version)
+    );
     let Some(image) = cfg.images.iter().find(|i| i.os_version == os_version) else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -897,15 +938,22 @@ async fn callback(
             .await;
     }
     // Kept (an inventory), and heard by the node's provision or inspection
-    // (if one runs).
-    if let Err(e) = h.app.provision.callback(&node_id, cb).await {
-        return refuse(
+    // (if one runs); a deploy ramdisk's inventory is answered with its plan.
+    match h.app.provision.callback(&node_id, cb).await {
+        Ok(Reply::Ok) => text("ok\n".into()),
+        Ok(Reply::Plan(json)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response(),
+        Ok(Reply::Refused(why)) => refuse(StatusCode::CONFLICT, &label, &why),
+        Err(e) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             &label,
             &format!("cannot store the callback: {e}"),
-        );
+        ),
     }
-    text("ok\n".into())
 }
 
 #[cfg(test)]

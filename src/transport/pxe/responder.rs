@@ -11,6 +11,7 @@ use crate::foundation::dhcp::{
     self, Decision, Lease, Leases, NodeInfo, Nodes, Pool, ProxyPort, Settings,
 };
 use crate::foundation::firmware::BootFiles;
+use crate::foundation::store::PxeNode;
 use crate::foundation::tftp::Limits;
 use crate::service::app::App;
 use crate::transport::pxe::tftp::{self as tftp, TftpSettings};
@@ -100,7 +101,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
         },
         files: BootFiles {
             bios: cfg.boot.bios_file.clone(),
-            uefi_x64: cfg.boot.uefi_x64_file.clone(),
+            uefi_x64: cfg.uefi_x64_file().to_string(),
             uefi_arm64: cfg.boot.uefi_arm64_file.clone(),
         },
         http_base: format!("http://{ip}:{}", cfg.http.port),
@@ -146,6 +147,10 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
             retries: 5,
             report: Some(tftp_reporter(app.clone())),
             generate: Some(tftp_generator(app.clone(), ip, cfg.http.port)),
+            named: Some({
+                let app = app.clone();
+                Arc::new(move |name: &str| app.config().tftp_file(name))
+            }),
         };
         if !t.root.is_dir() {
             return Err(format!(
@@ -202,13 +207,20 @@ fn tftp_reporter(app: Arc<App>) -> crate::transport::pxe::tftp::TransferHook {
                     Err(e) => format!("{file}: not sent ({e})"),
                 };
                 record(&app, &mac, "tftp", detail);
+                // GRUB fetches the deploy ramdisk over TFTP under Secure Boot.
+                match file.trim_start_matches('/') {
+                    "deploy/kernel" => app.provision.fetched(&mac, "kernel").await,
+                    "deploy/initrd" => app.provision.fetched(&mac, "initrd").await,
+                    _ => {}
+                }
             });
         },
     )
 }
 
 /// Per-MAC boot loader configs over TFTP (`grub/grub.cfg-01-<mac>`,
-/// `pxelinux.cfg/01-<mac>`), rendered on request, no file written.
+/// `pxelinux.cfg/01-<mac>`, and GRUB's first `grub/grub.cfg`), rendered on
+/// request, no file written.
 fn tftp_generator(
     app: Arc<App>,
     ip: Ipv4Addr,
@@ -299,13 +311,13 @@ impl Leases for Table {
 }
 
 /// Registered nodes among the MACs of one batch of packets.
-struct Known(HashMap<String, (String, String)>);
+struct Known(HashMap<String, PxeNode>);
 
 impl Nodes for Known {
     fn by_mac(&self, mac: &str) -> Option<NodeInfo> {
-        self.0.get(mac).map(|(node_id, fixed)| NodeInfo {
-            node_id: node_id.clone(),
-            fixed_address: fixed.parse().ok(),
+        self.0.get(mac).map(|n| NodeInfo {
+            node_id: n.node_id.clone(),
+            fixed_address: n.pxe_address.parse().ok(),
         })
     }
 }
@@ -432,15 +444,22 @@ async fn dhcp_loop(
                 }
             };
             let known_mac = known.0.contains_key(&p.mac);
+            let client_arch = crate::foundation::firmware::classify(&p.msg).arch;
             let asked = upper(dhcp::message_type(&p.msg));
             let port = if p.boot_server_peer.is_some() {
                 " (4011)"
             } else {
                 ""
             };
-            let arch = crate::foundation::firmware::classify(&p.msg)
-                .arch
-                .map(|a| format!(", arch {a}"))
+            // The firmware's mode, and whether it is the registered one.
+            let mismatch = known
+                .0
+                .get(&p.mac)
+                .and_then(|n| crate::foundation::firmware::mode_mismatch(client_arch, n.uefi))
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            let arch = client_arch
+                .map(|a| format!(", arch {a}{mismatch}"))
                 .unwrap_or_default();
             match decision {
                 Decision::Ignore(why) => {

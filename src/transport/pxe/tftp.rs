@@ -37,7 +37,13 @@ pub struct TftpSettings {
     pub report: Option<TransferHook>,
     /// Files rendered per request (per-node boot loader configs).
     pub generate: Option<Generator>,
+    /// Files served by name from outside `root` (the deploy ramdisk for
+    /// GRUB, the Secure Boot chain), asked after `generate`.
+    pub named: Option<Named>,
 }
+
+/// A file name → the local file that answers it, if any.
+pub type Named = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
 
 /// Serves read requests arriving on `socket` until `shutdown`.
 pub async fn serve(
@@ -141,10 +147,18 @@ async fn transfer(
         Some(g) => g(req.filename.trim_start_matches('/').to_string()).await,
         None => None,
     };
+    let named = match (&generated, &s.named) {
+        (None, Some(n)) => n(req.filename.trim_start_matches('/')),
+        _ => None,
+    };
     let (size, mut file): (u64, Box<dyn tokio::io::AsyncRead + Unpin + Send>) = match generated {
         Some(bytes) => (bytes.len() as u64, Box::new(std::io::Cursor::new(bytes))),
         None => {
-            let path = match proto::resolve(&s.root, &req.filename) {
+            let resolved = match named {
+                Some(p) => Ok(p),
+                None => proto::resolve(&s.root, &req.filename),
+            };
+            let path = match resolved {
                 Ok(p) => p,
                 Err(PathError::NotFound) => {
                     return refuse(&sock, code::FILE_NOT_FOUND, "file not found").await

@@ -1,0 +1,174 @@
+//! The agent's side of rackboot's callback protocol (pxe-templates/README.md):
+//! `POST <callback>/<event>` with a form or JSON body; the answer to the
+//! inventory is the plan (what to write where) in deploy mode.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The HTTP client the agent uses for everything.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// What the daemon wants done after the inventory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Plan {
+    /// Write `image` to `/dev/<disk>`.
+    Deploy {
+        disk: String,
+        /// How the disk was chosen (for the console).
+        #[serde(default)]
+        why: String,
+        image: Image,
+        /// Leave the callback URL in sector 1 for the installed OS's first
+        /// boot (the lab's test image).
+        #[serde(default)]
+        first_boot: bool,
+    },
+    /// Nothing more to do (inspection, discovery).
+    Wait,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Image {
+    /// A path on the callback's server (`/images/<v>/image`) or a URL.
+    pub path: String,
+    /// Bytes as served (0: unknown).
+    #[serde(default)]
+    pub size: u64,
+    /// SHA-256 of the bytes as served ("" = none given).
+    #[serde(default)]
+    pub sha256: String,
+    /// `raw` or `gz` (gzip'd raw).
+    #[serde(default = "raw")]
+    pub format: String,
+}
+
+fn raw() -> String {
+    "raw".into()
+}
+
+/// Talks to one callback URL.
+pub struct Reporter {
+    pub callback: String,
+    http: ureq::Agent,
+}
+
+impl Reporter {
+    pub fn new(callback: &str) -> Reporter {
+        Reporter {
+            callback: callback.trim_end_matches('/').to_string(),
+            http: agent(),
+        }
+    }
+
+    /// Posts `body` to `<callback>/<event>`; returns the status and body.
+    pub fn post(
+        &self,
+        event: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Result<(u16, String), String> {
+        let url = format!("{}/{event}", self.callback);
+        let mut last = String::new();
+        for attempt in 0..5 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            match self
+                .http
+                .post(&url)
+                .header("Content-Type", content_type)
+                .send(body)
+            {
+                Ok(mut r) => {
+                    let status = r.status().as_u16();
+                    let text = r.body_mut().read_to_string().unwrap_or_default();
+                    if status >= 500 {
+                        last = format!("HTTP {status}: {}", text.trim());
+                        continue;
+                    }
+                    return Ok((status, text));
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!("cannot post {event} to {url}: {last}"))
+    }
+
+    /// A form-encoded event (`progress`, `failed`, `done`, `booted`).
+    pub fn event(&self, event: &str, form: &[(&str, &str)]) -> Result<(), String> {
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        match self.post(event, "application/x-www-form-urlencoded", &body)? {
+            (200..=299, _) => Ok(()),
+            (status, text) => Err(format!("{event}: HTTP {status}: {}", text.trim())),
+        }
+    }
+
+    /// Posts the inventory; the daemon's plan (`Wait` for a plain "ok"),
+    /// or why it refused.
+    pub fn inventory(&self, json: &str) -> Result<Plan, String> {
+        match self.post("inventory", "application/json", json)? {
+            (200..=299, text) if text.trim_start().starts_with('{') => serde_json::from_str(&text)
+                .map_err(|e| format!("the daemon's plan is not understood ({e}): {text}")),
+            (200..=299, _) => Ok(Plan::Wait),
+            (status, text) => Err(format!(
+                "the daemon refused the inventory (HTTP {status}): {}",
+                text.trim()
+            )),
+        }
+    }
+}
+
+/// Percent-encodes a form value.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_parse() {
+        let p: Plan = serde_json::from_str(r#"{"action":"deploy","disk":"sdb","why":"hints","image":{"path":"/images/x/image","size":10,"sha256":"ab","format":"gz"},"first_boot":true}"#).unwrap();
+        assert_eq!(
+            p,
+            Plan::Deploy {
+                disk: "sdb".into(),
+                why: "hints".into(),
+                image: Image {
+                    path: "/images/x/image".into(),
+                    size: 10,
+                    sha256: "ab".into(),
+                    format: "gz".into()
+                },
+                first_boot: true
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<Plan>(r#"{"action":"wait"}"#).unwrap(),
+            Plan::Wait
+        );
+        assert_eq!(encode("sha256 mismatch: a/b"), "sha256+mismatch%3A+a%2Fb");
+    }
+}
