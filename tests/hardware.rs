@@ -105,7 +105,8 @@ fn every_nic_disk_controller_and_firmware_provisions_and_boots_the_image() {
         assert!(out.contains(step), "the timeline lacks {step}:\n{out}");
     }
     // Its serial console shows the kernel in Secure Boot lockdown.
-    let serial = std::fs::read_to_string(lab.path("vm4/serial.log")).unwrap_or_default();
+    let serial =
+        String::from_utf8_lossy(&std::fs::read(lab.path("vm4/serial.log")).unwrap()).into_owned();
     assert!(
         serial.contains("Secure boot enabled"),
         "vm4's console:\n{serial}"
@@ -161,7 +162,8 @@ fn a_secure_boot_machine_refuses_an_unsigned_boot_program() {
         !timeline.contains("boot script"),
         "iPXE must not have run: {timeline}"
     );
-    let serial = std::fs::read_to_string(lab.path("vm0/serial.log")).unwrap_or_default();
+    let serial =
+        String::from_utf8_lossy(&std::fs::read(lab.path("vm0/serial.log")).unwrap()).into_owned();
     assert!(
         serial.contains("Access Denied") || serial.contains("Security Violation"),
         "the firmware should say it refused the unsigned image:\n{serial}"

@@ -31,8 +31,8 @@ fn lab_up_provisions_two_vms_from_new_to_active() {
         "deploy boot script",
         "GET /deploy/kernel: ",
         "GET /deploy/initrd: ",
-        "GET /images/tiny-1.0/image: ",
         "callback inventory",
+        "callback progress",
     ] {
         assert!(out.contains(step), "the timeline lacks {step}:\n{out}");
     }
@@ -129,31 +129,42 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
         .find(|l| l.starts_with("file = "))
         .unwrap()
         .to_string();
-    // And the same image gzip'd (the ramdisk streams it through gunzip).
-    let gz = lab.path("tiny.raw.gz");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "gzip -c {} > {}",
-            lab.path("tiny.raw").display(),
-            gz.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(out.success());
-    let gz_sum =
-        String::from_utf8_lossy(&Command::new("sha256sum").arg(&gz).output().unwrap().stdout)
-            .split_whitespace()
-            .next()
+    // And the same OS as a qcow2 of 2 GiB virtual size (data: the test OS
+    // at its start, and a block near its end), as cloud images come.
+    let qcow2 = lab.path("tiny.qcow2");
+    let sh = |cmd: String| {
+        let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(format!(
+        "cp --sparse=always {raw} {q}.raw && truncate -s 2G {q}.raw && \
+         seq -f 'tail %.0f' 1 200000 | dd of={q}.raw bs=1M seek=2000 conv=notrunc status=none && \
+         qemu-img convert -O qcow2 {q}.raw {q} && qemu-img convert -O raw {q} {q}.expected && rm {q}.raw",
+        raw = lab.path("tiny.raw").display(),
+        q = qcow2.display()
+    ));
+    let q_sum = String::from_utf8_lossy(
+        &Command::new("sha256sum")
+            .arg(&qcow2)
+            .output()
             .unwrap()
-            .to_string();
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .unwrap()
+    .to_string();
     std::fs::write(
         &config,
         format!(
             "{text}[[images]]\nos_version = \"tiny-badsum\"\n{bad}\nsha256 = \"{}\"\n\
-             [[images]]\nos_version = \"tiny-gz\"\nfile = \"{}\"\nsha256 = \"{gz_sum}\"\n",
+             [[images]]\nos_version = \"tiny-qcow2\"\nfile = \"{}\"\nsha256 = \"{q_sum}\"\n",
             "ab".repeat(32),
-            gz.display()
+            qcow2.display()
         ),
     )
     .unwrap();
@@ -181,12 +192,13 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
     let s = lab.wait_job(&job, 120);
     assert_eq!(s["status"], "failed");
     let np = &s["node_progress"];
-    assert_eq!(np[&badsum]["ret_code"], 3720, "{s}");
+    // A wrong checksum is found on the deploy host, before the node boots.
+    assert_eq!(np[&badsum]["ret_code"], 3700, "{s}");
     assert!(
         np[&badsum]["message"]
             .as_str()
             .unwrap()
-            .contains("sha256 mismatch"),
+            .contains("cannot be prepared: sha256 mismatch"),
         "{s}"
     );
     assert_eq!(np[&wrong_mac]["ret_code"], 3710, "{s}");
@@ -199,7 +211,7 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
     );
     let log = lab.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
     assert!(
-        log.contains(&format!("{badsum} (vm0): failed at step3"))
+        log.contains(&format!("{badsum} (vm0): failed at step0"))
             && log.contains(&format!("{wrong_mac} (vm1): failed at step2")),
         "{log}"
     );
@@ -240,23 +252,54 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
     );
     assert_eq!(p["vendor"], "QEMU", "{data}");
 
-    // The inspected VM provisioned from the gzip'd image: its disk holds
-    // the raw image.
+    // The inspected VM provisioned from the qcow2 image. Its disk held old
+    // data where the image has holes: afterwards the disk's first 2 GiB
+    // are exactly what `qemu-img convert -O raw` makes of the image, and
+    // only the image's data crossed the wire.
+    sh(format!(
+        "seq -f 'old %.0f' 1 300000 | dd of={d} bs=1M seek=1000 conv=notrunc status=none",
+        d = lab.path("vm1/disk1.raw").display()
+    ));
     lab.ok(
-        json!({"action": "ModifyBMNodeAttributes", "node_id": wrong_mac, "os_version": "tiny-gz"}),
+        json!({"action": "ModifyBMNodeAttributes", "node_id": wrong_mac, "os_version": "tiny-qcow2"}),
     );
     let job = lab.ok(json!({"action": "ProvisionBMNodes", "node_ids": [wrong_mac]}))["job_id"]
         .as_str()
         .unwrap()
         .to_string();
-    let s = lab.wait_job(&job, 120);
+    let s = lab.wait_job(&job, 180);
     assert_eq!(s["status"], "successful", "{s}");
-    let raw = std::fs::read(lab.path("tiny.raw")).unwrap();
-    let disk = head(&lab.path("vm1/disk1.raw"), raw.len());
+    let log = lab.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
     assert!(
-        disk[..raw.len()] == raw[..],
-        "vm1's disk does not hold the gunzipped image"
+        log.contains("step0: image: converting qcow2 to raw"),
+        "{log}"
     );
+    assert!(
+        log.contains("image ready: qcow2 source, 2048 MiB on disk"),
+        "{log}"
+    );
+    // The test OS (about 45 MiB) and the 1 MiB block at its end: what
+    // crossed the wire, out of 2 GiB.
+    let data_mib: u64 = log
+        .split("MiB of data of a 2048 MiB image")
+        .next()
+        .and_then(|l| l.rsplit(": ").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(data_mib < 80, "{data_mib} MiB crossed the wire: {log}");
+    let expected = lab.path("tiny.qcow2.expected");
+    let mut disk = std::fs::File::open(lab.path("vm1/disk1.raw")).unwrap();
+    let mut want = std::fs::File::open(&expected).unwrap();
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    for mib in 0..2048u64 {
+        std::io::Read::read_exact(&mut disk, &mut a).unwrap();
+        std::io::Read::read_exact(&mut want, &mut b).unwrap();
+        // Sector 1 holds the first-boot note of images that ask for it.
+        assert!(
+            a == b || (mib == 0 && a[1024..] == b[1024..]),
+            "vm1's disk differs from qemu-img convert's output in MiB {mib}"
+        );
+    }
 
     // An abort mid-deploy powers the VM off.
     lab.ok(

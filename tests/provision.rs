@@ -219,7 +219,8 @@ fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
             "the name hint (os_disk_name) chose: {plan}"
         );
         assert_eq!(plan["image"]["path"], "/images/tiny-1.0/image", "{plan}");
-        assert_eq!(plan["image"]["size"], 4096, "{plan}");
+        assert_eq!(plan["image"]["virtual_size"], 4096, "{plan}");
+        assert_eq!(plan["image"]["extents"], json!([[0, 4096]]), "{plan}");
         assert_eq!(post(&lab, &url, "done", ""), 200);
     }
     let s = job_done(&d, &job_id, 30);
@@ -716,4 +717,66 @@ fn no_disk_matching_the_root_device_hints_fails_step3_at_once_listing_the_disks(
     let msg = np[&several]["message"].as_str().unwrap();
     assert!(msg.contains("several disks match (sda, sdb)"), "{msg}");
     assert_eq!(node(&d, &picky)["status"], "provision_failed");
+}
+
+#[test]
+fn a_firmware_asking_in_the_other_boot_mode_is_named_when_the_boot_times_out() {
+    let lab = lab(1);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    // Registered uefi (the default), but its firmware is a legacy BIOS PXE
+    // ROM: option 93 arch 0. It gets an address and a boot file, then
+    // nothing more happens (it never asks for its script).
+    let id = register(&d, 0);
+    lab.cli
+        .ip(&["link", "set", "cli0", "address", "52:54:00:99:10:00"]);
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_status(&d, &job, 20, |s| {
+        s["node_progress"][&id]["status"] == "step2"
+    });
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.cli.name,
+            "busybox",
+            "udhcpc",
+            "-i",
+            "cli0",
+            "-n",
+            "-q",
+            "-f",
+            "-t",
+            "3",
+            "-T",
+            "1",
+            "-s",
+            "/bin/true",
+            "-V",
+            "PXEClient:Arch:00000:UNDI:002001",
+            "-x",
+            "0x5d:0000",
+        ])
+        .output()
+        .expect("busybox must be installed (tests/run.sh installs busybox-static)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let timeline =
+        d.ok(json!({"action": "DescribeBootEvents", "node_id": id}))["event_set"].to_string();
+    assert!(
+        timeline.contains("arch 0 (asked as BIOS, registered uefi)"),
+        "{timeline}"
+    );
+    let s = job_done(&d, &job, 30);
+    let msg = s["node_progress"][&id]["message"].as_str().unwrap();
+    assert_eq!(s["node_progress"][&id]["ret_code"], 3710, "{s}");
+    assert!(
+        msg.contains("its firmware asked as BIOS, registered uefi: set boot_mode"),
+        "{msg}"
+    );
 }

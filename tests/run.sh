@@ -22,6 +22,10 @@ declare -A needs=(
   [syslinux]=syslinux               # tests/lab.rs: the lab's bootable test image
   [mcopy]=mtools                    # tests/lab.rs: files into its FAT partition
   [mkfs.vfat]=dosfstools            # tests/lab.rs: that partition
+  [qemu-img]=qemu-utils             # tests/images.rs: qcow2 images, the reference converter
+  [xz]=xz-utils                     # tests/images.rs: xz images
+  [zstd]=zstd                       # tests/images.rs: zstd images
+  [python3]=python3                 # tests/images.rs: an HTTP server for URL images
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -71,7 +75,7 @@ cargo rustc --release --locked -p rackboot-agent --bin rackboot-agent -- -C targ
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run.

@@ -165,7 +165,11 @@ pub fn disks(root: &Path) -> Vec<Disk> {
                 return None; // an empty card reader, a CD drive without media
             }
             let dev = dir.join("device");
-            let mut serial = attr(&dev.join("serial"));
+            // virtio-blk shows it on the disk, NVMe on its controller.
+            let mut serial = attr(&dir.join("serial"));
+            if serial.is_empty() {
+                serial = attr(&dev.join("serial"));
+            }
             if serial.is_empty() {
                 serial = vpd80(&dev.join("vpd_pg80")).unwrap_or_default();
             }
@@ -180,7 +184,11 @@ pub fn disks(root: &Path) -> Vec<Disk> {
                 serial,
                 wwn: wwn_of(&wwid, &attr(&dir.join("wwid"))),
                 model: attr(&dev.join("model")),
-                vendor: attr(&dev.join("vendor")),
+                // A SCSI device's vendor name; a virtio device's `vendor` is
+                // its PCI vendor id (0x1af4), no name.
+                vendor: Some(attr(&dev.join("vendor")))
+                    .filter(|v| !v.starts_with("0x"))
+                    .unwrap_or_default(),
                 rotational: attr(&dir.join("queue/rotational")) == "1",
                 by_path: by_path(&real, &root.join("sys")),
                 driver: controller_driver(&real, &root.join("sys")),
@@ -458,6 +466,10 @@ mod tests {
             "sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda/size",
             b"131072\n",
         );
+        w(
+            "sys/devices/pci0000:00/0000:00:04.0/virtio1/block/vda/serial",
+            b"VIRTIO-7\n",
+        );
         let _ = vda;
         let sr = dev(
             "pci0000:00/0000:00:1f.2/ata4/host3/target3:0:0/3:0:0:0/block/sr0",
@@ -531,6 +543,7 @@ mod tests {
         assert_eq!(inv.disks[2].by_path, "pci-0000:00:06.0-scsi-1:2:0:0");
         assert_eq!(inv.disks[2].driver, "mpt3sas");
         assert_eq!(inv.disks[3].by_path, "pci-0000:00:04.0");
+        assert_eq!(inv.disks[3].serial, "VIRTIO-7");
         assert_eq!(inv.nics.len(), 2);
         assert_eq!(
             inv.nics[0],

@@ -195,10 +195,10 @@ fn deploy(
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| format!("no disk /dev/{disk} on this machine"))?;
-    if image.format == "raw" && image.size > sectors * 512 {
+    if image.virtual_size > sectors * 512 {
         return Err(format!(
             "the image ({} bytes) is larger than /dev/{disk} ({} bytes)",
-            image.size,
+            image.virtual_size,
             sectors * 512
         ));
     }
@@ -207,20 +207,28 @@ fn deploy(
     } else {
         format!("{}{}", args.origin(), image.path)
     };
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&dev)
         .map_err(|e| format!("cannot open /dev/{disk}: {e}"))?;
+    let mut target = write::Disk { file };
     let job = write::Job {
-        size: image.size,
-        sha256: &image.sha256,
-        gzip: image.format == "gz",
+        extents: &image.extents,
+        virtual_size: image.virtual_size,
+        digest: &image.digest,
     };
     let mut source = write::Http {
         agent: report::agent(),
         url: url.clone(),
     };
-    let bytes = write::write_image(&job, &mut source, &mut file, &mut |done, total| {
+    say(&format!(
+        "{} MiB of data in {} extent(s) over a {} MiB image",
+        image.data_bytes >> 20,
+        image.extents.len(),
+        image.virtual_size >> 20
+    ));
+    let bytes = write::write_image(&job, &mut source, &mut target, &mut |done, total| {
         if total > 0 {
             let _ = reporter.event(
                 "progress",
@@ -228,6 +236,7 @@ fn deploy(
             );
         }
     })?;
+    let mut file = target.file;
     if first_boot {
         use std::io::{Seek, SeekFrom, Write};
         let mut sector = format!("rackboot-firstboot {}\n", args.callback).into_bytes();

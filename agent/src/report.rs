@@ -36,23 +36,21 @@ pub enum Plan {
     Wait,
 }
 
+/// The image as rackboot prepared it: a raw disk image served at `path`
+/// (on the callback's server), of which only `extents` hold data.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Image {
-    /// A path on the callback's server (`/images/<v>/image`) or a URL.
     pub path: String,
-    /// Bytes as served (0: unknown).
+    /// The disk bytes it covers.
+    pub virtual_size: u64,
+    /// (offset, length) of the data, in order.
+    pub extents: Vec<(u64, u64)>,
+    /// Bytes in the extents.
     #[serde(default)]
-    pub size: u64,
-    /// SHA-256 of the bytes as served ("" = none given).
+    pub data_bytes: u64,
+    /// SHA-256 of the extents' bytes in order.
     #[serde(default)]
-    pub sha256: String,
-    /// `raw` or `gz` (gzip'd raw).
-    #[serde(default = "raw")]
-    pub format: String,
-}
-
-fn raw() -> String {
-    "raw".into()
+    pub digest: String,
 }
 
 /// Talks to one callback URL.
@@ -150,7 +148,7 @@ mod tests {
 
     #[test]
     fn plans_parse() {
-        let p: Plan = serde_json::from_str(r#"{"action":"deploy","disk":"sdb","why":"hints","image":{"path":"/images/x/image","size":10,"sha256":"ab","format":"gz"},"first_boot":true}"#).unwrap();
+        let p: Plan = serde_json::from_str(r#"{"action":"deploy","disk":"sdb","why":"hints","image":{"path":"/images/x/image","virtual_size":4096,"extents":[[0,512],[1024,512]],"data_bytes":1024,"digest":"ab"},"first_boot":true}"#).unwrap();
         assert_eq!(
             p,
             Plan::Deploy {
@@ -158,9 +156,10 @@ mod tests {
                 why: "hints".into(),
                 image: Image {
                     path: "/images/x/image".into(),
-                    size: 10,
-                    sha256: "ab".into(),
-                    format: "gz".into()
+                    virtual_size: 4096,
+                    extents: vec![(0, 512), (1024, 512)],
+                    data_bytes: 1024,
+                    digest: "ab".into()
                 },
                 first_boot: true
             }

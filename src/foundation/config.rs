@@ -397,12 +397,17 @@ pub struct ImageConfig {
     /// A local file served over HTTP by rackboot.
     #[serde(default)]
     pub file: String,
-    /// Or a URL the deploy ramdisk fetches itself.
+    /// Or a URL (http/https): for an image, downloaded once into the image
+    /// cache (it then needs `sha256` or `sha512`); for an installer, its
+    /// repository.
     #[serde(default)]
     pub url: String,
-    /// Hex SHA-256 of the image.
+    /// Hex SHA-256 of the image file (or download) as it is.
     #[serde(default)]
     pub sha256: String,
+    /// Hex SHA-512, instead of or besides `sha256`.
+    #[serde(default)]
+    pub sha512: String,
     /// Installer method: the installer's kernel and initrd (absolute paths,
     /// served by rackboot, or http:// URLs), its extra kernel command line,
     /// and which install config it reads (`autoinstall`, `preseed`,
@@ -813,6 +818,27 @@ impl Config {
                     &key("sha256"),
                     format!("{:?}", image.sha256),
                     "allowed: 64 hex digits, or empty",
+                ));
+            }
+            if !image.sha512.is_empty()
+                && (image.sha512.len() != 128
+                    || !image.sha512.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(invalid(
+                    &key("sha512"),
+                    format!("{:?}", image.sha512),
+                    "allowed: 128 hex digits, or empty",
+                ));
+            }
+            if image.method == ImageMethod::Image
+                && !image.url.is_empty()
+                && image.sha256.is_empty()
+                && image.sha512.is_empty()
+            {
+                return Err(invalid(
+                    &key("sha256"),
+                    format!("\"\" (url = {:?})", image.url),
+                    "allowed: the image's sha256 or sha512: a URL image is downloaded once into the image cache and checked against it before any node gets it",
                 ));
             }
             let path_or_url = |k: &str, v: &str| {

@@ -204,11 +204,6 @@ pub struct ImageVars {
     pub method: String,
     /// Where the image (or the installer's repository) is fetched from.
     pub url: String,
-    /// Bytes written to the disk: of a local raw file, or what a local
-    /// gzip file expands to (0 for a URL image: unknown).
-    pub size: u64,
-    /// `raw`, or `gz` (file or URL ending in `.gz`: the ramdisk gunzips).
-    pub format: String,
     pub sha256: String,
     pub kernel_url: String,
     pub initrd_url: String,
@@ -328,8 +323,6 @@ impl BootVars {
                         ImageMethod::Installer => "installer".into(),
                     },
                     url,
-                    size: image_size(&i.file),
-                    format: image_format(i).into(),
                     sha256: i.sha256.clone(),
                     kernel_url,
                     initrd_url,
@@ -362,39 +355,6 @@ impl BootVars {
             },
             node: node.clone(),
         }
-    }
-}
-
-/// `gz` when the image file or URL ends in `.gz`, else `raw`.
-pub fn image_format(i: &ImageConfig) -> &'static str {
-    let name = if i.file.is_empty() { &i.url } else { &i.file };
-    if name.ends_with(".gz") {
-        "gz"
-    } else {
-        "raw"
-    }
-}
-
-/// The bytes a local image puts on the disk: its size, or for a gzip file
-/// the size its trailer records (ISIZE: exact below 4 GiB). 0 = unknown.
-fn image_size(file: &str) -> u64 {
-    use std::io::{Read, Seek, SeekFrom};
-    if file.is_empty() {
-        return 0;
-    }
-    let Ok(mut f) = std::fs::File::open(file) else {
-        return 0;
-    };
-    if !file.ends_with(".gz") {
-        return f.metadata().map(|m| m.len()).unwrap_or(0);
-    }
-    let mut isize = [0u8; 4];
-    match f
-        .seek(SeekFrom::End(-4))
-        .and_then(|_| f.read_exact(&mut isize))
-    {
-        Ok(()) => u64::from(u32::from_le_bytes(isize)),
-        Err(_) => 0,
     }
 }
 

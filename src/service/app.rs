@@ -7,6 +7,7 @@ use crate::foundation::config::Config;
 use crate::foundation::shared::Shared;
 use crate::foundation::store::Store;
 use crate::service::collect::Collector;
+use crate::service::images::Images;
 use crate::service::logins::Logins;
 use crate::service::power::Power;
 use crate::service::provision::Provisioner;
@@ -29,9 +30,10 @@ impl App {
     pub fn new(store: Store, config: Config, state_dir: PathBuf) -> App {
         let shared = Arc::new(Shared::new(store.clone(), config, state_dir));
         let power = Arc::new(Power::new(shared.clone()));
+        let images = Arc::new(Images::new(&shared.state_dir));
         App {
             logins: Logins::new(store.clone()),
-            provision: Arc::new(Provisioner::new(shared.clone(), power.clone())),
+            provision: Arc::new(Provisioner::new(shared.clone(), power.clone(), images)),
             scan: Arc::new(Scanner::new(shared.clone(), power.clone())),
             collect: Collector::new(shared.clone()),
             power,

@@ -2,12 +2,14 @@
 //! `app` owns one of each for the daemon; `jobs` runs asynchronous job work;
 //! `power` (BMC operations, power actions and power sync), `provision`
 //! (provisioning, inspection and what a network-booting node gets), `scan`
-//! (BMC discovery), `collect` (Node inventory over SSH) and `ramdisk` (the
-//! deploy ramdisk build). Services use each other and the foundations,
+//! (BMC discovery), `collect` (Node inventory over SSH), `images` (the image
+//! cache: download, check, convert) and `ramdisk` (the deploy ramdisk
+//! build). Services use each other and the foundations,
 //! never a transport or the entry layer.
 
 pub mod app;
 pub mod collect;
+pub mod images;
 pub mod jobs;
 pub mod logins;
 pub mod power;

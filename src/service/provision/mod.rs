@@ -32,6 +32,7 @@ use crate::foundation::shared::Shared;
 use crate::foundation::states::Trigger;
 use crate::foundation::store::{BmNode, BmNodeStatus, Job, StoreError};
 use crate::foundation::templates::Mode;
+use crate::service::images::{Images, Prepared};
 use crate::service::power::Power;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,15 +44,18 @@ use tokio_util::sync::CancellationToken;
 pub struct Provisioner {
     shared: Arc<Shared>,
     power: Arc<Power>,
+    /// Images are prepared (downloaded, checked, converted) here first.
+    pub images: Arc<Images>,
     /// The nodes being worked on now, and what their deploys do.
     deploys: Registry,
 }
 
 impl Provisioner {
-    pub fn new(shared: Arc<Shared>, power: Arc<Power>) -> Provisioner {
+    pub fn new(shared: Arc<Shared>, power: Arc<Power>, images: Arc<Images>) -> Provisioner {
         Provisioner {
             shared,
             power,
+            images,
             deploys: Registry::default(),
         }
     }
@@ -160,7 +164,18 @@ impl Provisioner {
                         i.os_version == node.os_version && i.method == ImageMethod::Image
                     });
                     if let (BmNodeStatus::Provisioning, Some(image)) = (node.status, image) {
-                        let (r, event) = plan(&node, image, &seen.disks);
+                        let (r, event) = match self.images.ready(image) {
+                            Some(prepared) => plan(&node, image, &prepared, &seen.disks),
+                            None => {
+                                let why = "the image is not prepared (it changed since step0?)";
+                                (
+                                    Reply::Refused(why.into()),
+                                    DeployEvent::Callback(Callback::Failed {
+                                        message: why.into(),
+                                    }),
+                                )
+                            }
+                        };
                         reply = r;
                         after = Some(event);
                     }
@@ -212,29 +227,27 @@ pub enum Reply {
 }
 
 /// The plan for a deploy ramdisk that reported `disks`: the disk `node`'s
-/// root-device hints choose and `image` (served by rackboot, or its URL),
-/// and what the node's task hears about the choice.
-pub fn plan(node: &BmNode, image: &ImageConfig, disks: &[hints::Disk]) -> (Reply, DeployEvent) {
+/// root-device hints choose, and `image` as prepared (served by rackboot
+/// as `/images/<v>/image`: its data extents, virtual size and digest); and
+/// what the node's task hears about the choice.
+pub fn plan(
+    node: &BmNode,
+    image: &ImageConfig,
+    prepared: &Prepared,
+    disks: &[hints::Disk],
+) -> (Reply, DeployEvent) {
     match hints::choose(&node.hints(), disks) {
         Ok((disk, why)) => {
-            let path = if image.file.is_empty() {
-                image.url.clone()
-            } else {
-                format!(
-                    "{}/image",
-                    crate::foundation::config::image_path(&image.os_version)
-                )
-            };
-            let size = std::fs::metadata(&image.file).map(|m| m.len()).unwrap_or(0);
             let body = serde_json::json!({
                 "action": "deploy",
                 "disk": disk.name,
                 "why": why,
                 "image": {
-                    "path": path,
-                    "size": size,
-                    "sha256": image.sha256,
-                    "format": crate::foundation::templates::image_format(image),
+                    "path": format!("{}/image", crate::foundation::config::image_path(&image.os_version)),
+                    "virtual_size": prepared.virtual_size,
+                    "extents": prepared.extents,
+                    "data_bytes": prepared.data_bytes,
+                    "digest": prepared.digest,
                 },
                 "first_boot": image.first_boot_callback,
             });
@@ -243,6 +256,8 @@ pub fn plan(node: &BmNode, image: &ImageConfig, disks: &[hints::Disk]) -> (Reply
                 DeployEvent::DiskChosen {
                     disk: disk.name.clone(),
                     why,
+                    data_bytes: prepared.data_bytes,
+                    virtual_size: prepared.virtual_size,
                 },
             )
         }
@@ -285,8 +300,14 @@ pub enum DeployEvent {
     Fetched(&'static str),
     /// It called back.
     Callback(Callback),
-    /// Its root-device hints chose `disk` among those its ramdisk reported.
-    DiskChosen { disk: String, why: String },
+    /// Its root-device hints chose `disk` among those its ramdisk
+    /// reported; `data_bytes` of the image's `virtual_size` travel.
+    DiskChosen {
+        disk: String,
+        why: String,
+        data_bytes: u64,
+        virtual_size: u64,
+    },
     /// No disk could be chosen (`why`), with the hints and the disks found.
     NoDisk {
         why: String,

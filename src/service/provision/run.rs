@@ -626,6 +626,54 @@ fn validate(
     Ok(image)
 }
 
+/// Step0: the image is downloaded, checked and converted once (see
+/// `service::images`); what that does goes into the job's log.
+async fn prepare_image(
+    pv: &Provisioner,
+    t: &Tracker,
+    node: &BmNode,
+    image: &ImageConfig,
+) -> Result<(), Stop> {
+    if pv.images.ready(image).is_some() {
+        return Ok(());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let store = pv.shared.store.clone();
+    let (job_id, who) = (t.job_id.clone(), label(node));
+    let logger = tokio::spawn(async move {
+        while let Some(line) = rx.recv().await {
+            let _ = store
+                .append_job_log(&job_id, format!("{who}: step0: image: {line}"))
+                .await;
+        }
+    });
+    let result = pv
+        .images
+        .prepare(image, move |line| {
+            let _ = tx.send(line);
+        })
+        .await;
+    let _ = logger.await;
+    match result {
+        Ok(_) => {
+            pv.images.prune(&pv.shared.config().images);
+            Ok(())
+        }
+        Err(e) => Err(failure(
+            RetCode::ProvisionInvalid,
+            &usermsg::PROVISION_INVALID,
+            &[(
+                "detail",
+                &format!(
+                    "its image {} cannot be prepared: {}",
+                    image.os_version,
+                    clean(&e)
+                ),
+            )],
+        )),
+    }
+}
+
 /// Step0's BMC check (a `new` node goes through `verifying`), then the move
 /// into the working state and a fresh deploy token.
 async fn verify_and_enter(pv: &Provisioner, node: &BmNode, enter: Trigger) -> Result<(), Stop> {
@@ -745,6 +793,9 @@ async fn provision_steps(
     )
     .await?;
     let image = validate(pv, &cfg, node, Kind::Provision)?.expect("validate checks the image");
+    if image.method == ImageMethod::Image {
+        prepare_image(pv, t, node, &image).await?;
+    }
     verify_and_enter(pv, node, Trigger::Provision).await?;
     netboot(pv, t, node).await?;
     wait_netboot(pv, t, node, watch).await?;
@@ -826,12 +877,22 @@ async fn provision_steps(
                     )
                     .await?;
             }
-            Ok(Some(DeployEvent::DiskChosen { disk, why })) => {
+            Ok(Some(DeployEvent::DiskChosen {
+                disk,
+                why,
+                data_bytes,
+                virtual_size,
+            })) => {
                 pv.shared
                     .store
                     .append_job_log(
                         &t.job_id,
-                        format!("{}: step3: writing to {disk} ({why})", label(node)),
+                        format!(
+                            "{}: step3: writing to {disk} ({why}): {} MiB of data of a {} MiB image",
+                            label(node),
+                            data_bytes.div_ceil(1 << 20),
+                            virtual_size >> 20
+                        ),
                     )
                     .await?;
             }

@@ -80,6 +80,7 @@ const NODE_COLUMNS: &[(&str, &str)] = &[
     ("STATUS", "status"),
     ("POWER", "power_state"),
     ("PXE_MAC", "pxe.pxe_network_mac_addr"),
+    ("BOOT", "boot_mode"),
     ("IPMI", "ipmi.ipmi_network_address"),
     ("OS_VERSION", "general.os_version"),
 ];

@@ -18,7 +18,7 @@
 //! wrong token, missing file: a plain 4xx with the reason in the log. Every
 //! file served goes to the boot timeline with its size and duration.
 
-use crate::foundation::callbacks::{form, parse_callback, Callback};
+use crate::foundation::callbacks::{parse_callback, Callback};
 use crate::foundation::config::Config;
 use crate::foundation::store::BmNode;
 use crate::foundation::templates::{self, BootVars, Mode, NodeVars, Templates, Urls};
@@ -180,7 +180,12 @@ fn static_file(h: &Http, path: &str) -> Option<(std::path::PathBuf, Option<&'sta
     let (version, file) = rest.split_once('/')?;
     let image = cfg.images.iter().find(|i| i.os_version == version)?;
     match file {
-        "image" => local(&image.file).map(|p| (p, Some("image"))),
+        "image" => h
+            .app
+            .provision
+            .images
+            .ready(image)
+            .map(|p| (p.raw, Some("image"))),
         "kernel" => local(&image.kernel).map(|p| (p, Some("kernel"))),
         "initrd" => local(&image.initrd).map(|p| (p, Some("initrd"))),
         _ => None,
@@ -500,63 +505,6 @@ async fn stream(
     Response::from_parts(parts, Body::new(counted))
 }
 
-/// Streams `length` bytes of `path` from `offset` (fewer at the end of the
-/// file), as a 200 with Content-Length.
-async fn slice(
-    h: &Http,
-    path: std::path::PathBuf,
-    label: String,
-    mac: Option<String>,
-    offset: u64,
-    length: u64,
-) -> Response {
-    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => return refuse(StatusCode::NOT_FOUND, &label, "file not found"),
-    };
-    let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-    if offset >= size {
-        return refuse(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            &label,
-            "offset past the end of the file",
-        );
-    }
-    let length = length.min(size - offset);
-    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
-        return refuse(StatusCode::INTERNAL_SERVER_ERROR, &label, "cannot seek");
-    }
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(length), 256 * 1024);
-    let body = Body::from_stream(stream);
-    let app = h.app.clone();
-    let counted = Counted {
-        inner: body,
-        expected: Some(length),
-        bytes: 0,
-        started: Instant::now(),
-        done: mac.map(|mac| -> Done {
-            Box::new(move |bytes, ms, complete| {
-                let how = if complete { "" } else { " (client went away)" };
-                record_later(
-                    &app,
-                    mac,
-                    format!("GET {label}: {bytes} bytes in {ms} ms{how}"),
-                );
-            })
-        }),
-    };
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_LENGTH, length.to_string()),
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-        ],
-        Body::new(counted),
-    )
-        .into_response()
-}
-
 type Done = Box<dyn FnOnce(u64, u64, bool) + Send>;
 
 /// A body that counts what it sent and reports once, at its end or drop.
@@ -698,45 +646,39 @@ async fn image_file(
             "no such os_version in [[images]]",
         );
     };
-    let path = match file.as_str() {
-        "image" => &image.file,
-        "kernel" => &image.kernel,
-        "initrd" => &image.initrd,
-        _ => {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                &label,
-                "an image has image, kernel and initrd files",
-            )
-        }
-    };
-    if path.is_empty() || path.starts_with("http://") || path.starts_with("https://") {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            &label,
-            "not served by rackboot (no local file)",
-        );
-    }
-    // `?offset=N&length=N`: a slice as a plain 200 (busybox wget, which the
-    // deploy ramdisk uses, refuses a 206 to a Range request it made itself).
-    if let Some(q) = req.uri().query() {
-        let f = form(q);
-        if let (Some(offset), Some(length)) = (f.get("offset"), f.get("length")) {
-            let (Ok(offset), Ok(length)) = (offset.parse::<u64>(), length.parse::<u64>()) else {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
+    let path =
+        match file.as_str() {
+            "image" => match h.app.provision.images.ready(image) {
+                Some(p) => p.raw,
+                None => return refuse(
+                    StatusCode::NOT_FOUND,
                     &label,
-                    "offset and length must be numbers",
-                );
-            };
-            let mac = mac_of_peer(&h.app, peer.ip()).await;
-            if offset == 0 {
-                notify_fetch(&h.app, mac.as_deref(), "image").await;
+                    "the image is not prepared yet (the first provision that uses it prepares it)",
+                ),
+            },
+            "kernel" | "initrd" => {
+                let p = if file == "kernel" {
+                    &image.kernel
+                } else {
+                    &image.initrd
+                };
+                if p.is_empty() || p.starts_with("http://") || p.starts_with("https://") {
+                    return refuse(
+                        StatusCode::NOT_FOUND,
+                        &label,
+                        "not served by rackboot (no local file)",
+                    );
+                }
+                std::path::PathBuf::from(p)
             }
-            let label = format!("{label} [{offset}+{length}]");
-            return slice(&h, path.into(), label, mac, offset, length).await;
-        }
-    }
+            _ => {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    &label,
+                    "an image has image, kernel and initrd files",
+                )
+            }
+        };
     let mac = mac_of_peer(&h.app, peer.ip()).await;
     let what = match file.as_str() {
         "kernel" => "kernel",
@@ -744,7 +686,10 @@ async fn image_file(
         _ => "image",
     };
     notify_fetch(&h.app, mac.as_deref(), what).await;
-    stream(&h, path.into(), label, mac, req).await
+    // The deploy ramdisk fetches an image extent by extent: the timeline
+    // shows its progress callbacks, not every range.
+    let ranged_image = what == "image" && req.headers().contains_key(header::RANGE);
+    stream(&h, path, label, if ranged_image { None } else { mac }, req).await
 }
 
 /// Tells the provision of the node behind `mac` (if any) that it fetched
