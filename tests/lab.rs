@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::lab::{head, holds_image, Lab, BIN};
+use common::lab::{holds_image, Lab, BIN};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
