@@ -26,10 +26,14 @@ pub enum BmNodeStatus {
     InspectFailed,
     /// Being cleaned up before removal.
     Deleting,
+    /// Booted into the ramdisk to wipe its disks (UnprovisionBMNodes).
+    Cleaning,
+    /// The last wipe failed; see the job log and messages.
+    CleanFailed,
 }
 
 impl BmNodeStatus {
-    pub const ALL: [BmNodeStatus; 9] = [
+    pub const ALL: [BmNodeStatus; 11] = [
         BmNodeStatus::New,
         BmNodeStatus::Verifying,
         BmNodeStatus::Ready,
@@ -39,6 +43,8 @@ impl BmNodeStatus {
         BmNodeStatus::Inspecting,
         BmNodeStatus::InspectFailed,
         BmNodeStatus::Deleting,
+        BmNodeStatus::Cleaning,
+        BmNodeStatus::CleanFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +58,8 @@ impl BmNodeStatus {
             BmNodeStatus::Inspecting => "inspecting",
             BmNodeStatus::InspectFailed => "inspect_failed",
             BmNodeStatus::Deleting => "deleting",
+            BmNodeStatus::Cleaning => "cleaning",
+            BmNodeStatus::CleanFailed => "clean_failed",
         }
     }
 
@@ -68,6 +76,7 @@ impl BmNodeStatus {
                 | BmNodeStatus::Provisioning
                 | BmNodeStatus::Inspecting
                 | BmNodeStatus::Deleting
+                | BmNodeStatus::Cleaning
         )
     }
 
@@ -104,6 +113,14 @@ pub enum Trigger {
     InspectFailed,
     /// The daemon stopped while the node was mid-work (found at start-up).
     Interrupted,
+    /// ProvisionBMNodes with `rebuild`: reinstall an active node.
+    Rebuild,
+    /// UnprovisionBMNodes: boot the ramdisk to wipe the disks.
+    Clean,
+    /// The wipe is done; the node is off and ready again.
+    Cleaned,
+    /// The wipe failed or timed out.
+    CleanFailed,
 }
 
 /// (from, trigger, to). Anything not listed is refused with a wrong-state
@@ -132,6 +149,18 @@ pub const TRANSITIONS: &[(S, Trigger, S)] = &[
     (S::Inspecting, Trigger::InspectFailed, S::InspectFailed),
     (S::Inspecting, Trigger::Abort, S::InspectFailed),
     (S::Inspecting, Trigger::Interrupted, S::InspectFailed),
+    (S::Active, Trigger::Rebuild, S::Provisioning),
+    (S::CleanFailed, Trigger::Provision, S::Provisioning),
+    (S::CleanFailed, Trigger::Inspect, S::Inspecting),
+    (S::Active, Trigger::Clean, S::Cleaning),
+    (S::Ready, Trigger::Clean, S::Cleaning),
+    (S::ProvisionFailed, Trigger::Clean, S::Cleaning),
+    (S::InspectFailed, Trigger::Clean, S::Cleaning),
+    (S::CleanFailed, Trigger::Clean, S::Cleaning),
+    (S::Cleaning, Trigger::Cleaned, S::Ready),
+    (S::Cleaning, Trigger::CleanFailed, S::CleanFailed),
+    (S::Cleaning, Trigger::Abort, S::CleanFailed),
+    (S::Cleaning, Trigger::Interrupted, S::CleanFailed),
 ];
 
 /// Where `trigger` takes a node in `from`, if it may happen.
@@ -151,6 +180,16 @@ pub fn can_provision(s: S) -> bool {
 /// Whether IntrospectBMNodes may start on a node in `s`.
 pub fn can_inspect(s: S) -> bool {
     s == S::New || next(s, Trigger::Inspect).is_some()
+}
+
+/// Whether ProvisionBMNodes with `rebuild` may start on a node in `s`.
+pub fn can_rebuild(s: S) -> bool {
+    can_provision(s) || next(s, Trigger::Rebuild).is_some()
+}
+
+/// Whether UnprovisionBMNodes may start on a node in `s`.
+pub fn can_clean(s: S) -> bool {
+    next(s, Trigger::Clean).is_some()
 }
 
 #[cfg(test)]
@@ -174,6 +213,9 @@ mod tests {
             None,
             "an active node is never redeployed silently"
         );
+        assert!(can_rebuild(S::Active) && !can_rebuild(S::Cleaning));
+        assert!(can_clean(S::Active) && can_clean(S::CleanFailed) && !can_clean(S::New));
+        assert_eq!(next(S::Cleaning, Trigger::Cleaned), Some(S::Ready));
         assert!(
             can_provision(S::New) && can_provision(S::Ready) && can_provision(S::ProvisionFailed)
         );

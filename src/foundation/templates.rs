@@ -75,6 +75,27 @@ const BUILT_IN: &[(&str, &str)] = &[
         )),
     ),
     (
+        "cloud-init/meta-data",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/cloud-init/meta-data"
+        )),
+    ),
+    (
+        "cloud-init/user-data",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/cloud-init/user-data"
+        )),
+    ),
+    (
+        "cloud-init/network-config",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/cloud-init/network-config"
+        )),
+    ),
+    (
         "install/kernel-args",
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -371,6 +392,12 @@ fn kernel_arg(value: String) -> Result<String, Error> {
 }
 
 /// `{{ "255.255.255.0" | prefix_len }}` → 24.
+/// A YAML double-quoted string (the JSON form, which YAML reads as is):
+/// values from users never break the document's structure.
+fn yaml_str(value: String) -> String {
+    serde_json::to_string(&value).unwrap_or_else(|_| "\"\"".into())
+}
+
 fn prefix_len(netmask: String) -> Result<u32, Error> {
     netmask
         .parse::<std::net::Ipv4Addr>()
@@ -399,6 +426,7 @@ impl Templates {
         env.set_keep_trailing_newline(true);
         env.add_filter("kernel_arg", kernel_arg);
         env.add_filter("prefix_len", prefix_len);
+        env.add_filter("yaml_str", yaml_str);
         let mut replaced = Vec::new();
         for (name, built_in) in BUILT_IN {
             let source = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
@@ -415,11 +443,37 @@ impl Templates {
         Ok(Templates { env, replaced })
     }
 
+    /// Renders `name` for `vars` and `cloud` (the cloud-init templates'
+    /// own variables); errors name the template and the node.
+    pub fn render_with<T: Serialize>(
+        &self,
+        name: &str,
+        vars: &BootVars,
+        cloud: &T,
+    ) -> Result<String, String> {
+        #[derive(Serialize)]
+        struct With<'a, T> {
+            #[serde(flatten)]
+            vars: &'a BootVars,
+            cloud: &'a T,
+        }
+        self.render_value(name, vars, &With { vars, cloud })
+    }
+
     /// Renders `name` for `vars`; errors name the template and the node.
     pub fn render(&self, name: &str, vars: &BootVars) -> Result<String, String> {
+        self.render_value(name, vars, vars)
+    }
+
+    fn render_value<S: Serialize>(
+        &self,
+        name: &str,
+        vars: &BootVars,
+        context: &S,
+    ) -> Result<String, String> {
         self.env
             .get_template(name)
-            .and_then(|t| t.render(vars))
+            .and_then(|t| t.render(context))
             .map_err(|e| {
                 // An error inside an included template is its source: name
                 // what went wrong at the bottom, where it went wrong.

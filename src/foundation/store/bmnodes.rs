@@ -88,6 +88,11 @@ pub struct BmNode {
     /// Whether Secure Boot was on, as the deploy ramdisk last reported
     /// (`None`: never reported).
     pub secure_boot: Option<bool>,
+    /// In maintenance: power sync leaves it alone, and provision,
+    /// unprovision and introspection are refused (power actions work).
+    pub maintenance: bool,
+    /// Why, as the operator said.
+    pub maintenance_reason: String,
 }
 
 impl BmNode {
@@ -124,6 +129,8 @@ impl BmNode {
             boot_mode: BootMode::Uefi,
             root_device: Hints::default(),
             secure_boot: None,
+            maintenance: false,
+            maintenance_reason: String::new(),
         }
     }
 
@@ -167,6 +174,7 @@ pub struct BmNodeFilter {
     pub node_ids: Vec<String>,
     pub status: Option<BmNodeStatus>,
     pub pre_status: Option<BmNodeStatus>,
+    pub maintenance: Option<bool>,
     pub offset: u64,
     pub limit: Option<u64>,
 }
@@ -178,7 +186,7 @@ const COLUMNS: &str =
     public_address, public_netmask, public_gateway, public_bond, public_vlan, public_vlan_id, \
     status, pre_status, power_state, power_state_time, create_time, update_time, \
     ipmi_cipher_suite, bmc_reachable, bmc_failures, ipmi_bmc_key, boot_mode, root_device, \
-    secure_boot";
+    secure_boot, maintenance, maintenance_reason";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
     let status: String = r.get(27)?;
@@ -230,12 +238,14 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
         boot_mode: BootMode::parse(&r.get::<_, String>(37)?).unwrap_or(BootMode::Uefi),
         root_device: Hints::parse_stored(&r.get::<_, String>(38)?),
         secure_boot: r.get(39)?,
+        maintenance: r.get(40)?,
+        maintenance_reason: r.get(41)?,
     })
 }
 
 fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usize> {
     let sql = if insert {
-        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40)")
+        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42)")
     } else {
         let sets: Vec<String> = COLUMNS
             .split(',')
@@ -288,6 +298,8 @@ fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usi
         n.boot_mode.as_str(),
         n.root_device.to_json(),
         n.secure_boot,
+        n.maintenance,
+        n.maintenance_reason,
     ])
 }
 
@@ -399,6 +411,9 @@ impl Store {
                 args.push(s.as_str().to_string());
                 conds.push(format!("pre_status = ?{}", args.len()));
             }
+            if let Some(m) = filter.maintenance {
+                conds.push(format!("maintenance = {}", u8::from(m)));
+            }
             if !filter.node_ids.is_empty() {
                 let mut stmt = conn.prepare_cached("SELECT 1 FROM bm_nodes WHERE node_id = ?1")?;
                 for id in &filter.node_ids {
@@ -442,9 +457,14 @@ impl Store {
         .await
     }
 
-    /// Deletes `node_ids` all-or-nothing: an unknown id or a node with work
-    /// under way fails the call and deletes none.
-    pub async fn delete_bm_nodes(&self, node_ids: Vec<String>) -> Result<Vec<String>, StoreError> {
+    /// Deletes `node_ids`, all or none: an unknown id fails the call, a node
+    /// with work under way never goes, nor an `active` one (rackboot would
+    /// lose track of a running machine) unless `force`.
+    pub async fn delete_bm_nodes(
+        &self,
+        node_ids: Vec<String>,
+        force: bool,
+    ) -> Result<Vec<String>, StoreError> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             for id in &node_ids {
@@ -461,6 +481,11 @@ impl Store {
                         return Err(StoreError::WrongState(format!(
                             "node {id} is {}: wait for its work to end (or abort it); nothing was deleted",
                             st.as_str()
+                        )))
+                    }
+                    Some(Some(BmNodeStatus::Active)) if !force => {
+                        return Err(StoreError::WrongState(format!(
+                            "node {id} is active: it runs an installed OS, and deleting it would lose track of that machine; unprovision it first, or send force 1; nothing was deleted"
                         )))
                     }
                     Some(_) => {}

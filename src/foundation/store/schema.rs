@@ -262,6 +262,68 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE bm_nodes ADD COLUMN root_device TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE bm_nodes ADD COLUMN secure_boot INTEGER CHECK (secure_boot IN (0, 1));
     "#,
+    // 6: the life after `active`: states `cleaning` and `clean_failed`
+    // (UnprovisionBMNodes), and maintenance (a flag and its reason). The
+    // status CHECK constraints change, so the table is rebuilt.
+    r#"
+    CREATE TABLE bm_nodes_new (
+        seq               INTEGER PRIMARY KEY,
+        node_id           TEXT NOT NULL UNIQUE,
+        hostname          TEXT NOT NULL UNIQUE,
+        os_version        TEXT NOT NULL,
+        cpu_arch          TEXT NOT NULL CHECK (cpu_arch IN ('x86_64', 'aarch64')),
+        serial_number     TEXT NOT NULL DEFAULT '',
+        brand             TEXT NOT NULL DEFAULT '',
+        description       TEXT NOT NULL DEFAULT '',
+        ipmi_address      TEXT NOT NULL,
+        ipmi_port         INTEGER NOT NULL DEFAULT 623 CHECK (ipmi_port BETWEEN 1 AND 65535),
+        ipmi_username     TEXT NOT NULL,
+        ipmi_password     TEXT NOT NULL,
+        pxe_mac           TEXT UNIQUE,
+        pxe_address       TEXT NOT NULL DEFAULT '',
+        pxe_interface     TEXT NOT NULL DEFAULT '',
+        os_disk_name      TEXT NOT NULL DEFAULT '',
+        mgmt_address      TEXT NOT NULL DEFAULT '',
+        mgmt_netmask      TEXT NOT NULL DEFAULT '',
+        mgmt_gateway      TEXT NOT NULL DEFAULT '',
+        mgmt_bond         INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_bond IN (0, 1)),
+        mgmt_vlan         INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_vlan IN (0, 1)),
+        mgmt_vlan_id      INTEGER NOT NULL DEFAULT 0 CHECK (mgmt_vlan_id BETWEEN 0 AND 4094),
+        public_address    TEXT NOT NULL DEFAULT '',
+        public_netmask    TEXT NOT NULL DEFAULT '',
+        public_gateway    TEXT NOT NULL DEFAULT '',
+        public_bond       INTEGER NOT NULL DEFAULT 0 CHECK (public_bond IN (0, 1)),
+        public_vlan       INTEGER NOT NULL DEFAULT 0 CHECK (public_vlan IN (0, 1)),
+        public_vlan_id    INTEGER NOT NULL DEFAULT 0 CHECK (public_vlan_id BETWEEN 0 AND 4094),
+        status            TEXT NOT NULL DEFAULT 'new' CHECK (status IN
+            ('new', 'verifying', 'ready', 'provisioning', 'active', 'provision_failed',
+             'inspecting', 'inspect_failed', 'deleting', 'cleaning', 'clean_failed')),
+        pre_status        TEXT NOT NULL DEFAULT '' CHECK (pre_status IN
+            ('', 'new', 'verifying', 'ready', 'provisioning', 'active', 'provision_failed',
+             'inspecting', 'inspect_failed', 'deleting', 'cleaning', 'clean_failed')),
+        power_state       TEXT NOT NULL DEFAULT 'unknown' CHECK (power_state IN ('on', 'off', 'unknown')),
+        power_state_time  INTEGER,
+        create_time       INTEGER NOT NULL,
+        update_time       INTEGER NOT NULL,
+        ipmi_cipher_suite INTEGER NOT NULL DEFAULT 0 CHECK (ipmi_cipher_suite IN (0, 3, 17)),
+        ipmi_bmc_key      TEXT NOT NULL DEFAULT '',
+        bmc_reachable     INTEGER NOT NULL DEFAULT 1 CHECK (bmc_reachable IN (0, 1)),
+        bmc_failures      INTEGER NOT NULL DEFAULT 0,
+        deploy_token      TEXT NOT NULL DEFAULT '',
+        inventory         TEXT NOT NULL DEFAULT '',
+        inventory_time    INTEGER,
+        boot_mode         TEXT NOT NULL DEFAULT 'uefi' CHECK (boot_mode IN ('uefi', 'bios')),
+        root_device       TEXT NOT NULL DEFAULT '{}',
+        secure_boot       INTEGER CHECK (secure_boot IN (0, 1)),
+        maintenance       INTEGER NOT NULL DEFAULT 0 CHECK (maintenance IN (0, 1)),
+        maintenance_reason TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO bm_nodes_new SELECT *, 0, '' FROM bm_nodes;
+    DROP TABLE bm_nodes;
+    ALTER TABLE bm_nodes_new RENAME TO bm_nodes;
+    CREATE INDEX bm_nodes_status ON bm_nodes (status);
+    CREATE UNIQUE INDEX bm_nodes_bmc ON bm_nodes (ipmi_address, ipmi_port) WHERE ipmi_address != '';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -22,6 +22,7 @@
 
 pub mod inventory;
 mod run;
+pub mod settings;
 
 pub use run::Kind;
 

@@ -86,6 +86,7 @@ pub fn describe(app: Arc<App>, call: Call) -> HandlerFuture {
             node_ids,
             status: status_param(p, "status")?,
             pre_status: status_param(p, "pre_status")?,
+            maintenance: p.int("maintenance").map(|m| m == 1),
             offset,
             limit,
         };
@@ -122,6 +123,8 @@ pub struct NodeView<'a> {
     description: &'a str,
     general: GeneralView<'a>,
     ipmi: IpmiView<'a>,
+    maintenance: u8,
+    maintenance_reason: &'a str,
     mgmt_network: NetworkView<'a>,
     node_id: &'a str,
     os_disk: OsDiskView<'a>,
@@ -235,6 +238,8 @@ impl<'a> NodeView<'a> {
                 ipmi_port: n.ipmi_port,
                 ipmi_username: &n.ipmi_username,
             },
+            maintenance: u8::from(n.maintenance),
+            maintenance_reason: &n.maintenance_reason,
             mgmt_network: NetworkView {
                 keys: &MGMT_KEYS,
                 net: &n.mgmt,
@@ -430,6 +435,16 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
                 }
                 node.root_device = hints;
             }
+            "maintenance" => {
+                node.maintenance = flag()?;
+                if !node.maintenance && !p.has("maintenance_reason") {
+                    node.maintenance_reason.clear();
+                }
+            }
+            "maintenance_reason" => {
+                text(255)?;
+                node.maintenance_reason = s;
+            }
             "serial_number" => {
                 text(128)?;
                 node.serial_number = s;
@@ -607,7 +622,8 @@ pub fn delete(app: Arc<App>, call: Call) -> HandlerFuture {
     Box::pin(async move {
         let unique = call.params.unique_list("node_ids");
         check_node_ids("node_ids", &unique)?;
-        let deleted = app.store.delete_bm_nodes(unique).await?;
+        let force = call.params.int("force") == Some(1);
+        let deleted = app.store.delete_bm_nodes(unique, force).await?;
         let count = deleted.len();
         Ok(fields([
             ("node_ids", json!(deleted)),

@@ -60,7 +60,7 @@ const fn concat<const N: usize>(head: [Param; 1], tail: &[Param]) -> [Param; N] 
     out
 }
 
-const REGISTER_PARAMS: [Param; 31] = concat(
+const REGISTER_PARAMS: [Param; BM_NODE_FIELDS.len() + 1] = concat(
     [p(
         "bm_nodes",
         Ty::Objects,
@@ -69,7 +69,7 @@ const REGISTER_PARAMS: [Param; 31] = concat(
     )],
     BM_NODE_FIELDS,
 );
-const MODIFY_PARAMS: [Param; 31] = concat(
+const MODIFY_PARAMS: [Param; BM_NODE_FIELDS.len() + 1] = concat(
     [p("node_id", Ty::Str, true, "the node to change (n-…)")],
     BM_NODE_FIELDS,
 );
@@ -186,11 +186,12 @@ pub static ACTIONS: &[Action] = &[
         name: "DescribeBMNodes",
         command: "describe-bm-nodes",
         request_type: "BMNode",
-        about: "List registered bare-metal nodes (filters: node_ids, status, pre_status; paging)",
+        about: "List registered bare-metal nodes (filters: node_ids, status, pre_status, maintenance; paging)",
         params: &[
             NODE_IDS,
             p("status", Ty::Str, false, "only nodes in this status"),
             p("pre_status", Ty::Str, false, "only nodes whose previous status is this"),
+            p("maintenance", Ty::Flag, false, "only nodes in (1) or out of (0) maintenance"),
             PAGING[0],
             PAGING[1],
         ],
@@ -214,8 +215,11 @@ pub static ACTIONS: &[Action] = &[
         name: "DeleteBMNodes",
         command: "delete-bm-nodes",
         request_type: "BMNode",
-        about: "Delete bare-metal nodes, all or none",
-        params: &[p("node_ids", Ty::List, true, "the nodes to delete (n-…)")],
+        about: "Delete bare-metal nodes, all or none (never one with work under way; an active one only with force)",
+        params: &[
+            p("node_ids", Ty::List, true, "the nodes to delete (n-…)"),
+            p("force", Ty::Flag, false, "1 = delete active nodes too (rackboot forgets a running machine; unprovision it instead)"),
+        ],
         positional: Some("node_ids"),
         job: false,
         table: None,

@@ -319,6 +319,8 @@ pub const BM_NODE_FIELDS: &[Param] = &[
     p("os_disk_name", Ty::Str, false, "disk to install on, e.g. sda (the `name` root-device hint)"),
     p("root_device", Ty::Object, false, "root-device hints, any of name, serial, wwn, model, vendor, size_gb, by_path, rotational: exactly one disk must match them all; none: the smallest disk of at least 4 GiB ({} clears)"),
     p("boot_mode", Ty::Str, false, "uefi (default) or bios: the firmware mode the node boots in (EFI bit of the boot flags)"),
+    p("maintenance", Ty::Flag, false, "1 = in maintenance: power sync leaves it alone; provision, unprovision and introspection are refused (power actions work)"),
+    p("maintenance_reason", Ty::Str, false, "why it is in maintenance (free text)"),
     p("mgmt_network_address", Ty::Str, false, "management network IPv4 address"),
     p("mgmt_network_netmask", Ty::Str, false, "management network netmask"),
     p("mgmt_network_gateway", Ty::Str, false, "management network gateway (inside the network)"),
