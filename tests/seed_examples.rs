@@ -89,6 +89,7 @@ fn fixture_node(id: &str, i: u8) -> BmNode {
         bmc_reachable: true,
         bmc_failures: 0,
         ipmi_bmc_key: String::new(),
+        ..BmNode::blank()
     }
 }
 

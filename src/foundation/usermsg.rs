@@ -80,6 +80,29 @@ pub const BMC_BACK: Event = Event {
     text: "The BMC of node {node_id} answers again; its power state is {power_state}.",
 };
 
+/// A Redfish BMC did not answer (TCP, or no HTTP answer in time).
+pub const REDFISH_UNREACHABLE: Event = Event {
+    event_id: "RB-BMC-0008",
+    level: MessageLevel::Error,
+    text: "The Redfish BMC of node {node_id} at {address} does not answer: check bmc_address (host, port, \
+           https or +http), that Redfish is enabled on the BMC, and that TCP to it is not filtered.",
+};
+
+/// A Redfish BMC's TLS certificate was refused.
+pub const REDFISH_TLS_FAILED: Event = Event {
+    event_id: "RB-BMC-0009",
+    level: MessageLevel::Error,
+    text: "The Redfish BMC of node {node_id} at {address} failed the TLS check: {detail}.",
+};
+
+/// A Redfish BMC refused the login.
+pub const REDFISH_AUTH_FAILED: Event = Event {
+    event_id: "RB-BMC-0010",
+    level: MessageLevel::Error,
+    text: "The Redfish BMC of node {node_id} refused the login of user {user} ({detail}): check ipmi_username \
+           and ipmi_password, the BMC's credentials for every driver (ModifyBMNodeAttributes).",
+};
+
 /// Collection: the host's SSH port does not answer.
 pub const NODE_UNREACHABLE: Event = Event {
     event_id: "RB-NODE-0001",
@@ -186,6 +209,9 @@ pub const CATALOGUE: &[Event] = &[
     BMC_COMMAND_FAILED,
     BMC_LOST,
     BMC_BACK,
+    REDFISH_UNREACHABLE,
+    REDFISH_TLS_FAILED,
+    REDFISH_AUTH_FAILED,
     NODE_UNREACHABLE,
     NODE_AUTH_REJECTED,
     NODE_HOST_KEY_CHANGED,

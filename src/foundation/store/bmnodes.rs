@@ -3,6 +3,7 @@
 
 use super::{unique_violation, BmNodeStatus, Store, StoreError};
 use crate::foundation::ids::now_secs;
+use crate::foundation::redfish::{BmcUrl, Driver};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
 
 /// Power state as last read from the BMC.
@@ -79,6 +80,54 @@ pub struct BmNode {
     pub bmc_reachable: bool,
     /// Failed power-sync polls in a row.
     pub bmc_failures: u32,
+    // --- Redfish (issue 14) ---
+    /// The BMC's URL when it is driven by Redfish (canonical
+    /// `redfish[-virtualmedia][+http]://…`); "" for IPMI nodes, whose
+    /// address is `ipmi_address`/`ipmi_port`.
+    pub bmc_address: String,
+    /// False: the BMC's certificate is accepted unverified (self-signed).
+    pub bmc_verify_tls: bool,
+    /// The out-of-band inventory (JSON of `redfish::wire::Inventory`; "" none).
+    pub bmc_inventory: String,
+    pub bmc_inventory_time: Option<i64>,
+}
+
+impl BmNode {
+    /// The node's BMC as a URL (`ipmi://` from the seed's fields), if any.
+    pub fn bmc_url(&self) -> Option<BmcUrl> {
+        if !self.bmc_address.is_empty() {
+            return BmcUrl::parse(&self.bmc_address).ok();
+        }
+        (!self.ipmi_address.is_empty()).then(|| BmcUrl::ipmi(&self.ipmi_address, self.ipmi_port))
+    }
+
+    /// How its BMC is driven (`None`: no BMC yet).
+    pub fn driver(&self) -> Option<Driver> {
+        self.bmc_url().map(|u| u.driver)
+    }
+
+    /// Whether the node has a BMC rackboot can reach.
+    pub fn has_bmc(&self) -> bool {
+        !self.bmc_address.is_empty() || !self.ipmi_address.is_empty()
+    }
+
+    /// Where its BMC is, for messages and logs (`10.0.0.5:623`,
+    /// `redfish://10.0.0.5:443/redfish/v1/Systems/1`).
+    pub fn bmc_label(&self) -> String {
+        if self.bmc_address.is_empty() {
+            format!("{}:{}", self.ipmi_address, self.ipmi_port)
+        } else {
+            self.bmc_address.clone()
+        }
+    }
+
+    /// What identifies its BMC across drivers (see [`BmcUrl::endpoint`]).
+    pub fn bmc_endpoint(&self) -> String {
+        if self.bmc_address.is_empty() {
+            return String::new();
+        }
+        self.bmc_url().map(|u| u.endpoint()).unwrap_or_default()
+    }
 }
 
 impl BmNode {
@@ -112,6 +161,10 @@ impl BmNode {
             bmc_reachable: true,
             bmc_failures: 0,
             ipmi_bmc_key: String::new(),
+            bmc_address: String::new(),
+            bmc_verify_tls: true,
+            bmc_inventory: String::new(),
+            bmc_inventory_time: None,
         }
     }
 }
@@ -132,7 +185,8 @@ const COLUMNS: &str =
     os_disk_name, mgmt_address, mgmt_netmask, mgmt_gateway, mgmt_bond, mgmt_vlan, mgmt_vlan_id, \
     public_address, public_netmask, public_gateway, public_bond, public_vlan, public_vlan_id, \
     status, pre_status, power_state, power_state_time, create_time, update_time, \
-    ipmi_cipher_suite, bmc_reachable, bmc_failures, ipmi_bmc_key";
+    ipmi_cipher_suite, bmc_reachable, bmc_failures, ipmi_bmc_key, \
+    bmc_address, bmc_endpoint, bmc_verify_tls, bmc_inventory, bmc_inventory_time";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
     let status: String = r.get(27)?;
@@ -181,12 +235,17 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
         bmc_reachable: r.get(34)?,
         bmc_failures: r.get(35)?,
         ipmi_bmc_key: r.get(36)?,
+        // Redfish (issue 14), by name.
+        bmc_address: r.get("bmc_address")?,
+        bmc_verify_tls: r.get("bmc_verify_tls")?,
+        bmc_inventory: r.get("bmc_inventory")?,
+        bmc_inventory_time: r.get("bmc_inventory_time")?,
     })
 }
 
 fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usize> {
     let sql = if insert {
-        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37)")
+        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42)")
     } else {
         let sets: Vec<String> = COLUMNS
             .split(',')
@@ -236,6 +295,12 @@ fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usi
         n.bmc_reachable,
         n.bmc_failures,
         n.ipmi_bmc_key,
+        // Redfish (issue 14).
+        n.bmc_address,
+        n.bmc_endpoint(),
+        n.bmc_verify_tls,
+        n.bmc_inventory,
+        n.bmc_inventory_time,
     ])
 }
 
@@ -273,6 +338,15 @@ fn find_conflict(conn: &Connection, n: &BmNode) -> rusqlite::Result<Option<Strin
     )? {
         let value = format!("{}:{}", n.ipmi_address, n.ipmi_port);
         return Ok(taken("ipmi_network_address:ipmi_port", value, other));
+    }
+    let endpoint = n.bmc_endpoint();
+    if endpoint.is_empty() {
+        // IPMI or no BMC: checked above.
+    } else if let Some(other) = holder(
+        "SELECT node_id FROM bm_nodes WHERE bmc_endpoint = ?1 AND node_id != ?2",
+        &[&endpoint, id],
+    )? {
+        return Ok(taken("bmc_address", n.bmc_address.clone(), other));
     }
     Ok(None)
 }

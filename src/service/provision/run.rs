@@ -492,7 +492,7 @@ async fn bmc(
             &[
                 ("step", &format!("step{step}")),
                 ("operation", operation),
-                ("detail", detail),
+                ("detail", &detail),
             ],
         )
     })

@@ -60,7 +60,7 @@ const fn concat<const N: usize>(head: [Param; 1], tail: &[Param]) -> [Param; N] 
     out
 }
 
-const REGISTER_PARAMS: [Param; 29] = concat(
+const REGISTER_PARAMS: [Param; BM_NODE_FIELDS.len() + 1] = concat(
     [p(
         "bm_nodes",
         Ty::Objects,
@@ -69,7 +69,7 @@ const REGISTER_PARAMS: [Param; 29] = concat(
     )],
     BM_NODE_FIELDS,
 );
-const MODIFY_PARAMS: [Param; 29] = concat(
+const MODIFY_PARAMS: [Param; BM_NODE_FIELDS.len() + 1] = concat(
     [p("node_id", Ty::Str, true, "the node to change (n-…)")],
     BM_NODE_FIELDS,
 );
@@ -277,7 +277,7 @@ pub static ACTIONS: &[Action] = &[
         about: "Set the boot device of nodes and read it back (a job)",
         params: &[
             p("node_ids", Ty::List, true, "the nodes (n-…)"),
-            p("boot_device", Ty::Str, true, "pxe, disk or bios (setup)"),
+            p("boot_device", Ty::Str, true, "pxe, disk, cd or bios (setup); cd: virtual media on Redfish BMCs"),
             p("persistent", Ty::Flag, false, "1 = every boot, 0 = next boot only (default)"),
             p("efi", Ty::Flag, false, "1 = UEFI boot, 0 = legacy BIOS (default)"),
         ],
@@ -306,9 +306,12 @@ pub static ACTIONS: &[Action] = &[
             p("ip_start", Ty::Str, false, "first BMC address of the range (IPv4)"),
             p("ip_end", Ty::Str, false, "last BMC address of the range; at most 4096 addresses"),
             p("ipmi_port", Ty::Int, false, "BMC UDP port (default 623)"),
-            p("ipmi_username", Ty::Str, false, "user to log in with (default: scan.default_credentials in order)"),
+            p("ipmi_username", Ty::Str, false, "BMC user to log in with, IPMI and Redfish (default: scan.default_credentials in order)"),
             p("ipmi_password", Ty::Str, false, "its password"),
             p("node_ids", Ty::List, false, "re-scan these registered nodes instead of a range"),
+            p("protocols", Ty::List, false, "ipmi, redfish or both (default both; a host answering both is registered once, as Redfish)"),
+            p("redfish_port", Ty::Int, false, "Redfish HTTPS port probed (default 443)"),
+            p("bmc_verify_tls", Ty::Flag, false, "1 = verify Redfish certificates (default), 0 = accept self-signed ones (kept on the nodes registered)"),
         ],
         positional: None,
         job: true,

@@ -64,6 +64,7 @@ pub fn start(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "StartBMNodes",
             op: PowerOp::On,
             operation: "power on",
+            inventory: false,
         },
     )
 }
@@ -78,6 +79,7 @@ pub fn stop(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "StopBMNodes",
             op: PowerOp::Off { hard },
             operation,
+            inventory: false,
         },
     )
 }
@@ -96,6 +98,7 @@ pub fn restart(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "RestartBMNodes",
             op,
             operation,
+            inventory: false,
         },
     )
 }
@@ -107,7 +110,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
         return Box::pin(async move {
             Err(ApiError::field(
                 "boot_device",
-                format!("`{name}` is not a boot device (allowed: pxe, disk, bios)"),
+                format!("`{name}` is not a boot device (allowed: pxe, disk, cd, bios)"),
             ))
         });
     };
@@ -123,6 +126,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
             action: "SetBMNodesBootDevice",
             op: PowerOp::SetBoot(setting),
             operation: "set boot device",
+            inventory: false,
         },
     )
 }
@@ -145,6 +149,8 @@ pub fn refresh(app: Arc<App>, call: Call) -> HandlerFuture {
                 action: "RefreshBMNodesPowerState",
                 op: PowerOp::Status,
                 operation: "power status",
+                // Redfish nodes: the out-of-band inventory too.
+                inventory: true,
             },
             nodes,
         )
