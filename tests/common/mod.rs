@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fakebmc;
+pub mod fakeredfish;
 pub mod netns;
 pub mod sim;
 pub mod sshd;

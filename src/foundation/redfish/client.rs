@@ -288,8 +288,10 @@ impl Session {
                     return Ok(s);
                 }
                 401 | 403 => return Err(auth_error(&r)),
-                // No working session service: Basic, below.
-                _ => {}
+                // The service does not create sessions after all: Basic, below.
+                404 | 405 | 501 => {}
+                // Out of sessions (503) and the like: the BMC's answer.
+                _ => return Err(refused("login", &r)),
             }
         }
         s.auth = Auth::Basic(basic);

@@ -516,6 +516,12 @@ pub fn classify(e: &PowerError) -> (RetCode, &'static Event, String) {
                 message,
                 ..
             } => (RetCode::BmcPrivilege, &BMC_PRIVILEGE, message.clone()),
+            // The login was refused for want of a free session.
+            RedfishError::Refused {
+                what,
+                status: 503,
+                message,
+            } if what == "login" => (RetCode::BmcNoSession, &BMC_NO_SESSION, message.clone()),
             RedfishError::Refused {
                 what,
                 status,
