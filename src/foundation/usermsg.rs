@@ -199,6 +199,23 @@ pub const INSPECT_FAILED: Event = Event {
            ramdisk ([deploy] kernel/initrd), then run IntrospectBMNodes again.",
 };
 
+/// Provision step2 by virtual media: the ramdisk never called in.
+pub const PROVISION_NO_VMEDIA_BOOT: Event = Event {
+    event_id: "RB-PRV-0009",
+    level: MessageLevel::Error,
+    text: "Node {node_id} did not start the deploy ramdisk from virtual media within {seconds} s (step2): check on \
+           its console that it boots the CD, that its BMC fetched the ISO (DescribeBootEvents), and that the \
+           ramdisk reaches rackboot at {address} through the NIC {mac}.",
+};
+
+/// Provision step1 by virtual media: the ISO could not be built.
+pub const PROVISION_ISO_FAILED: Event = Event {
+    event_id: "RB-PRV-0010",
+    level: MessageLevel::Error,
+    text: "Node {node_id} was not provisioned (step1): its virtual-media ISO could not be built ({detail}). Check \
+           [deploy] kernel/initrd and the ISO tools (xorriso, isolinux, grub-efi-amd64-bin, mtools, dosfstools).",
+};
+
 /// Every event, for documentation and tests.
 pub const CATALOGUE: &[Event] = &[
     JOB_INTERRUPTED,
@@ -224,6 +241,8 @@ pub const CATALOGUE: &[Event] = &[
     PROVISION_ABORTED,
     PROVISION_INTERRUPTED,
     INSPECT_FAILED,
+    PROVISION_NO_VMEDIA_BOOT,
+    PROVISION_ISO_FAILED,
 ];
 
 /// Fills `event`'s placeholders from `args`. A value is cut to 160 characters

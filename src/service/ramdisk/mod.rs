@@ -4,7 +4,10 @@
 //! `initrd.img` (a gzip'd newc cpio written here: `/init` from
 //! `init.sh`, busybox, the virtio/e1000 modules and a udhcpc script).
 //! What the ramdisk does on the wire is documented in `init.sh` and in
-//! pxe-templates/README.md (callbacks).
+//! pxe-templates/README.md (callbacks). `iso` packs it, with a node's boot
+//! configs, into a bootable ISO for virtual-media deploys.
+
+pub mod iso;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
