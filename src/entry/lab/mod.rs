@@ -119,7 +119,7 @@ const MBR: &str = "/usr/lib/syslinux/mbr/mbr.bin";
 /// initrd, booted in mode `firstboot` — it reads the callback URL the
 /// deploy left in sector 1, gets an address by DHCP and posts `booted`.
 /// Returns its SHA-256.
-fn test_image(path: &Path, kernel: &Path, initrd: &Path) -> Result<String, String> {
+pub fn test_image(path: &Path, kernel: &Path, initrd: &Path) -> Result<String, String> {
     {
         let tmp = path.with_extension("tmp");
         let size: u64 = 32 * 1024 * 1024;
