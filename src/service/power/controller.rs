@@ -5,9 +5,10 @@
 //! whatever the driver — runs, and closes the session on every path. A BMC
 //! that did not answer is left alone for `ipmi.unreachable_backoff` seconds.
 
+pub use super::ops::{PowerOp, PowerOutcome};
 use crate::foundation::config::{IpmiConfig, PrivilegeLevel, RedfishConfig};
 use crate::foundation::ipmi::client::{BmcError, Session, Target, Timing};
-use crate::foundation::ipmi::commands::{self, BootSetting, ChassisAction};
+use crate::foundation::ipmi::commands::{self, ChassisAction};
 use crate::foundation::ipmi::crypto::CipherSuite;
 use crate::foundation::ipmi::session::{Credentials, Privilege};
 use crate::foundation::redfish::client::{self as rf, RedfishError};
@@ -20,36 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
-/// What to do to a node's power or boot device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerOp {
-    Status,
-    On,
-    /// `hard`: immediate power off; else ACPI soft off.
-    Off {
-        hard: bool,
-    },
-    /// Power cycle (power on when off: real BMCs refuse a cycle then).
-    Cycle,
-    /// Hard reset (power on when off).
-    Reset,
-    SetBoot(BootSetting),
-    GetBoot,
-}
-
 /// How a node's BMC is reached.
 #[derive(Debug, Clone)]
 pub enum BmcTarget {
     Ipmi(Target),
     Redfish(rf::Target),
-}
-
-/// The outcome of a [`PowerOp`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerOutcome {
-    /// Power state after the operation (true = on).
-    Power(bool),
-    Boot(BootSetting),
 }
 
 /// A failure, plus whether the BMC was reached at all.

@@ -12,9 +12,11 @@
 //! [`Power::eject_media`]), under the same budgets.
 
 pub mod controller;
+pub mod ops;
 pub mod redfish;
 
-pub use controller::{BmcTarget, PowerController, PowerError, PowerOp, PowerOutcome};
+pub use controller::{BmcTarget, PowerController, PowerError};
+pub use ops::{PowerOp, PowerOutcome};
 
 use crate::foundation::errors::RetCode;
 use crate::foundation::ids::{new_id, now_secs, JOB_PREFIX};

@@ -5,7 +5,7 @@
 //! and virtual media (InsertMedia, or the older PATCH form; eject). Runs
 //! inside one session that the controller opened within the budgets.
 
-use super::controller::{PowerOp, PowerOutcome};
+use super::ops::{PowerOp, PowerOutcome};
 use crate::foundation::ipmi::commands::{BootDevice, BootSetting};
 use crate::foundation::redfish::client::{RedfishError, Response, Session};
 use crate::foundation::redfish::wire::{self, Inventory, Media, Plan, System};
