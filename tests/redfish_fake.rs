@@ -273,6 +273,63 @@ fn a_dropped_session_is_deleted_in_the_background() {
 }
 
 #[test]
+fn virtual_media_by_insert_action_and_by_the_older_patch_form() {
+    use rackboot::foundation::redfish::client::{Session, Target, Timing, Tls};
+    use rackboot::foundation::redfish::BmcUrl;
+    use rackboot::service::power::redfish as driver;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for patch in [false, true] {
+        let farm = fakeredfish::start(
+            1,
+            Options {
+                media_patch: patch,
+                ..Options::default()
+            },
+        );
+        let bmc = farm.bmcs[0].clone();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &farm.ca_pem).unwrap();
+        let tls = Tls::new(ca.to_str().unwrap()).unwrap();
+        let target = Target {
+            url: BmcUrl::parse(&format!(
+                "redfish-virtualmedia://127.0.0.1:{}",
+                bmc.addr.port()
+            ))
+            .unwrap(),
+            user: fakeredfish::USER.into(),
+            password: fakeredfish::PASSWORD.into(),
+            verify_tls: true,
+        };
+        rt.block_on(async {
+            let mut s = Session::open(&target, &tls, Timing::default())
+                .await
+                .unwrap();
+            driver::insert_media(&mut s, "http://10.0.0.1:8080/vmedia/n-1/tok/deploy.iso")
+                .await
+                .unwrap();
+            assert!(
+                bmc.with(|st| st.media_inserted && st.media_image.ends_with("/deploy.iso")),
+                "patch {patch}"
+            );
+            // Inserting again ejects what is there first.
+            driver::insert_media(&mut s, "http://10.0.0.1:8080/vmedia/n-1/tok2/deploy.iso")
+                .await
+                .unwrap();
+            assert!(bmc.with(|st| st.media_image.contains("tok2")));
+            driver::eject_media(&mut s).await.unwrap();
+            assert!(
+                bmc.with(|st| !st.media_inserted && st.media_image.is_empty()),
+                "patch {patch}"
+            );
+            s.close().await;
+        });
+        assert_eq!(bmc.with(|st| st.etag_refusals), 0);
+        assert_eq!(bmc.open_sessions(), 0);
+    }
+}
+
+#[test]
 fn tls_failures_name_the_certificate_problem() {
     let good = fakeredfish::start(1, Options::default());
     let wrong_name = fakeredfish::start(
@@ -483,10 +540,15 @@ fn scans_find_redfish_and_register_a_host_with_both_protocols_once() {
     assert_eq!(n["bmc_verify_tls"], 0);
     assert_eq!(n["general"]["brand"], "Fake Redfish");
     assert_eq!(n["general"]["hostname"], format!("bmc-127-0-0-1-{rf_port}"));
-    // The scan's own session was deleted.
-    assert_eq!(farm.bmcs[0].open_sessions(), 0);
-    // A re-scan updates the node rather than adding one.
+    // The node's inventory follows in the background; then no session is
+    // left open (the scan's and the inventory's were deleted).
     let id = n["node_id"].clone();
+    wait_for("the scanned node's inventory", || {
+        !describe(&d, &id)["bmc_inventory_time"].as_str().unwrap_or("").is_empty()
+    });
+    wait_for("no open session", || farm.bmcs[0].open_sessions() == 0);
+    assert_eq!(farm.bmcs[0].with(|st| st.logins), farm.bmcs[0].with(|st| st.logouts));
+    // A re-scan updates the node rather than adding one.
     let s = run_job(&d, json!({"action": "ScanBMNodes", "node_ids": [id]}));
     assert_eq!(s["status"], "successful", "{s}");
     let log = d

@@ -1,8 +1,10 @@
 //! The catalogue of user messages (seed 004): every text an operator can read
 //! about a failed asynchronous operation is declared here, with an
 //! `event_id`, a level and named placeholders. Only ids and names the daemon
-//! itself produced are substituted, so no raw error string, path or secret
-//! can reach a message.
+//! itself produced are substituted — and, as `{detail}` of a Redfish BMC's
+//! refusal, the BMC's own message (cut to 160 characters, control
+//! characters stripped), which is what the operator needs to read — so no
+//! internal error string, path or secret can reach a message.
 
 use crate::foundation::ids::{new_id, MESSAGE_PREFIX};
 use crate::foundation::store::{MessageLevel, StoredMessage};

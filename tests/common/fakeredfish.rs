@@ -53,6 +53,8 @@ pub struct Options {
     pub async_resets: bool,
     /// Advertise `PowerCycle` among the reset types.
     pub power_cycle: bool,
+    /// Virtual media only by the older PATCH of the device (no actions).
+    pub media_patch: bool,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             require_etag: true,
             async_resets: true,
             power_cycle: false,
+            media_patch: false,
         }
     }
 }
@@ -603,14 +606,30 @@ fn respond(bmc: &Bmc, req: &hyper::http::request::Parts, body: &[u8]) -> Respons
         );
     }
     if path == format!("{SYSTEM}/VirtualMedia/Cd") && method == Method::GET {
-        return reply(
-            StatusCode::OK,
-            json!({"Id": "Cd", "MediaTypes": ["CD", "DVD"], "Inserted": st.media_inserted,
-            "Image": st.media_image,
-            "Actions": {"#VirtualMedia.InsertMedia": {"target": format!("{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia")},
-                        "#VirtualMedia.EjectMedia": {"target": format!("{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia")}}}),
-            &[],
-        );
+        let mut v = json!({"Id": "Cd", "MediaTypes": ["CD", "DVD"], "Inserted": st.media_inserted,
+            "Image": st.media_image, "@odata.etag": format!("W/\"m{}\"", st.etag)});
+        if !bmc.opts.media_patch {
+            v["Actions"] = json!({"#VirtualMedia.InsertMedia": {"target": format!("{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia")},
+                        "#VirtualMedia.EjectMedia": {"target": format!("{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia")}});
+        }
+        return reply(StatusCode::OK, v, &[]);
+    }
+    if path == format!("{SYSTEM}/VirtualMedia/Cd")
+        && method == Method::PATCH
+        && bmc.opts.media_patch
+    {
+        if if_match.as_deref() != Some(format!("W/\"m{}\"", st.etag).as_str()) {
+            st.etag_refusals += 1;
+            return error(
+                StatusCode::PRECONDITION_FAILED,
+                "Base.1.8.PreconditionFailed",
+                "The ETag does not match",
+            );
+        }
+        st.media_image = v["Image"].as_str().unwrap_or("").into();
+        st.media_inserted = v["Inserted"].as_bool().unwrap_or(false);
+        st.etag += 1;
+        return reply(StatusCode::NO_CONTENT, Value::Null, &[]);
     }
     if path == format!("{SYSTEM}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia") {
         st.media_image = v["Image"].as_str().unwrap_or("").into();

@@ -473,10 +473,14 @@ impl Session {
                         self.timing.timeout.as_secs()
                     )));
                 }
-                // The BMC closed a kept-alive connection: reconnect once.
+                // The BMC closed a kept-alive connection: reconnect once — an
+                // action (POST) only when it was never sent, so it never
+                // runs twice.
                 Ok(Err(e))
                     if attempt == 0
-                        && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) =>
+                        && (e.is_canceled()
+                            || (method != Method::POST
+                                && (e.is_closed() || e.is_incomplete_message()))) =>
                 {
                     self.conn = None;
                     continue;

@@ -343,7 +343,7 @@ fn find_conflict(conn: &Connection, n: &BmNode) -> rusqlite::Result<Option<Strin
     if endpoint.is_empty() {
         // IPMI or no BMC: checked above.
     } else if let Some(other) = holder(
-        "SELECT node_id FROM bm_nodes WHERE bmc_endpoint = ?1 AND node_id != ?2",
+        "SELECT node_id FROM bm_nodes WHERE bmc_endpoint = ?1 AND bmc_endpoint != '' AND node_id != ?2",
         &[&endpoint, id],
     )? {
         return Ok(taken("bmc_address", n.bmc_address.clone(), other));

@@ -291,7 +291,10 @@ pub static ACTIONS: &[Action] = &[
         command: "refresh-bm-nodes-power-state",
         request_type: "BMNode",
         about: "Read nodes' power state from their BMCs now (all nodes when no node_ids) (a job)",
-        params: &[p("node_ids", Ty::List, false, "the nodes (n-…); default all")],
+        params: &[
+            p("node_ids", Ty::List, false, "the nodes (n-…); default all"),
+            p("inventory", Ty::Flag, false, "1 = also re-read Redfish nodes' out-of-band inventory (bmc_inventory), in the same session"),
+        ],
         positional: Some("node_ids"),
         job: true,
         table: None,

@@ -134,6 +134,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
 pub fn refresh(app: Arc<App>, call: Call) -> HandlerFuture {
     Box::pin(async move {
         let ids = call.params.list("node_ids");
+        let inventory = call.params.int("inventory") == Some(1);
         check_node_ids("node_ids", &ids)?;
         let (nodes, _) = app
             .store
@@ -149,8 +150,7 @@ pub fn refresh(app: Arc<App>, call: Call) -> HandlerFuture {
                 action: "RefreshBMNodesPowerState",
                 op: PowerOp::Status,
                 operation: "power status",
-                // Redfish nodes: the out-of-band inventory too.
-                inventory: true,
+                inventory,
             },
             nodes,
         )
