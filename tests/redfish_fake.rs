@@ -544,10 +544,16 @@ fn scans_find_redfish_and_register_a_host_with_both_protocols_once() {
     // left open (the scan's and the inventory's were deleted).
     let id = n["node_id"].clone();
     wait_for("the scanned node's inventory", || {
-        !describe(&d, &id)["bmc_inventory_time"].as_str().unwrap_or("").is_empty()
+        !describe(&d, &id)["bmc_inventory_time"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
     });
     wait_for("no open session", || farm.bmcs[0].open_sessions() == 0);
-    assert_eq!(farm.bmcs[0].with(|st| st.logins), farm.bmcs[0].with(|st| st.logouts));
+    assert_eq!(
+        farm.bmcs[0].with(|st| st.logins),
+        farm.bmcs[0].with(|st| st.logouts)
+    );
     // A re-scan updates the node rather than adding one.
     let s = run_job(&d, json!({"action": "ScanBMNodes", "node_ids": [id]}));
     assert_eq!(s["status"], "successful", "{s}");
