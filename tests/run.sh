@@ -26,6 +26,8 @@ declare -A needs=(
   [xz]=xz-utils                     # tests/images.rs: xz images
   [zstd]=zstd                       # tests/images.rs: zstd images
   [python3]=python3                 # tests/images.rs: an HTTP server for URL images
+  [xorriso]=xorriso                 # tests/vmedia_iso.rs, redfish_sushy.rs: the virtual-media ISO
+  [libvirtd]=libvirt-daemon-system  # tests/redfish_sushy.rs: libvirtd + virtlogd under sushy-tools (started by the test)
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -39,6 +41,12 @@ done
 [ -e /usr/lib/syslinux/mbr/mbr.bin ] || missing+=(syslinux-common)
 # GRUB's UEFI netboot image and modules (grub-mknetdir) for tests/pxe_dhcp.rs.
 [ -e /usr/lib/grub/x86_64-efi/normal.mod ] || missing+=(grub-efi-amd64-bin)
+# The virtual-media ISO's BIOS loader (tests/vmedia_iso.rs).
+[ -e /usr/lib/ISOLINUX/isolinux.bin ] || missing+=(isolinux)
+# sushy-tools' libvirt driver needs Debian's libvirt binding, importable
+# from Debian's python3 only; its venv needs python3-venv.
+/usr/bin/python3 -c 'import libvirt' 2>/dev/null || missing+=(python3-libvirt)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
@@ -65,6 +73,18 @@ fi
 if ! python3 -c 'import pyghmi' 2>/dev/null; then
   echo "tests/run.sh: installing pyghmi"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'pyghmi==1.6.19'
+fi
+
+# sushy-tools (the Redfish emulator Ironic's CI uses) for tests/redfish_sushy.rs
+# and redfishtool (the reference client of benches/redfish.rs), in a venv
+# on Debian's python3 that sees python3-libvirt; created once, then reused.
+venv=/var/cache/rackboot-tests/redfish-venv
+if [ "$(id -u)" -eq 0 ] && ! { "$venv/bin/python3" -c 'import sushy_tools, libvirt' 2>/dev/null && [ -x "$venv/bin/redfishtool" ]; }; then
+  echo "tests/run.sh: creating $venv (sushy-tools, redfishtool)"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  /usr/bin/python3 -m venv --system-site-packages "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'sushy-tools==2.2.0' 'redfishtool==1.1.8'
 fi
 
 cargo fmt --all -- --check

@@ -387,6 +387,7 @@ fn config_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
     );
     check("images", old.images != new.images, true);
     check("ipmi", old.ipmi != new.ipmi, true);
+    check("redfish", old.redfish != new.redfish, true);
     check("scan", old.scan != new.scan, true);
     check("ssh", old.ssh != new.ssh, true);
     check("dhcp", old.dhcp != new.dhcp, false);

@@ -14,6 +14,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub messages: MessagesConfig,
     pub ipmi: IpmiConfig,
+    pub redfish: RedfishConfig,
     pub scan: ScanConfig,
     pub ssh: SshConfig,
     pub dhcp: DhcpConfig,
@@ -47,6 +48,30 @@ pub struct IpmiConfig {
     pub power_sync_interval: u64,
     /// Failed polls in a row after which a node's BMC is marked unreachable.
     pub power_sync_failures: u32,
+}
+
+/// Redfish BMCs (the `[ipmi]` session budgets, queue and backoff apply to
+/// them too).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedfishConfig {
+    /// CA certificates (PEM) trusted for BMC certificates besides the
+    /// system's roots; "" = only the system's.
+    pub ca_file: String,
+    /// Milliseconds to wait for one HTTP answer (connect, TLS, request).
+    pub timeout_ms: u64,
+    /// Seconds an asynchronous operation's task monitor is followed.
+    pub task_timeout: u64,
+}
+
+impl Default for RedfishConfig {
+    fn default() -> Self {
+        RedfishConfig {
+            ca_file: String::new(),
+            timeout_ms: 10_000,
+            task_timeout: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -264,11 +289,18 @@ impl Config {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub port: u16,
+    /// The IPv4 address the HTTP boot server listens on and names in the
+    /// URLs it hands out; "" = the `[dhcp] interface`'s. Set without an
+    /// interface, only HTTP runs (virtual-media deploys need no DHCP).
+    pub address: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { port: 8080 }
+        HttpConfig {
+            port: 8080,
+            address: String::new(),
+        }
     }
 }
 
@@ -651,6 +683,37 @@ impl Config {
             1,
             100,
         )?;
+        let r = &self.redfish;
+        range("redfish.timeout_ms", r.timeout_ms, 100, 600_000)?;
+        range("redfish.task_timeout", r.task_timeout, 1, 86_400)?;
+        if !r.ca_file.is_empty() && !Path::new(&r.ca_file).is_absolute() {
+            return Err(invalid(
+                "redfish.ca_file",
+                format!("{:?}", r.ca_file),
+                "allowed: an absolute path to PEM certificates, or empty",
+            ));
+        }
+        if !r.ca_file.is_empty() {
+            use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+            let count = CertificateDer::pem_file_iter(&r.ca_file)
+                .map(|certs| certs.filter(|c| c.is_ok()).count())
+                .unwrap_or(0);
+            if count == 0 {
+                return Err(invalid(
+                    "redfish.ca_file",
+                    format!("{:?}", r.ca_file),
+                    "allowed: a readable file of PEM certificates (none could be read from it)",
+                ));
+            }
+        }
+        if !self.http.address.is_empty() && self.http.address.parse::<std::net::Ipv4Addr>().is_err()
+        {
+            return Err(invalid(
+                "http.address",
+                format!("{:?}", self.http.address),
+                "allowed: an IPv4 address of this host, or empty for the [dhcp] interface's",
+            ));
+        }
         let sc = &self.scan;
         range("scan.concurrency", sc.concurrency as u64, 1, 4096)?;
         range("scan.rate", sc.rate.into(), 1, 100_000)?;

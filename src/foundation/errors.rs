@@ -25,6 +25,8 @@ pub enum RetCode {
     Conflict = 2400,
     /// The node's BMC does not answer.
     BmcUnreachable = 3100,
+    /// The node's Redfish BMC failed the TLS check (its certificate).
+    BmcTlsFailed = 3150,
     /// The node's BMC refused the login (user or password).
     BmcAuthFailed = 3200,
     /// The BMC session lacks the privilege for the operation.
@@ -60,7 +62,7 @@ pub enum RetCode {
 }
 
 impl RetCode {
-    pub const ALL: [RetCode; 25] = [
+    pub const ALL: [RetCode; 26] = [
         RetCode::BadParameter,
         RetCode::MissingParameter,
         RetCode::UnknownAction,
@@ -70,6 +72,7 @@ impl RetCode {
         RetCode::WrongState,
         RetCode::Conflict,
         RetCode::BmcUnreachable,
+        RetCode::BmcTlsFailed,
         RetCode::BmcAuthFailed,
         RetCode::BmcPrivilege,
         RetCode::BmcNoSession,
@@ -104,6 +107,7 @@ impl RetCode {
             RetCode::WrongState => "wrong state",
             RetCode::Conflict => "conflict",
             RetCode::BmcUnreachable => "BMC unreachable",
+            RetCode::BmcTlsFailed => "BMC certificate refused",
             RetCode::BmcAuthFailed => "BMC login refused",
             RetCode::BmcPrivilege => "BMC privilege insufficient",
             RetCode::BmcNoSession => "BMC session refused",

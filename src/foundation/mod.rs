@@ -1,7 +1,7 @@
 //! Layer 4, foundations: what the services stand on, with no knowledge of
 //! them. The store (`store`), the shared daemon context (`shared`), the
 //! protocol cores (`dhcp` decisions and `firmware` classification, `tftp`'s
-//! wire format, `ipmi` RMCP+, `templates`, `inventory` parsers, deploy
+//! wire format, `ipmi` RMCP+, `redfish` (BMC URLs, the Redfish client), `templates`, `inventory` parsers, deploy
 //! `callbacks`, the `ssh` client), the BMNode state table (`states`), the
 //! catalogues (`errors`: ret codes; `usermsg`: user messages), and plain
 //! helpers (`config`, `validate`, `ids`, `auth`).
@@ -16,6 +16,7 @@ pub mod hints;
 pub mod ids;
 pub mod inventory;
 pub mod ipmi;
+pub mod redfish;
 pub mod shared;
 pub mod ssh;
 pub mod states;

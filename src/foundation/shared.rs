@@ -1,7 +1,8 @@
 //! What every service and transport of the daemon shares, and nothing
 //! else: the store, the configuration and the boot templates in force
 //! (each replaced as a whole on SIGHUP), the tracker of background work
-//! (awaited at shutdown) and the state directory. Services own their own
+//! (awaited at shutdown), the state directory, and where the HTTP boot
+//! server listens (the URLs handed to BMCs and ramdisks name it). Services own their own
 //! parts (the power controller, the deploy registry) next to it, in
 //! [`crate::service::app::App`].
 
@@ -20,6 +21,8 @@ pub struct Shared {
     pub state_dir: PathBuf,
     config: RwLock<Arc<Config>>,
     templates: RwLock<Arc<Templates>>,
+    /// The HTTP boot server's address and port, once it listens.
+    http: RwLock<Option<(String, u16)>>,
 }
 
 impl Shared {
@@ -35,7 +38,18 @@ impl Shared {
                 Templates::load(None)
                     .expect("the built-in templates compile (a unit test checks them)"),
             )),
+            http: RwLock::new(None),
         }
+    }
+
+    /// Where the HTTP boot server listens (`None`: it does not run).
+    pub fn http_address(&self) -> Option<(String, u16)> {
+        self.http.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Set by the HTTP boot server when it listens.
+    pub fn set_http_address(&self, address: String, port: u16) {
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = Some((address, port));
     }
 
     /// The configuration in force.

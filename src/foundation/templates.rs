@@ -96,6 +96,27 @@ const BUILT_IN: &[(&str, &str)] = &[
         )),
     ),
     (
+        "vmedia/network-args",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/vmedia/network-args"
+        )),
+    ),
+    (
+        "vmedia/grub.cfg",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/vmedia/grub.cfg"
+        )),
+    ),
+    (
+        "vmedia/isolinux.cfg",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pxe-templates/vmedia/isolinux.cfg"
+        )),
+    ),
+    (
         "install/kernel-args",
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -481,15 +502,14 @@ impl Templates {
                     Some(d) => format!("{e}: {d}"),
                     None => e.to_string(),
                 };
-                let mut inner: Option<&(dyn std::error::Error + 'static)> =
-                    std::error::Error::source(&e);
-                while let Some(i) = inner {
-                    if let Some(m) = i.downcast_ref::<Error>() {
-                        if let Some(d) = m.detail() {
-                            detail.push_str(&format!(": {d}"));
-                        }
+                // An included template's error is the cause: say what it is.
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    detail.push_str(&format!(": {c}"));
+                    if let Some(d) = c.downcast_ref::<Error>().and_then(|m| m.detail()) {
+                        detail.push_str(&format!(" ({d})"));
                     }
-                    inner = i.source();
+                    cause = c.source();
                 }
                 format!("template {name} for node {}: {detail}", vars.node.node_id)
             })
@@ -539,6 +559,9 @@ impl Templates {
         }
         self.render("ipxe/discovery.ipxe", &vars(Mode::Local, None))?;
         self.render("grub/netboot.cfg", &vars(Mode::Local, None))?;
+        for name in VMEDIA_TEMPLATES {
+            self.render(name, &vars(Mode::Inspect, None))?;
+        }
         for image in &cfg.images {
             let mode = match image.method {
                 ImageMethod::Image => Mode::Deploy,
@@ -553,6 +576,9 @@ impl Templates {
             if let Some(config) = install_config(&image.template) {
                 names.extend(["install/meta-data", config]);
             }
+            if mode == Mode::Deploy {
+                names.extend(VMEDIA_TEMPLATES);
+            }
             for name in names {
                 self.render(name, &v)
                     .map_err(|e| format!("{e} (image {})", image.os_version))?;
@@ -561,6 +587,9 @@ impl Templates {
         Ok(())
     }
 }
+
+/// The boot configs of a virtual-media ISO (UEFI, legacy BIOS).
+pub const VMEDIA_TEMPLATES: [&str; 2] = ["vmedia/grub.cfg", "vmedia/isolinux.cfg"];
 
 /// The install config an installer template name renders.
 pub fn install_config(template: &str) -> Option<&'static str> {
@@ -710,6 +739,40 @@ template = "kickstart"
             pxelinux.contains("DEFAULT deploy")
                 && pxelinux.contains("KERNEL http://10.99.0.1:8080/deploy/kernel"),
             "{pxelinux}"
+        );
+    }
+
+    #[test]
+    fn the_virtual_media_iso_boots_the_deploy_kernel_line_with_the_network() {
+        let (cfg, t) = (config(), Templates::load(None).unwrap());
+        let v = vars(Mode::Deploy, "tiny-1.0", &cfg);
+        let ipxe = t.render("ipxe/deploy.ipxe", &v).unwrap();
+        let line = ipxe
+            .lines()
+            .find(|l| l.starts_with("kernel "))
+            .unwrap()
+            .split_once("initrd=initrd.img ")
+            .unwrap()
+            .1
+            .to_string();
+        for name in VMEDIA_TEMPLATES {
+            let out = t.render(name, &v).unwrap();
+            // The same deploy arguments as the iPXE script, then the network.
+            assert!(
+                out.contains(&format!(
+                    "{line} rackboot.ip=10.1.0.5/16 rackboot.gateway=10.1.0.1 rackboot.vlan=100\n"
+                )),
+                "{name}:\n{out}"
+            );
+        }
+        let mut v = vars(Mode::Inspect, "", &cfg);
+        v.node.mgmt = NetVars::default();
+        let out = t.render("vmedia/isolinux.cfg", &v).unwrap();
+        assert!(
+            out.contains("rackboot.mode=inspect")
+                && out.contains("BOOTIF=01-52-54-00-99-00-10")
+                && !out.contains("rackboot.ip"),
+            "without a management address the ramdisk uses DHCP: {out}"
         );
     }
 

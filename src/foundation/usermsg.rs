@@ -1,8 +1,10 @@
 //! The catalogue of user messages (seed 004): every text an operator can read
 //! about a failed asynchronous operation is declared here, with an
 //! `event_id`, a level and named placeholders. Only ids and names the daemon
-//! itself produced are substituted, so no raw error string, path or secret
-//! can reach a message.
+//! itself produced are substituted — and, as `{detail}` of a Redfish BMC's
+//! refusal, the BMC's own message (cut to 160 characters, control
+//! characters stripped), which is what the operator needs to read — so no
+//! internal error string, path or secret can reach a message.
 
 use crate::foundation::ids::{new_id, MESSAGE_PREFIX};
 use crate::foundation::store::{MessageLevel, StoredMessage};
@@ -78,6 +80,29 @@ pub const BMC_BACK: Event = Event {
     event_id: "RB-BMC-0007",
     level: MessageLevel::Info,
     text: "The BMC of node {node_id} answers again; its power state is {power_state}.",
+};
+
+/// A Redfish BMC did not answer (TCP, or no HTTP answer in time).
+pub const REDFISH_UNREACHABLE: Event = Event {
+    event_id: "RB-BMC-0008",
+    level: MessageLevel::Error,
+    text: "The Redfish BMC of node {node_id} at {address} does not answer: check bmc_address (host, port, \
+           https or +http), that Redfish is enabled on the BMC, and that TCP to it is not filtered.",
+};
+
+/// A Redfish BMC's TLS certificate was refused.
+pub const REDFISH_TLS_FAILED: Event = Event {
+    event_id: "RB-BMC-0009",
+    level: MessageLevel::Error,
+    text: "The Redfish BMC of node {node_id} at {address} failed the TLS check: {detail}.",
+};
+
+/// A Redfish BMC refused the login.
+pub const REDFISH_AUTH_FAILED: Event = Event {
+    event_id: "RB-BMC-0010",
+    level: MessageLevel::Error,
+    text: "The Redfish BMC of node {node_id} refused the login of user {user} ({detail}): check ipmi_username \
+           and ipmi_password, the BMC's credentials for every driver (ModifyBMNodeAttributes).",
 };
 
 /// Collection: the host's SSH port does not answer.
@@ -186,6 +211,23 @@ pub const PROVISION_NO_DISK: Event = Event {
            ProvisionBMNodes again; the node was powered off.",
 };
 
+/// Provision step2 by virtual media: the ramdisk never called in.
+pub const PROVISION_NO_VMEDIA_BOOT: Event = Event {
+    event_id: "RB-PRV-0010",
+    level: MessageLevel::Error,
+    text: "Node {node_id} did not start the deploy ramdisk from virtual media within {seconds} s (step2): check on \
+           its console that it boots the CD, that its BMC fetched the ISO (DescribeBootEvents), and that the \
+           ramdisk reaches rackboot at {address} through the NIC {mac}.",
+};
+
+/// Provision step1 by virtual media: the ISO could not be built.
+pub const PROVISION_ISO_FAILED: Event = Event {
+    event_id: "RB-PRV-0011",
+    level: MessageLevel::Error,
+    text: "Node {node_id} was not provisioned (step1): its virtual-media ISO could not be built ({detail}). Check \
+           [deploy] kernel/initrd and the ISO tools (xorriso, isolinux, grub-efi-amd64-bin, mtools, dosfstools).",
+};
+
 /// Every event, for documentation and tests.
 pub const CATALOGUE: &[Event] = &[
     JOB_INTERRUPTED,
@@ -196,6 +238,9 @@ pub const CATALOGUE: &[Event] = &[
     BMC_COMMAND_FAILED,
     BMC_LOST,
     BMC_BACK,
+    REDFISH_UNREACHABLE,
+    REDFISH_TLS_FAILED,
+    REDFISH_AUTH_FAILED,
     NODE_UNREACHABLE,
     NODE_AUTH_REJECTED,
     NODE_HOST_KEY_CHANGED,
@@ -209,6 +254,8 @@ pub const CATALOGUE: &[Event] = &[
     PROVISION_INTERRUPTED,
     INSPECT_FAILED,
     PROVISION_NO_DISK,
+    PROVISION_NO_VMEDIA_BOOT,
+    PROVISION_ISO_FAILED,
 ];
 
 /// Fills `event`'s placeholders from `args`. A value is cut to 160 characters

@@ -49,7 +49,9 @@ impl App {
 
     /// Applies a reloaded configuration everywhere.
     pub fn set_config(&self, config: Config) {
-        self.power.controller.reconfigure(config.ipmi.clone());
+        self.power
+            .controller
+            .reconfigure(config.ipmi.clone(), &config.redfish);
         self.shared.set_config(config);
     }
 }

@@ -1,24 +1,30 @@
 //! ScanBMNodes (seed 002 §2.8): discovers BMCs on a range of addresses (or
 //! re-scans registered nodes) and registers or updates them. The job's
-//! steps: step0 probe sweep (Get Channel Authentication Capabilities, which
-//! every IPMI 2.0 BMC answers without a session; bounded concurrency and
-//! rate, one short timeout per address), step1 login with the given or
-//! configured credentials, step2 Device ID, FRU (brand, serial) and power
-//! state, step3 register new BMCs (status `new`, PXE MAC unknown) and update
-//! known ones. Only the given addresses are ever contacted.
+//! steps: step0 probe sweep — IPMI's Get Channel Authentication
+//! Capabilities (which every IPMI 2.0 BMC answers without a session) and/or
+//! Redfish's unauthenticated service root (`GET /redfish/v1`, HTTPS on
+//! 443 by default); bounded concurrency and rate, one short timeout per
+//! probe —, step1 login with the given or configured credentials, step2
+//! Device ID, FRU (brand, serial) and power state, or the Redfish systems
+//! (one node each), step3 register new BMCs (status `new`, PXE MAC unknown;
+//! a host answering both protocols once, as Redfish, which the log says)
+//! and update known ones. Only the given addresses are ever contacted.
 
 use crate::foundation::config::ScanCredentials;
 use crate::foundation::ids::{new_id, now_secs, JOB_PREFIX, NODE_PREFIX};
 use crate::foundation::ipmi::client::{probe, BmcError, Session, Target, Timing};
 use crate::foundation::ipmi::commands::{self, FruInfo};
 use crate::foundation::ipmi::session::Credentials;
+use crate::foundation::redfish::client::{self as rf, RedfishError};
+use crate::foundation::redfish::wire::{Inventory, System};
+use crate::foundation::redfish::BmcUrl;
 use crate::foundation::shared::Shared;
 use crate::foundation::store::{
     BmNode, BmNodeFilter, Job, JobNode, JobStatus, PowerState, StoreError,
 };
 use crate::service::power::{Power, PowerError};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -34,14 +40,35 @@ struct Found {
     creds: ScanCredentials,
     power_on: bool,
     fru: Option<FruInfo>,
+    /// Found over Redfish: the system's address (one node per system).
+    redfish: Option<BmcUrl>,
+}
+
+impl Found {
+    fn host(&self) -> IpAddr {
+        self.addr.ip()
+    }
+    fn label(&self) -> String {
+        match &self.redfish {
+            Some(u) => u.to_string(),
+            None => self.addr.to_string(),
+        }
+    }
 }
 
 /// A scan as requested, checked.
 pub struct Plan {
+    /// IPMI endpoints to probe (empty: no IPMI).
     pub addresses: Vec<SocketAddr>,
-    /// Credentials to try, in order (per address when re-scanning nodes).
+    /// Redfish services to probe (`redfish://host:port`, or a registered
+    /// node's own address when re-scanning).
+    pub redfish: Vec<BmcUrl>,
+    /// Verify the Redfish services' certificates (system roots +
+    /// `redfish.ca_file`); 0 for self-signed BMCs.
+    pub verify_tls: bool,
+    /// Credentials to try, in order (per host when re-scanning nodes).
     pub credentials: Vec<ScanCredentials>,
-    pub per_node: HashMap<SocketAddr, ScanCredentials>,
+    pub per_node: HashMap<IpAddr, ScanCredentials>,
     /// Known node per address (re-scan).
     pub known: Vec<String>,
 }
@@ -90,9 +117,23 @@ impl Scanner {
 async fn run(sc: &Arc<Scanner>, job_id: &str, plan: Plan) -> Result<(), StoreError> {
     let store = &sc.shared.store;
     let cfg = sc.shared.config().scan.clone();
-    let total = plan.addresses.len();
+    let mut hosts: HashSet<IpAddr> = plan.addresses.iter().map(|a| a.ip()).collect();
+    hosts.extend(
+        plan.redfish
+            .iter()
+            .filter_map(|u| u.host.parse::<IpAddr>().ok()),
+    );
+    let total = hosts.len();
+    let protocols = match (plan.addresses.is_empty(), plan.redfish.is_empty()) {
+        (false, false) => "IPMI and Redfish",
+        (false, true) => "IPMI",
+        _ => "Redfish",
+    };
     store
-        .append_job_log(job_id, format!("step0: probing {total} address(es)"))
+        .append_job_log(
+            job_id,
+            format!("step0: probing {total} address(es) ({protocols})"),
+        )
         .await?;
 
     // step0: probe sweep, bounded in concurrency and rate.
@@ -114,6 +155,21 @@ async fn run(sc: &Arc<Scanner>, job_id: &str, plan: Plan) -> Result<(), StoreErr
             (addr, alive)
         });
     }
+    // The Redfish probes: an unauthenticated GET of the service root.
+    let (tls, timing) = sc.power.controller.redfish_settings();
+    let probe_timeout =
+        Duration::from_millis(cfg.probe_timeout_ms).max(timing.timeout.min(Duration::from_secs(2)));
+    let mut rf_probes = JoinSet::new();
+    for url in plan.redfish.clone() {
+        tick.tick().await;
+        let permit = gate.clone().acquire_owned().await.expect("never closed");
+        let (tls, verify) = (tls.clone(), plan.verify_tls);
+        rf_probes.spawn(async move {
+            let r = rf::probe(&url, &tls, verify, probe_timeout).await;
+            drop(permit);
+            (url, r)
+        });
+    }
     let mut alive = Vec::new();
     while let Some(r) = probes.join_next().await {
         if let Ok((addr, true)) = r {
@@ -121,31 +177,110 @@ async fn run(sc: &Arc<Scanner>, job_id: &str, plan: Plan) -> Result<(), StoreErr
         }
     }
     alive.sort();
-    let unreachable = total - alive.len();
+    let mut rf_alive = Vec::new();
+    while let Some(r) = rf_probes.join_next().await {
+        let Ok((url, r)) = r else { continue };
+        match r {
+            Ok(_) => rf_alive.push(url),
+            // A TLS failure is a Redfish BMC we cannot trust yet: say why.
+            Err(e @ RedfishError::Tls { .. }) => {
+                store
+                    .append_job_log(job_id, format!("{url}: {e}; not registered"))
+                    .await?;
+            }
+            Err(_) => {}
+        }
+    }
+    rf_alive.sort_by_key(|u| u.to_string());
+    let mut answered: HashSet<IpAddr> = alive.iter().map(|a| a.ip()).collect();
+    answered.extend(
+        rf_alive
+            .iter()
+            .filter_map(|u| u.host.parse::<IpAddr>().ok()),
+    );
+    let unreachable = total - answered.len();
     store
         .set_job_status(
             job_id,
             JobStatus::Step(1),
             Some(format!(
-                "step1: {} BMC(s) answered; logging in",
-                alive.len()
+                "step1: {} BMC(s) answered ({} IPMI, {} Redfish); logging in",
+                answered.len(),
+                alive.len(),
+                rf_alive.len()
             )),
         )
         .await?;
 
     // step1 + step2: login with each credential in turn, then inventory in
-    // the same session.
-    let mut logins = JoinSet::new();
-    for addr in alive.clone() {
-        let sc = sc.clone();
-        let creds = match plan.per_node.get(&addr) {
-            Some(c) => vec![c.clone()],
-            None => plan.credentials.clone(),
-        };
-        logins.spawn(async move { (addr, login_and_inventory(&sc, addr, &creds).await) });
-    }
+    // the same session; Redfish first, so that a host answering both is
+    // registered once, as Redfish.
+    let creds_for = |host: IpAddr| match plan.per_node.get(&host) {
+        Some(c) => vec![c.clone()],
+        None => plan.credentials.clone(),
+    };
     let mut found = Vec::new();
     let mut auth_failed = 0;
+    let mut as_redfish: HashSet<IpAddr> = HashSet::new();
+    let mut rf_logins = JoinSet::new();
+    for url in rf_alive.clone() {
+        let sc = sc.clone();
+        let creds = url
+            .host
+            .parse::<IpAddr>()
+            .map(creds_for)
+            .unwrap_or_else(|_| plan.credentials.clone());
+        let verify = plan.verify_tls;
+        rf_logins.spawn(async move {
+            let r = redfish_login_and_inventory(&sc, &url, verify, &creds).await;
+            (url, r)
+        });
+    }
+    let ipmi_hosts: HashSet<IpAddr> = alive.iter().map(|a| a.ip()).collect();
+    while let Some(r) = rf_logins.join_next().await {
+        let Ok((url, result)) = r else { continue };
+        match result {
+            Ok(systems) => {
+                if let Ok(host) = url.host.parse::<IpAddr>() {
+                    as_redfish.insert(host);
+                    if ipmi_hosts.contains(&host) {
+                        tracing::info!(%host, "the BMC answers IPMI and Redfish: registered as Redfish");
+                        store
+                            .append_job_log(
+                                job_id,
+                                format!("{host}: answers IPMI and Redfish; using Redfish"),
+                            )
+                            .await?;
+                    }
+                }
+                found.extend(systems);
+            }
+            Err(e) => {
+                let (_, _, detail) = super::power::classify(&e);
+                let host = url.host.parse::<IpAddr>().ok();
+                if host.is_some_and(|h| ipmi_hosts.contains(&h)) {
+                    store
+                        .append_job_log(job_id, format!("{url}: {detail}; trying IPMI"))
+                        .await?;
+                } else {
+                    auth_failed += 1;
+                    store
+                        .append_job_log(job_id, format!("{url}: {detail}; not registered"))
+                        .await?;
+                }
+            }
+        }
+    }
+    let mut logins = JoinSet::new();
+    for addr in alive
+        .clone()
+        .into_iter()
+        .filter(|a| !as_redfish.contains(&a.ip()))
+    {
+        let sc = sc.clone();
+        let creds = creds_for(addr.ip());
+        logins.spawn(async move { (addr, login_and_inventory(&sc, addr, &creds).await) });
+    }
     while let Some(r) = logins.join_next().await {
         let Ok((addr, result)) = r else { continue };
         match result {
@@ -159,7 +294,7 @@ async fn run(sc: &Arc<Scanner>, job_id: &str, plan: Plan) -> Result<(), StoreErr
             }
         }
     }
-    found.sort_by_key(|f| f.addr);
+    found.sort_by_key(|f| f.label());
     store
         .set_job_status(
             job_id,
@@ -172,10 +307,10 @@ async fn run(sc: &Arc<Scanner>, job_id: &str, plan: Plan) -> Result<(), StoreErr
     store
         .set_job_status(job_id, JobStatus::Step(3), None)
         .await?;
-    let (registered, updated) = register(sc, job_id, &found).await?;
+    let (registered, updated) = register(sc, job_id, &found, plan.verify_tls).await?;
     let summary = format!(
         "found {}, registered {registered}, updated {updated}, auth failed {auth_failed}, unreachable {unreachable}",
-        alive.len()
+        answered.len()
     );
     store
         .set_job_status(job_id, JobStatus::Successful, Some(summary))
@@ -224,10 +359,75 @@ async fn login_and_inventory(
                     creds: c.clone(),
                     power_on,
                     fru,
+                    redfish: None,
                 })
             }
             // Wrong user or password: try the next credentials.
             Err(e @ PowerError::Bmc(BmcError::Auth(_))) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+/// Logs in to the Redfish service at `url` (each credential in turn) and
+/// reads every system it lists (or the one its path names): one [`Found`]
+/// each, with its power state, maker and serial number.
+async fn redfish_login_and_inventory(
+    sc: &Scanner,
+    url: &BmcUrl,
+    verify_tls: bool,
+    creds: &[ScanCredentials],
+) -> Result<Vec<Found>, PowerError> {
+    let mut last = PowerError::Redfish(RedfishError::Auth("no credentials to try".into()));
+    let host: IpAddr = url
+        .host
+        .parse()
+        .map_err(|_| PowerError::BadAddress(url.host.clone()))?;
+    for c in creds {
+        let target = rf::Target {
+            url: url.clone(),
+            user: c.username.clone(),
+            password: c.password.clone(),
+            verify_tls,
+        };
+        let result = sc
+            .power
+            .controller
+            .with_redfish(&target, async |s: &mut rf::Session| {
+                let paths = match &url.system {
+                    Some(p) => vec![p.clone()],
+                    None => crate::service::power::redfish::systems(s).await?,
+                };
+                let mut out = Vec::new();
+                for p in paths {
+                    let v = s.get(&p).await?.body;
+                    out.push((p, System::parse(&v).power_on, Inventory::from_system(&v)));
+                }
+                Ok(out)
+            })
+            .await;
+        match result {
+            Ok(systems) => {
+                return Ok(systems
+                    .into_iter()
+                    .map(|(path, power, inv)| Found {
+                        addr: SocketAddr::new(host, url.port),
+                        creds: c.clone(),
+                        power_on: power.unwrap_or(false),
+                        fru: Some(FruInfo {
+                            product_manufacturer: inv.manufacturer,
+                            product_serial: inv.serial_number,
+                            ..Default::default()
+                        }),
+                        redfish: Some(BmcUrl {
+                            system: Some(path),
+                            ..url.clone()
+                        }),
+                    })
+                    .collect())
+            }
+            Err(e @ PowerError::Redfish(RedfishError::Auth(_))) => last = e,
             Err(e) => return Err(e),
         }
     }
@@ -245,21 +445,45 @@ fn machine_text(brand: &str, serial: &str) -> String {
     }
 }
 
-fn hostname_for(pattern: &str, addr: SocketAddr) -> String {
+fn hostname_for(pattern: &str, addr: SocketAddr, usual_port: u16) -> String {
     let ip = addr.ip().to_string().replace(['.', ':'], "-");
     let mut name = pattern
         .replace("{ip}", &ip)
         .replace("{port}", &addr.port().to_string());
-    if !pattern.contains("{port}") && addr.port() != 623 {
+    if !pattern.contains("{port}") && addr.port() != usual_port {
         name = format!("{name}-{}", addr.port());
     }
     name.to_ascii_lowercase()
 }
 
+/// The host name of a node found by a scan: the pattern, and for one of
+/// several Redfish systems behind one BMC, the system's id.
+fn hostname_of(pattern: &str, f: &Found, systems_on_host: usize) -> String {
+    let Some(url) = &f.redfish else {
+        return hostname_for(pattern, f.addr, 623);
+    };
+    let base = hostname_for(pattern, f.addr, if url.tls { 443 } else { 80 });
+    if systems_on_host < 2 {
+        return base;
+    }
+    let id: String = url
+        .system
+        .as_deref()
+        .and_then(|p| p.rsplit('/').next())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
+        .collect();
+    format!("{base}-{}", id.trim_matches('-'))
+}
+
 async fn register(
-    sc: &Scanner,
+    sc: &Arc<Scanner>,
     job_id: &str,
     found: &[Found],
+    verify_tls: bool,
 ) -> Result<(usize, usize), StoreError> {
     let (nodes, _) = sc
         .shared
@@ -268,8 +492,23 @@ async fn register(
         .await?;
     let by_addr: HashMap<(String, u16), BmNode> = nodes
         .iter()
+        .filter(|n| n.bmc_address.is_empty())
         .map(|n| ((n.ipmi_address.clone(), n.ipmi_port), n.clone()))
         .collect();
+    let by_endpoint: HashMap<String, BmNode> = nodes
+        .iter()
+        .filter(|n| !n.bmc_address.is_empty())
+        .map(|n| (n.bmc_endpoint(), n.clone()))
+        .collect();
+    // A host known under one driver is the same machine under the other.
+    let by_host: HashMap<String, BmNode> = nodes
+        .iter()
+        .filter_map(|n| n.bmc_url().map(|u| (u.host, n.clone())))
+        .collect();
+    let mut systems_on_host: HashMap<IpAddr, usize> = HashMap::new();
+    for f in found.iter().filter(|f| f.redfish.is_some()) {
+        *systems_on_host.entry(f.host()).or_default() += 1;
+    }
     let mut hostnames: HashSet<String> = nodes.iter().map(|n| n.hostname.clone()).collect();
     let pattern = sc.shared.config().scan.hostname_pattern.clone();
     let now = now_secs();
@@ -287,7 +526,18 @@ async fn register(
             PowerState::Off
         };
         let power_text = if f.power_on { "on" } else { "off" };
-        if let Some(known) = by_addr.get(&(f.addr.ip().to_string(), f.addr.port())) {
+        let host = f.host().to_string();
+        let known = match &f.redfish {
+            Some(u) => by_endpoint.get(&u.endpoint()).or_else(|| {
+                (systems_on_host.get(&f.host()).copied().unwrap_or(0) < 2)
+                    .then(|| by_host.get(&host))
+                    .flatten()
+            }),
+            None => by_addr
+                .get(&(host.clone(), f.addr.port()))
+                .or_else(|| by_host.get(&host)),
+        };
+        if let Some(known) = known {
             let (b, s) = (brand.clone(), serial.clone());
             sc.shared
                 .store
@@ -310,7 +560,7 @@ async fn register(
                 "updated {} ({}) at {}: {}power {power_text}",
                 known.node_id,
                 known.hostname,
-                f.addr,
+                f.label(),
                 machine_text(&brand, &serial)
             );
             let share = JobNode {
@@ -326,7 +576,11 @@ async fn register(
                 .await?;
             continue;
         }
-        let base = hostname_for(&pattern, f.addr);
+        let base = hostname_of(
+            &pattern,
+            f,
+            systems_on_host.get(&f.host()).copied().unwrap_or(0),
+        );
         let mut hostname = base.clone();
         let mut n = 2;
         while !hostnames.insert(hostname.clone()) {
@@ -340,26 +594,41 @@ async fn register(
             serial_number: serial,
             brand,
             description: "found by ScanBMNodes".into(),
-            ipmi_address: f.addr.ip().to_string(),
-            ipmi_port: f.addr.port(),
+            ipmi_address: if f.redfish.is_some() {
+                String::new()
+            } else {
+                f.addr.ip().to_string()
+            },
+            ipmi_port: if f.redfish.is_some() {
+                623
+            } else {
+                f.addr.port()
+            },
             ipmi_username: f.creds.username.clone(),
             ipmi_password: f.creds.password.clone(),
             power_state: power,
             power_state_time: Some(now),
             create_time: now,
             update_time: now,
+            bmc_address: f
+                .redfish
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            bmc_verify_tls: verify_tls,
             ..BmNode::blank()
         });
     }
     let registered = new_nodes.len();
     sc.shared.store.insert_bm_nodes(new_nodes.clone()).await?;
+    // Redfish nodes: their out-of-band inventory (NICs, drives) follows.
+    sc.power.inventory_in_background(new_nodes.clone());
     for n in &new_nodes {
         let line = format!(
-            "registered {} ({}) at {}:{}: {}power {}",
+            "registered {} ({}) at {}: {}power {}",
             n.node_id,
             n.hostname,
-            n.ipmi_address,
-            n.ipmi_port,
+            n.bmc_url().map(|u| u.to_string()).unwrap_or_default(),
             machine_text(&n.brand, &n.serial_number),
             n.power_state.as_str()
         );
@@ -385,9 +654,21 @@ mod tests {
     #[test]
     fn hostnames_follow_the_pattern_and_name_odd_ports() {
         let a: SocketAddr = "10.0.0.5:623".parse().unwrap();
-        assert_eq!(hostname_for("bmc-{ip}", a), "bmc-10-0-0-5");
+        assert_eq!(hostname_for("bmc-{ip}", a, 623), "bmc-10-0-0-5");
         let b: SocketAddr = "127.0.0.1:9100".parse().unwrap();
-        assert_eq!(hostname_for("bmc-{ip}", b), "bmc-127-0-0-1-9100");
-        assert_eq!(hostname_for("r1-{ip}-{port}", b), "r1-127-0-0-1-9100");
+        assert_eq!(hostname_for("bmc-{ip}", b, 623), "bmc-127-0-0-1-9100");
+        assert_eq!(hostname_for("r1-{ip}-{port}", b, 623), "r1-127-0-0-1-9100");
+        let f = Found {
+            addr: "10.0.0.5:443".parse().unwrap(),
+            creds: ScanCredentials {
+                username: "u".into(),
+                password: "p".into(),
+            },
+            power_on: false,
+            fru: None,
+            redfish: Some(BmcUrl::parse("redfish://10.0.0.5/redfish/v1/Systems/Node_1").unwrap()),
+        };
+        assert_eq!(hostname_of("bmc-{ip}", &f, 1), "bmc-10-0-0-5");
+        assert_eq!(hostname_of("bmc-{ip}", &f, 3), "bmc-10-0-0-5-node-1");
     }
 }

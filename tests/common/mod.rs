@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fakebmc;
+pub mod fakeredfish;
 pub mod lab;
 pub mod netns;
 pub mod sim;

@@ -23,6 +23,8 @@ pub enum BootDevice {
     Pxe,
     Disk,
     Bios,
+    /// CD/DVD (virtual media on Redfish BMCs).
+    Cd,
 }
 
 impl BootDevice {
@@ -33,6 +35,7 @@ impl BootDevice {
             BootDevice::Pxe => 0x04,
             BootDevice::Disk => 0x08,
             BootDevice::Bios => 0x18,
+            BootDevice::Cd => 0x14,
         }
     }
 
@@ -41,6 +44,7 @@ impl BootDevice {
             0x04 => BootDevice::Pxe,
             0x08 => BootDevice::Disk,
             0x18 => BootDevice::Bios,
+            0x14 => BootDevice::Cd,
             _ => BootDevice::None,
         }
     }
@@ -50,6 +54,7 @@ impl BootDevice {
             "pxe" => Some(BootDevice::Pxe),
             "disk" => Some(BootDevice::Disk),
             "bios" => Some(BootDevice::Bios),
+            "cd" => Some(BootDevice::Cd),
             _ => None,
         }
     }
@@ -60,6 +65,7 @@ impl BootDevice {
             BootDevice::Pxe => "pxe",
             BootDevice::Disk => "disk",
             BootDevice::Bios => "bios",
+            BootDevice::Cd => "cd",
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::{unique_violation, BmNodeStatus, Store, StoreError};
 use crate::foundation::hints::Hints;
 use crate::foundation::ids::now_secs;
+use crate::foundation::redfish::{BmcUrl, Driver};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
 
 /// Power state as last read from the BMC.
@@ -93,6 +94,54 @@ pub struct BmNode {
     pub maintenance: bool,
     /// Why, as the operator said.
     pub maintenance_reason: String,
+    // --- Redfish (issue 14) ---
+    /// The BMC's URL when it is driven by Redfish (canonical
+    /// `redfish[-virtualmedia][+http]://…`); "" for IPMI nodes, whose
+    /// address is `ipmi_address`/`ipmi_port`.
+    pub bmc_address: String,
+    /// False: the BMC's certificate is accepted unverified (self-signed).
+    pub bmc_verify_tls: bool,
+    /// The out-of-band inventory (JSON of `redfish::wire::Inventory`; "" none).
+    pub bmc_inventory: String,
+    pub bmc_inventory_time: Option<i64>,
+}
+
+impl BmNode {
+    /// The node's BMC as a URL (`ipmi://` from the seed's fields), if any.
+    pub fn bmc_url(&self) -> Option<BmcUrl> {
+        if !self.bmc_address.is_empty() {
+            return BmcUrl::parse(&self.bmc_address).ok();
+        }
+        (!self.ipmi_address.is_empty()).then(|| BmcUrl::ipmi(&self.ipmi_address, self.ipmi_port))
+    }
+
+    /// How its BMC is driven (`None`: no BMC yet).
+    pub fn driver(&self) -> Option<Driver> {
+        self.bmc_url().map(|u| u.driver)
+    }
+
+    /// Whether the node has a BMC rackboot can reach.
+    pub fn has_bmc(&self) -> bool {
+        !self.bmc_address.is_empty() || !self.ipmi_address.is_empty()
+    }
+
+    /// Where its BMC is, for messages and logs (`10.0.0.5:623`,
+    /// `redfish://10.0.0.5:443/redfish/v1/Systems/1`).
+    pub fn bmc_label(&self) -> String {
+        if self.bmc_address.is_empty() {
+            format!("{}:{}", self.ipmi_address, self.ipmi_port)
+        } else {
+            self.bmc_address.clone()
+        }
+    }
+
+    /// What identifies its BMC across drivers (see [`BmcUrl::endpoint`]).
+    pub fn bmc_endpoint(&self) -> String {
+        if self.bmc_address.is_empty() {
+            return String::new();
+        }
+        self.bmc_url().map(|u| u.endpoint()).unwrap_or_default()
+    }
 }
 
 impl BmNode {
@@ -131,6 +180,10 @@ impl BmNode {
             secure_boot: None,
             maintenance: false,
             maintenance_reason: String::new(),
+            bmc_address: String::new(),
+            bmc_verify_tls: true,
+            bmc_inventory: String::new(),
+            bmc_inventory_time: None,
         }
     }
 
@@ -186,7 +239,8 @@ const COLUMNS: &str =
     public_address, public_netmask, public_gateway, public_bond, public_vlan, public_vlan_id, \
     status, pre_status, power_state, power_state_time, create_time, update_time, \
     ipmi_cipher_suite, bmc_reachable, bmc_failures, ipmi_bmc_key, boot_mode, root_device, \
-    secure_boot, maintenance, maintenance_reason";
+    secure_boot, maintenance, maintenance_reason, \
+    bmc_address, bmc_endpoint, bmc_verify_tls, bmc_inventory, bmc_inventory_time";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
     let status: String = r.get(27)?;
@@ -240,12 +294,25 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BmNode> {
         secure_boot: r.get(39)?,
         maintenance: r.get(40)?,
         maintenance_reason: r.get(41)?,
+        // Redfish (issue 14), by name.
+        bmc_address: r.get("bmc_address")?,
+        bmc_verify_tls: r.get("bmc_verify_tls")?,
+        bmc_inventory: r.get("bmc_inventory")?,
+        bmc_inventory_time: r.get("bmc_inventory_time")?,
     })
 }
 
 fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usize> {
     let sql = if insert {
-        format!("INSERT INTO bm_nodes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, ?37, ?38, ?39, ?40, ?41, ?42)")
+        {
+            let marks: Vec<String> = (1..=COLUMNS.split(',').count())
+                .map(|i| format!("?{i}"))
+                .collect();
+            format!(
+                "INSERT INTO bm_nodes ({COLUMNS}) VALUES ({})",
+                marks.join(", ")
+            )
+        }
     } else {
         let sets: Vec<String> = COLUMNS
             .split(',')
@@ -300,6 +367,12 @@ fn write(tx: &Transaction<'_>, n: &BmNode, insert: bool) -> rusqlite::Result<usi
         n.secure_boot,
         n.maintenance,
         n.maintenance_reason,
+        // Redfish (issue 14).
+        n.bmc_address,
+        n.bmc_endpoint(),
+        n.bmc_verify_tls,
+        n.bmc_inventory,
+        n.bmc_inventory_time,
     ])
 }
 
@@ -337,6 +410,15 @@ fn find_conflict(conn: &Connection, n: &BmNode) -> rusqlite::Result<Option<Strin
     )? {
         let value = format!("{}:{}", n.ipmi_address, n.ipmi_port);
         return Ok(taken("ipmi_network_address:ipmi_port", value, other));
+    }
+    let endpoint = n.bmc_endpoint();
+    if endpoint.is_empty() {
+        // IPMI or no BMC: checked above.
+    } else if let Some(other) = holder(
+        "SELECT node_id FROM bm_nodes WHERE bmc_endpoint = ?1 AND bmc_endpoint != '' AND node_id != ?2",
+        &[&endpoint, id],
+    )? {
+        return Ok(taken("bmc_address", n.bmc_address.clone(), other));
     }
     Ok(None)
 }

@@ -324,7 +324,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX bm_nodes_status ON bm_nodes (status);
     CREATE UNIQUE INDEX bm_nodes_bmc ON bm_nodes (ipmi_address, ipmi_port) WHERE ipmi_address != '';
     "#,
+    REDFISH,
 ];
+
+/// Redfish BMCs (issue 14; its own migration, to be renumbered freely when
+/// merged): the node's BMC URL when it is not plain IPMI (`bmc_address`,
+/// canonical), what makes it unique whatever the driver spelling
+/// (`bmc_endpoint`: host:port/system path), whether its certificate is
+/// verified, and the out-of-band inventory read from it.
+const REDFISH: &str = r#"
+    ALTER TABLE bm_nodes ADD COLUMN bmc_address TEXT NOT NULL DEFAULT '';
+    ALTER TABLE bm_nodes ADD COLUMN bmc_endpoint TEXT NOT NULL DEFAULT '';
+    ALTER TABLE bm_nodes ADD COLUMN bmc_verify_tls INTEGER NOT NULL DEFAULT 1 CHECK (bmc_verify_tls IN (0, 1));
+    ALTER TABLE bm_nodes ADD COLUMN bmc_inventory TEXT NOT NULL DEFAULT '';
+    ALTER TABLE bm_nodes ADD COLUMN bmc_inventory_time INTEGER;
+    CREATE UNIQUE INDEX bm_nodes_bmc_endpoint ON bm_nodes (bmc_endpoint) WHERE bmc_endpoint != '';
+"#;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -5,15 +5,24 @@
 //! actions' jobs (StartBMNodes, StopBMNodes, RestartBMNodes,
 //! SetBMNodesBootDevice, RefreshBMNodesPowerState: one log line per node)
 //! and the daemon's power-sync rounds, and classifies BMC failures into
-//! ret codes and user messages ([`classify`]).
+//! ret codes and user messages ([`classify`]). The driver (IPMI or
+//! Redfish, from the node's BMC address) is the controller's choice; the
+//! Redfish-only work — out-of-band inventory, virtual media — is here too
+//! ([`Power::refresh_inventory`], [`Power::insert_media`],
+//! [`Power::eject_media`]), under the same budgets.
 
 pub mod controller;
+pub mod ops;
+pub mod redfish;
 
-pub use controller::{PowerController, PowerError, PowerOp, PowerOutcome};
+pub use controller::{BmcTarget, PowerController, PowerError};
+pub use ops::{PowerOp, PowerOutcome};
 
 use crate::foundation::errors::RetCode;
 use crate::foundation::ids::{new_id, now_secs, JOB_PREFIX};
 use crate::foundation::ipmi::client::BmcError;
+use crate::foundation::redfish::client::RedfishError;
+use crate::foundation::redfish::wire::Inventory;
 use crate::foundation::shared::Shared;
 use crate::foundation::store::{
     BmNode, BmNodeFilter, BootMode, Job, JobNode, JobStatus, PowerState, StoreError,
@@ -36,6 +45,8 @@ pub struct Work {
     pub op: PowerOp,
     /// "power on", "set boot device", … (goes into messages).
     pub operation: &'static str,
+    /// Also read Redfish nodes' out-of-band inventory (RefreshBMNodesPowerState).
+    pub inventory: bool,
     /// For a boot device: the EFI bit comes from each node's `boot_mode`
     /// (the request did not choose).
     pub efi_from_boot_mode: bool,
@@ -56,7 +67,8 @@ impl Work {
 
 impl Power {
     pub fn new(shared: Arc<Shared>) -> Power {
-        let controller = PowerController::new(shared.config().ipmi.clone());
+        let cfg = shared.config();
+        let controller = PowerController::new(cfg.ipmi.clone(), &cfg.redfish);
         Power { shared, controller }
     }
 
@@ -73,6 +85,121 @@ impl Power {
                 .await;
         }
         Ok(outcome)
+    }
+
+    /// The Redfish target of `node`, or a `NotSupported` error naming what
+    /// only Redfish BMCs do.
+    fn redfish_target(
+        &self,
+        node: &BmNode,
+        what: &str,
+    ) -> Result<crate::foundation::redfish::client::Target, PowerError> {
+        match self.controller.target(node)? {
+            BmcTarget::Redfish(t) => Ok(t),
+            BmcTarget::Ipmi(_) => Err(PowerError::Redfish(RedfishError::NotSupported(format!(
+                "{what} needs a Redfish BMC (bmc_address redfish://…)"
+            )))),
+        }
+    }
+
+    /// Reads `node`'s out-of-band inventory (and power state) in one
+    /// Redfish session and records it: the inventory as `bmc_inventory`,
+    /// the serial number and brand when the node has none, and the PXE MAC
+    /// when the node has none and the system has exactly one NIC.
+    pub async fn refresh_inventory(
+        &self,
+        node: &BmNode,
+    ) -> Result<(Inventory, Option<bool>), PowerError> {
+        let target = self.redfish_target(node, "an out-of-band inventory")?;
+        let (inv, power) = self
+            .controller
+            .with_redfish(&target, async |s| redfish::inventory(s).await)
+            .await?;
+        let now = now_secs();
+        if let Some(on) = power {
+            let state = if on { PowerState::On } else { PowerState::Off };
+            let _ = self
+                .shared
+                .store
+                .record_power_state(&node.node_id, state, now)
+                .await;
+        }
+        let json = serde_json::to_string(&inv).unwrap_or_default();
+        let (serial, brand) = (inv.serial_number.clone(), inv.manufacturer.clone());
+        let only_mac = match inv.nics.as_slice() {
+            [one] => Some(one.mac.clone()),
+            _ => None,
+        };
+        let id = node.node_id.clone();
+        let result = self
+            .shared
+            .store
+            .modify_bm_node(&node.node_id, move |n| {
+                n.bmc_inventory = json;
+                n.bmc_inventory_time = Some(now);
+                if n.serial_number.is_empty() {
+                    n.serial_number = serial;
+                }
+                if n.brand.is_empty() {
+                    n.brand = brand;
+                }
+                if n.pxe_mac.is_empty() {
+                    if let Some(mac) = only_mac {
+                        tracing::info!(node_id = %id, %mac, "PXE MAC taken from the BMC's only NIC");
+                        n.pxe_mac = mac;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            // Another node holds that MAC (a conflict): keep the inventory.
+            tracing::warn!(node_id = %node.node_id, "cannot record the BMC inventory fully: {e}");
+            let json = serde_json::to_string(&inv).unwrap_or_default();
+            let _ = self
+                .shared
+                .store
+                .modify_bm_node(&node.node_id, move |n| {
+                    n.bmc_inventory = json;
+                    n.bmc_inventory_time = Some(now);
+                    Ok(())
+                })
+                .await;
+        }
+        Ok((inv, power))
+    }
+
+    /// Reads the inventory of each Redfish node of `nodes` in the
+    /// background (after registration), within the budgets.
+    pub fn inventory_in_background(self: &Arc<Self>, nodes: Vec<BmNode>) {
+        for node in nodes
+            .into_iter()
+            .filter(|n| n.driver().is_some_and(|d| d.is_redfish()))
+        {
+            let power = self.clone();
+            self.shared.tasks.spawn(async move {
+                match power.refresh_inventory(&node).await {
+                    Ok((inv, _)) => tracing::info!(node_id = %node.node_id, nics = inv.nics.len(), drives = inv.drives.len(), "read the BMC's inventory"),
+                    Err(e) => tracing::info!(node_id = %node.node_id, error = %e, "cannot read the BMC's inventory"),
+                }
+            });
+        }
+    }
+
+    /// Inserts the ISO at `url` into `node`'s virtual CD (Redfish).
+    pub async fn insert_media(&self, node: &BmNode, url: &str) -> Result<(), PowerError> {
+        let target = self.redfish_target(node, "virtual media")?;
+        self.controller
+            .with_redfish(&target, async |s| redfish::insert_media(s, url).await)
+            .await
+    }
+
+    /// Ejects `node`'s virtual CD (Redfish).
+    pub async fn eject_media(&self, node: &BmNode) -> Result<(), PowerError> {
+        let target = self.redfish_target(node, "virtual media")?;
+        self.controller
+            .with_redfish(&target, async |s| redfish::eject_media(s).await)
+            .await
     }
 
     /// Starts a job doing `work` on every one of `nodes` at once (within
@@ -169,7 +296,19 @@ impl Power {
         node: &BmNode,
         request_id: &str,
     ) -> Result<bool, StoreError> {
-        let result = self.run_on(node, work.op_for(node)).await;
+        let redfish = node.driver().is_some_and(|d| d.is_redfish());
+        let result = if work.inventory && redfish {
+            // One session: the inventory and the power state with it.
+            match self.refresh_inventory(node).await {
+                Ok((_, Some(on))) => Ok(PowerOutcome::Power(on)),
+                Ok((_, None)) => Err(PowerError::Redfish(RedfishError::Malformed(
+                    "the system shows no PowerState".into(),
+                ))),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.run_on(node, work.op_for(node)).await
+        };
         let label = format!("{} ({})", node.node_id, node.hostname);
         match result {
             Ok(outcome) => {
@@ -191,7 +330,7 @@ impl Power {
                 tracing::info!(job_id, node_id = %node.node_id, error = %e, "{} failed", work.operation);
                 let (code, event, detail) = classify(&e);
                 let text = self
-                    .record_failure(node, event, work.operation, detail, request_id)
+                    .record_failure(node, event, work.operation, &detail, request_id)
                     .await?;
                 let node_share = JobNode {
                     node_id: node.node_id.clone(),
@@ -218,7 +357,7 @@ impl Power {
         detail: &str,
         request_id: &str,
     ) -> Result<String, StoreError> {
-        let address = format!("{}:{}", node.ipmi_address, node.ipmi_port);
+        let address = node.bmc_label();
         let message = usermsg::message(
             event,
             &[
@@ -259,7 +398,7 @@ impl Power {
             }
         };
         let mut set = JoinSet::new();
-        for node in nodes.into_iter().filter(|n| !n.ipmi_address.is_empty()) {
+        for node in nodes.into_iter().filter(|n| n.has_bmc()) {
             let power = self.clone();
             set.spawn(async move {
                 let result = match power.controller.target(&node) {
@@ -299,7 +438,7 @@ impl Power {
     }
 
     async fn note(&self, node: &BmNode, event: &Event, power_state: &str) {
-        let address = format!("{}:{}", node.ipmi_address, node.ipmi_port);
+        let address = node.bmc_label();
         let count = self.shared.config().ipmi.power_sync_failures.to_string();
         let message = usermsg::message(
             event,
@@ -323,60 +462,102 @@ impl Power {
     }
 }
 
-/// The ret_code, catalogue event and a fixed detail text for a failure.
-pub fn classify(e: &PowerError) -> (RetCode, &'static Event, &'static str) {
+/// The ret_code, catalogue event and detail text for a failure. IPMI
+/// details are fixed texts; a Redfish BMC's refusal carries its own message
+/// (the user message cuts it and strips control characters).
+pub fn classify(e: &PowerError) -> (RetCode, &'static Event, String) {
     use usermsg::*;
+    let fixed = |code, event, detail: &str| (code, event, detail.to_string());
     match e {
         PowerError::Bmc(BmcError::Unreachable(_)) | PowerError::BackingOff(_) => {
-            (RetCode::BmcUnreachable, &BMC_UNREACHABLE, "no answer")
+            fixed(RetCode::BmcUnreachable, &BMC_UNREACHABLE, "no answer")
         }
         PowerError::Bmc(BmcError::Auth(_)) => {
-            (RetCode::BmcAuthFailed, &BMC_AUTH_FAILED, "login refused")
+            fixed(RetCode::BmcAuthFailed, &BMC_AUTH_FAILED, "login refused")
         }
         PowerError::Bmc(BmcError::Privilege)
-        | PowerError::Bmc(BmcError::Completion { code: 0xD4, .. }) => (
+        | PowerError::Bmc(BmcError::Completion { code: 0xD4, .. }) => fixed(
             RetCode::BmcPrivilege,
             &BMC_PRIVILEGE,
             "insufficient privilege",
         ),
         PowerError::Bmc(BmcError::NoSession) | PowerError::Busy => {
-            (RetCode::BmcNoSession, &BMC_NO_SESSION, "no free session")
+            fixed(RetCode::BmcNoSession, &BMC_NO_SESSION, "no free session")
         }
-        PowerError::Bmc(BmcError::NoCipherSuite) => (
+        PowerError::Bmc(BmcError::NoCipherSuite) => fixed(
             RetCode::BmcCommandFailed,
             &BMC_COMMAND_FAILED,
             "no common cipher suite (17 or 3)",
         ),
-        PowerError::Bmc(BmcError::Completion { code: 0xD5, .. }) => (
+        PowerError::Bmc(BmcError::Completion { code: 0xD5, .. }) => fixed(
             RetCode::BmcCommandFailed,
             &BMC_COMMAND_FAILED,
             "not supported in the present state",
         ),
-        PowerError::Bmc(BmcError::Completion { code: 0xC1, .. }) => (
+        PowerError::Bmc(BmcError::Completion { code: 0xC1, .. }) => fixed(
             RetCode::BmcCommandFailed,
             &BMC_COMMAND_FAILED,
             "command not supported",
         ),
-        PowerError::Bmc(BmcError::Completion { .. }) => (
+        PowerError::Bmc(BmcError::Completion { .. }) => fixed(
             RetCode::BmcCommandFailed,
             &BMC_COMMAND_FAILED,
             "refused by the BMC",
         ),
-        PowerError::Bmc(BmcError::Malformed(_)) => (
+        PowerError::Bmc(BmcError::Malformed(_)) => fixed(
             RetCode::BmcCommandFailed,
             &BMC_COMMAND_FAILED,
             "malformed reply",
         ),
-        PowerError::Bmc(BmcError::Io(_)) => (
+        PowerError::Bmc(BmcError::Io(_)) => fixed(
             RetCode::BmcCommandFailed,
             &BMC_COMMAND_FAILED,
             "network error",
         ),
-        PowerError::BadAddress(_) => (
+        PowerError::BadAddress(_) => fixed(
             RetCode::BmcCommandFailed,
             &BMC_COMMAND_FAILED,
             "bad BMC address",
         ),
+        PowerError::Redfish(r) => match r {
+            RedfishError::Unreachable(_) => fixed(
+                RetCode::BmcUnreachable,
+                &REDFISH_UNREACHABLE,
+                "no answer over HTTP(S)",
+            ),
+            RedfishError::Tls { problem, .. } => {
+                (RetCode::BmcTlsFailed, &REDFISH_TLS_FAILED, problem.clone())
+            }
+            RedfishError::Auth(m) => (RetCode::BmcAuthFailed, &REDFISH_AUTH_FAILED, m.clone()),
+            RedfishError::Refused {
+                status: 403,
+                message,
+                ..
+            } => (RetCode::BmcPrivilege, &BMC_PRIVILEGE, message.clone()),
+            // The login was refused for want of a free session.
+            RedfishError::Refused {
+                what,
+                status: 503,
+                message,
+            } if what == "login" => (RetCode::BmcNoSession, &BMC_NO_SESSION, message.clone()),
+            RedfishError::Refused {
+                what,
+                status,
+                message,
+            } => (
+                RetCode::BmcCommandFailed,
+                &BMC_COMMAND_FAILED,
+                format!("{what}: HTTP {status}: {message}"),
+            ),
+            RedfishError::NotSupported(m) => {
+                (RetCode::BmcCommandFailed, &BMC_COMMAND_FAILED, m.clone())
+            }
+            RedfishError::Malformed(m) => (
+                RetCode::BmcCommandFailed,
+                &BMC_COMMAND_FAILED,
+                format!("malformed reply: {m}"),
+            ),
+        },
     }
 }
 

@@ -13,6 +13,11 @@
 //! node off, moves it to `provision_failed` and records a user message that
 //! says which step failed and what to check.
 //!
+//! A `redfish-virtualmedia` node boots the deploy ramdisk from an ISO its
+//! BMC fetches from the HTTP server (step1: ISO built with the node's token
+//! and network settings, inserted, boot from CD once, power cycle; step4
+//! ejects it): no DHCP, no PXE; the rest of the deploy is the same.
+//!
 //! The PXE servers reach this service through [`Provisioner`]'s narrow
 //! boot interface only: they ask what a node boots now
 //! ([`Provisioner::boot_mode`]), and report what they served and what the
@@ -203,6 +208,77 @@ impl Provisioner {
             .0
             .into_iter()
             .next())
+    }
+
+    /// Where `node_id`'s virtual-media ISO is kept while it is deployed.
+    pub fn vmedia_iso(&self, node_id: &str) -> std::path::PathBuf {
+        self.shared
+            .state_dir
+            .join("vmedia")
+            .join(format!("{node_id}.iso"))
+    }
+
+    /// Builds `node`'s virtual-media ISO for `mode` (the deploy ramdisk,
+    /// its kernel line rendered from the same templates as the iPXE
+    /// script, with its current token and network settings) and returns the
+    /// URL its BMC fetches it from.
+    pub async fn build_vmedia_iso(&self, node: &BmNode, mode: Mode) -> Result<String, String> {
+        use crate::foundation::templates::{BootVars, NodeVars, Urls};
+        let cfg = self.shared.config();
+        let (address, port) = self
+            .shared
+            .http_address()
+            .ok_or("rackboot's HTTP server is off (set http.address or [dhcp] interface)")?;
+        let token = self
+            .shared
+            .store
+            .deploy_token(&node.node_id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|t| !t.is_empty())
+            .ok_or("the node has no deploy token")?;
+        let image = cfg.images.iter().find(|i| i.os_version == node.os_version);
+        let urls = Urls {
+            address: &address,
+            http_port: port,
+        };
+        let vars = BootVars::new(mode, &NodeVars::from(node), image, &cfg, &urls, &token);
+        let templates = self.shared.templates();
+        let grub = templates.render("vmedia/grub.cfg", &vars)?;
+        let isolinux = templates.render("vmedia/isolinux.cfg", &vars)?;
+        for f in [&cfg.deploy.kernel, &cfg.deploy.initrd] {
+            if f.starts_with("http://") || f.starts_with("https://") {
+                return Err(format!(
+                    "{f}: the virtual-media ISO needs [deploy] kernel and initrd as local files"
+                ));
+            }
+        }
+        let (kernel, initrd) = (
+            std::path::PathBuf::from(&cfg.deploy.kernel),
+            std::path::PathBuf::from(&cfg.deploy.initrd),
+        );
+        let out = self.vmedia_iso(&node.node_id);
+        let cache = self.shared.state_dir.join("vmedia");
+        let label = node.node_id.clone();
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || {
+            let spec = crate::service::ramdisk::iso::IsoSpec {
+                kernel: &kernel,
+                initrd: &initrd,
+                grub_cfg: &grub,
+                isolinux_cfg: &isolinux,
+                label: &label,
+            };
+            crate::service::ramdisk::iso::build(&spec, &cache, &out)
+        })
+        .await
+        .map_err(|e| format!("the ISO build stopped: {e}"))??;
+        tracing::info!(node_id = %node.node_id, ms = started.elapsed().as_millis() as u64, "built the virtual-media ISO");
+        Ok(format!(
+            "http://{address}:{port}/vmedia/{}/{token}/deploy.iso",
+            node.node_id
+        ))
     }
 
     /// Discovery: the unknown machine `mac` network-booted the discovery

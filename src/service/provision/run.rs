@@ -8,6 +8,7 @@ use crate::foundation::config::{Config, ImageConfig, ImageMethod};
 use crate::foundation::errors::RetCode;
 use crate::foundation::ids::now_secs;
 use crate::foundation::ipmi::commands::{BootDevice, BootSetting};
+use crate::foundation::redfish::Driver;
 use crate::foundation::shared::Shared;
 use crate::foundation::states::Trigger;
 use crate::foundation::store::{
@@ -461,6 +462,7 @@ async fn end_in_failure(
         if let Err(e) = pv.power.run_on(node, PowerOp::Off { hard: true }).await {
             tracing::warn!(node_id = %node.node_id, "could not power the node off after a failure: {e}");
         }
+        let _ = vmedia_done(pv, node, 0, false).await;
     }
     let trigger = match (current, trigger) {
         (BmNodeStatus::Verifying, Trigger::Abort) => Trigger::Abort,
@@ -537,7 +539,7 @@ async fn bmc(
             &[
                 ("step", &format!("step{step}")),
                 ("operation", operation),
-                ("detail", detail),
+                ("detail", &detail),
             ],
         )
     })
@@ -557,17 +559,28 @@ fn validate(
             &[("detail", &detail)],
         )
     };
+    let vmedia = by_vmedia(node);
     if node.pxe_mac.is_empty() {
-        return Err(invalid(
-            "it has no pxe_network_mac_addr (set it with ModifyBMNodeAttributes)".into(),
-        ));
+        return Err(invalid(if vmedia {
+            "it has no pxe_network_mac_addr: the virtual-media ramdisk finds its NIC by this MAC (set it with ModifyBMNodeAttributes)".into()
+        } else {
+            "it has no pxe_network_mac_addr (set it with ModifyBMNodeAttributes)".into()
+        }));
     }
-    if cfg.dhcp.interface.is_empty() {
+    if vmedia {
+        if pv.shared.http_address().is_none() {
+            return Err(invalid(
+                "rackboot's HTTP server is off, so the BMC cannot fetch the virtual-media ISO: set http.address (or [dhcp] interface) and restart rackboot".into(),
+            ));
+        }
+        crate::service::ramdisk::iso::check_tools()
+            .map_err(|e| invalid(format!("the virtual-media ISO cannot be built: {e}")))?;
+    } else if cfg.dhcp.interface.is_empty() {
         return Err(invalid(
             "the PXE responder is off, so no machine can network-boot: set [dhcp] interface (and restart rackboot)".into(),
         ));
     }
-    if node.ipmi_address.is_empty() {
+    if !node.has_bmc() {
         return Err(invalid(
             "it has no BMC yet (set ipmi_network_address, ipmi_username and ipmi_password with ModifyBMNodeAttributes)".into(),
         ));
@@ -587,6 +600,12 @@ fn validate(
         if !image.file.is_empty() && !std::path::Path::new(&image.file).is_file() {
             return Err(invalid(format!(
                 "the image file of {} is missing on the deploy host",
+                image.os_version
+            )));
+        }
+        if vmedia && image.method == ImageMethod::Installer {
+            return Err(invalid(format!(
+                "{} is an installer image, which boots by PXE; virtual-media deploys write images (use bmc_address redfish://… for this node)",
                 image.os_version
             )));
         }
@@ -623,6 +642,15 @@ fn validate(
         .templates()
         .render(mode.ipxe_template(), &vars)
         .map_err(|e| invalid(format!("its boot script does not render: {e}")))?;
+    if vmedia {
+        for name in templates::VMEDIA_TEMPLATES {
+            pv.shared.templates().render(name, &vars).map_err(|e| {
+                invalid(format!(
+                    "its virtual-media boot config does not render: {e}"
+                ))
+            })?;
+        }
+    }
     Ok(image)
 }
 
@@ -716,6 +744,11 @@ async fn netboot(pv: &Provisioner, t: &Tracker, node: &BmNode) -> Result<(), Sto
     boot_and_cycle(pv, node, 1, BootDevice::Pxe, false).await
 }
 
+/// Whether `node` deploys by virtual media (`redfish-virtualmedia://`).
+fn by_vmedia(node: &BmNode) -> bool {
+    node.driver() == Some(Driver::RedfishVirtualMedia)
+}
+
 /// Sets the boot device (for the next boot, or `persistent`), then power
 /// cycles; a BMC error fails the node at `step`.
 async fn boot_and_cycle(
@@ -736,31 +769,144 @@ async fn boot_and_cycle(
     Ok(())
 }
 
-/// Step2: waits until the node network-boots into what it was given.
-async fn wait_netboot(
+/// A node's deploy events, with the one step2 saw first kept for step3
+/// (a virtual-media ramdisk's first sign of life is its inventory).
+struct Events<'a> {
+    pending: Option<DeployEvent>,
+    watch: &'a mut Watch,
+}
+
+impl Events<'_> {
+    async fn next(&mut self) -> Option<DeployEvent> {
+        match self.pending.take() {
+            Some(e) => Some(e),
+            None => self.watch.events.recv().await,
+        }
+    }
+}
+
+/// Step1 and step2: boot the deploy ramdisk (by PXE, or from virtual
+/// media) and wait for its first sign of life.
+async fn boot_ramdisk<'a>(
     pv: &Provisioner,
     t: &Tracker,
     node: &BmNode,
-    watch: &mut Watch,
-) -> Result<(), Stop> {
+    mode: templates::Mode,
+    watch: &'a mut Watch,
+) -> Result<Events<'a>, Stop> {
+    let vmedia = by_vmedia(node);
+    if vmedia {
+        vmedia_boot(pv, t, node, mode).await?;
+    } else {
+        netboot(pv, t, node).await?;
+    }
     let secs = pv.shared.config().provision.boot_timeout;
-    t.step(
-        pv,
-        node,
-        2,
-        5,
-        &format!("waiting for the network boot (up to {secs} s)"),
-    )
-    .await?;
+    let what = if vmedia {
+        format!("waiting for the deploy ramdisk to start from the virtual CD (up to {secs} s)")
+    } else {
+        format!("waiting for the network boot (up to {secs} s)")
+    };
+    t.step(pv, node, 2, 5, &what).await?;
     // Any sign of the deploy: its script, a file it fetched, a callback.
     match tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await {
-        Ok(Some(_)) => Ok(()),
+        Ok(Some(e)) => Ok(Events {
+            pending: Some(e),
+            watch,
+        }),
         Ok(None) => Err(Stop::Aborted),
+        Err(_) if vmedia => {
+            let (address, port) = pv.shared.http_address().unwrap_or_default();
+            Err(failure(
+                RetCode::ProvisionNoNetboot,
+                &usermsg::PROVISION_NO_VMEDIA_BOOT,
+                &[
+                    ("seconds", &secs.to_string()),
+                    ("address", &format!("{address}:{port}")),
+                ],
+            ))
+        }
         Err(_) => Err(failure(
             RetCode::ProvisionNoNetboot,
             &usermsg::PROVISION_NO_NETBOOT,
             &[("seconds", &secs.to_string()), ("hint", "")],
         )),
+    }
+}
+
+/// Step1 by virtual media: the node's ISO (the deploy ramdisk with its
+/// token and network settings), inserted, boot from CD once, power cycle.
+async fn vmedia_boot(
+    pv: &Provisioner,
+    t: &Tracker,
+    node: &BmNode,
+    mode: templates::Mode,
+) -> Result<(), Stop> {
+    t.step(
+        pv,
+        node,
+        1,
+        2,
+        "virtual media: ISO built and inserted, boot device cd (next boot), power cycle",
+    )
+    .await?;
+    let url = pv.build_vmedia_iso(node, mode).await.map_err(|detail| {
+        failure(
+            RetCode::ProvisionInvalid,
+            &usermsg::PROVISION_ISO_FAILED,
+            &[("detail", &detail)],
+        )
+    })?;
+    pv.power.insert_media(node, &url).await.map_err(|e| {
+        let (code, _, detail) = crate::service::power::classify(&e);
+        failure(
+            code,
+            &usermsg::PROVISION_POWER_FAILED,
+            &[
+                ("step", "step1"),
+                ("operation", "insert virtual media"),
+                ("detail", &detail),
+            ],
+        )
+    })?;
+    pv.shared
+        .store
+        .append_job_log(
+            &t.job_id,
+            format!(
+                "{}: step1: virtual media inserted ({})",
+                label(node),
+                url.split("/vmedia/").next().unwrap_or("")
+            ),
+        )
+        .await?;
+    boot_and_cycle(pv, node, 1, BootDevice::Cd, false).await
+}
+
+/// Ejects a virtual-media node's CD and deletes its ISO (best effort
+/// after a failure: `strict` false).
+async fn vmedia_done(pv: &Provisioner, node: &BmNode, step: u32, strict: bool) -> Result<(), Stop> {
+    if !by_vmedia(node) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(pv.vmedia_iso(&node.node_id));
+    match pv.power.eject_media(node).await {
+        Ok(()) => Ok(()),
+        Err(e) if !strict => {
+            tracing::warn!(node_id = %node.node_id, "could not eject the virtual media: {e}");
+            Ok(())
+        }
+        Err(e) => {
+            let (code, _, detail) = crate::service::power::classify(&e);
+            Err(failure(
+                code,
+                &usermsg::PROVISION_POWER_FAILED,
+                &[
+                    ("step", &format!("step{step}")),
+                    ("operation", "eject virtual media"),
+                    ("detail", &detail),
+                ],
+            ))
+        }
     }
 }
 
@@ -797,8 +943,11 @@ async fn provision_steps(
         prepare_image(pv, t, node, &image).await?;
     }
     verify_and_enter(pv, node, Trigger::Provision).await?;
-    netboot(pv, t, node).await?;
-    wait_netboot(pv, t, node, watch).await?;
+    let mode = match image.method {
+        ImageMethod::Image => templates::Mode::Deploy,
+        ImageMethod::Installer => templates::Mode::Install,
+    };
+    let mut events = boot_ramdisk(pv, t, node, mode, watch).await?;
 
     // Step3: the deploy runs; every sign of life restarts its clock.
     let secs = cfg.provision.deploy_timeout;
@@ -816,7 +965,7 @@ async fn provision_steps(
     .await?;
     let mut shown = 10u8;
     loop {
-        match tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(secs), events.next()).await {
             Err(_) => {
                 return Err(failure(
                     RetCode::ProvisionTimeout,
@@ -913,8 +1062,13 @@ async fn provision_steps(
 
     // Step4: from now on a network boot gets the local disk.
     pv.deploys.set_deployed(&node.node_id);
-    t.step(pv, node, 4, 90, "boot device disk, power cycle")
-        .await?;
+    let what = if by_vmedia(node) {
+        "virtual media ejected, boot device disk, power cycle"
+    } else {
+        "boot device disk, power cycle"
+    };
+    t.step(pv, node, 4, 90, what).await?;
+    vmedia_done(pv, node, 4, true).await?;
     boot_and_cycle(pv, node, 4, BootDevice::Disk, true).await?;
     let secs = cfg.provision.power_on_timeout;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -949,7 +1103,7 @@ async fn provision_steps(
         .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
-            match tokio::time::timeout_at(deadline, watch.events.recv()).await {
+            match tokio::time::timeout_at(deadline, events.next()).await {
                 Ok(Some(DeployEvent::Callback(Callback::Booted))) => break,
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(Stop::Aborted),
@@ -998,13 +1152,12 @@ async fn inspect_steps(
         .await?;
     validate(pv, &cfg, node, Kind::Inspect)?;
     verify_and_enter(pv, node, Trigger::Inspect).await?;
-    netboot(pv, t, node).await?;
-    wait_netboot(pv, t, node, watch).await?;
+    let mut events = boot_ramdisk(pv, t, node, templates::Mode::Inspect, watch).await?;
     let secs = cfg.provision.inspect_timeout;
     t.step(pv, node, 3, 50, "waiting for the inventory").await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        match tokio::time::timeout_at(deadline, watch.events.recv()).await {
+        match tokio::time::timeout_at(deadline, events.next()).await {
             Ok(Some(DeployEvent::Callback(Callback::Inventory(json)))) => {
                 if let Ok(raw) = serde_json::from_str::<serde_json::Value>(&json) {
                     super::inventory::apply(&pv.shared.store, &node.node_id, &raw).await?;
@@ -1036,6 +1189,7 @@ async fn inspect_steps(
     t.step(pv, node, 4, 90, "inventory stored; power off")
         .await?;
     bmc(pv, node, 4, "power off", PowerOp::Off { hard: true }).await?;
+    vmedia_done(pv, node, 4, true).await?;
     pv.shared
         .store
         .transition_bm_node(&node.node_id, Trigger::Inspected)

@@ -19,6 +19,11 @@
 //!
 //! Output: `vmlinuz`, `initrd.img` (a gzip'd newc cpio written by [`Cpio`]),
 //! `shimx64.efi`, `grubx64.efi`.
+//!
+//! `iso` packs it, with a node's boot configs, into a bootable ISO for
+//! virtual-media deploys.
+
+pub mod iso;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use crate::foundation::config::Config;
 use crate::foundation::errors::{ApiError, RetCode};
 use crate::foundation::hints::Hints;
 use crate::foundation::ids::{format_time, is_id, new_id, now_secs, NODE_PREFIX};
+use crate::foundation::redfish::{BmcUrl, Driver};
 use crate::foundation::store::{
     BmNode, BmNodeFilter, BmNodeStatus, BootMode, NetworkSettings, StoreError,
 };
@@ -22,7 +23,8 @@ use std::sync::Arc;
 /// What a stored IPMI password looks like in every response.
 pub const PASSWORD_MASK: &str = "******";
 
-/// Fields a registration must carry.
+/// Fields a registration must carry (`ipmi_network_address` or
+/// `bmc_address`: see [`new_node`]).
 const REQUIRED: &[&str] = &[
     "os_version",
     "cpu_arch",
@@ -32,6 +34,10 @@ const REQUIRED: &[&str] = &[
     "ipmi_password",
     "pxe_network_mac_addr",
 ];
+
+/// Longest BMC user name and password over Redfish (IPMI's are 16 and 20).
+const REDFISH_MAX_USER: usize = 64;
+const REDFISH_MAX_PASSWORD: usize = 128;
 
 /// Largest number of nodes one RegisterBMNodes call may carry.
 pub const MAX_REGISTER: usize = 10_000;
@@ -117,6 +123,13 @@ pub fn describe(app: Arc<App>, call: Call) -> HandlerFuture {
 /// Serialized straight from the record (keys in the seed's order).
 #[derive(Serialize)]
 pub struct NodeView<'a> {
+    // Redfish (issue 14): the BMC's URL (`ipmi://…` for IPMI nodes), its
+    // driver, whether its certificate is verified, its inventory.
+    bmc_address: String,
+    bmc_driver: &'static str,
+    bmc_inventory: &'a serde_json::value::RawValue,
+    bmc_inventory_time: String,
+    bmc_verify_tls: u8,
     bmc_reachable: u8,
     boot_mode: &'static str,
     create_time: String,
@@ -213,7 +226,15 @@ impl Serialize for NetworkView<'_> {
 
 impl<'a> NodeView<'a> {
     pub fn new(n: &'a BmNode, config: &Config) -> NodeView<'a> {
+        let url = n.bmc_url();
+        let empty: &'static serde_json::value::RawValue =
+            serde_json::from_str("{}").expect("a literal object");
         NodeView {
+            bmc_address: url.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            bmc_driver: url.as_ref().map(|u| u.driver.as_str()).unwrap_or(""),
+            bmc_inventory: serde_json::from_str(&n.bmc_inventory).unwrap_or(empty),
+            bmc_inventory_time: n.bmc_inventory_time.map(format_time).unwrap_or_default(),
+            bmc_verify_tls: u8::from(n.bmc_verify_tls),
             bmc_reachable: u8::from(n.bmc_reachable),
             boot_mode: n.boot_mode.as_str(),
             create_time: format_time(n.create_time),
@@ -319,7 +340,13 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
                 validate::hostname(&s).map_err(|why| ApiError::field(key, why))?;
                 node.hostname = s.to_ascii_lowercase();
             }
-            "ipmi_network_address" => node.ipmi_address = addr()?,
+            "ipmi_network_address" => {
+                node.ipmi_address = addr()?;
+                // ipmi_network_address means ipmi://: no Redfish address stays.
+                if !s.is_empty() && !p.has("bmc_address") {
+                    node.bmc_address.clear();
+                }
+            }
             "ipmi_port" => {
                 let port = p.int(key).unwrap_or(623);
                 if !(1..=65535).contains(&port) {
@@ -330,26 +357,36 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
                 }
                 node.ipmi_port = port as u16;
             }
+            // The IPMI limits (16 and 20 bytes) are checked with the driver
+            // in check_node.
             "ipmi_username" => {
-                text(16)?;
-                if s.len() > 16 {
-                    return Err(ApiError::field(
-                        key,
-                        "is longer than 16 bytes, the IPMI limit for user names",
-                    ));
-                }
+                text(REDFISH_MAX_USER)?;
                 node.ipmi_username = s;
             }
             "ipmi_password" => {
-                text(20)?;
-                if s.len() > 20 {
-                    return Err(ApiError::field(
-                        key,
-                        "is longer than 20 bytes, the IPMI 2.0 limit for passwords",
-                    ));
-                }
+                text(REDFISH_MAX_PASSWORD)?;
                 node.ipmi_password = s;
             }
+            "bmc_address" => {
+                if s.is_empty() {
+                    node.bmc_address.clear();
+                } else {
+                    let url = BmcUrl::parse(&s).map_err(|why| ApiError::field(key, why))?;
+                    if url.driver == Driver::Ipmi {
+                        let ip = validate::ipv4(&url.host).map_err(|why| {
+                            ApiError::field(key, format!("ipmi:// needs an IPv4 address: {why}"))
+                        })?;
+                        node.ipmi_address = ip.to_string();
+                        node.ipmi_port = url.port;
+                        node.bmc_address.clear();
+                    } else {
+                        node.bmc_address = url.to_string();
+                        node.ipmi_address.clear();
+                        node.ipmi_port = 623;
+                    }
+                }
+            }
+            "bmc_verify_tls" => node.bmc_verify_tls = p.int(key) != Some(0),
             "ipmi_cipher_suite" => {
                 let suite = p.int(key).unwrap_or(0);
                 if ![0, 3, 17].contains(&suite) {
@@ -521,13 +558,52 @@ fn check_network(prefix: &str, n: &NetworkSettings) -> Result<(), ApiError> {
 
 fn check_node(n: &BmNode) -> Result<(), ApiError> {
     check_network("mgmt", &n.mgmt)?;
-    check_network("public", &n.public)
+    check_network("public", &n.public)?;
+    if n.bmc_address.is_empty() {
+        if n.ipmi_username.len() > 16 {
+            return Err(ApiError::field(
+                "ipmi_username",
+                "is longer than 16 bytes, the IPMI limit for user names",
+            ));
+        }
+        if n.ipmi_password.len() > 20 {
+            return Err(ApiError::field(
+                "ipmi_password",
+                "is longer than 20 bytes, the IPMI 2.0 limit for passwords",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `bmc_address` and `ipmi_network_address` (+ `ipmi_port`) in one request
+/// must name the same IPMI BMC.
+fn check_bmc_pair(p: &Params) -> Result<(), ApiError> {
+    let (Some(url), Some(ip)) = (p.str("bmc_address"), p.str("ipmi_network_address")) else {
+        return Ok(());
+    };
+    let port = p.int("ipmi_port").unwrap_or(623);
+    let agree = BmcUrl::parse(url)
+        .ok()
+        .is_some_and(|u| u.driver == Driver::Ipmi && u.host == ip && i64::from(u.port) == port);
+    if agree {
+        return Ok(());
+    }
+    Err(ApiError::field(
+        "bmc_address",
+        format!(
+            "{url} and ipmi_network_address {ip}:{port} name different BMCs: send one of them (ipmi_network_address means ipmi://{ip}:{port})"
+        ),
+    ))
 }
 
 /// Builds and checks one node to register from its fields.
 fn new_node(p: &Params, now: i64) -> Result<BmNode, ApiError> {
+    check_bmc_pair(p)?;
     for field in REQUIRED {
-        if p.str(field).is_none() {
+        let given = p.str(field).is_some()
+            || (*field == "ipmi_network_address" && p.str("bmc_address").is_some());
+        if !given {
             let help = BM_NODE_FIELDS
                 .iter()
                 .find(|x| x.name == *field)
@@ -594,8 +670,10 @@ pub fn register(app: Arc<App>, call: Call) -> HandlerFuture {
                 ("pxe_network_mac_addr", n.pxe_mac.clone()),
                 ("hostname", n.hostname.clone()),
                 (
-                    "ipmi_network_address:ipmi_port",
-                    format!("{}:{}", n.ipmi_address, n.ipmi_port),
+                    "BMC address",
+                    n.bmc_url()
+                        .map(|u| format!("{}:{}", u.driver.as_str(), u.endpoint()))
+                        .unwrap_or_default(),
                 ),
             ];
             for (set, (field, value)) in seen.iter_mut().zip(keys) {
@@ -609,7 +687,9 @@ pub fn register(app: Arc<App>, call: Call) -> HandlerFuture {
         }
         let ids: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
         let count = ids.len();
-        app.store.insert_bm_nodes(nodes).await?;
+        app.store.insert_bm_nodes(nodes.clone()).await?;
+        // Redfish nodes: their out-of-band inventory, in the background.
+        app.power.inventory_in_background(nodes);
         tracing::info!(request_id = %call.caller.request_id, count, "registered BMNodes");
         Ok(fields([
             ("node_ids", json!(ids)),
@@ -635,6 +715,8 @@ pub fn delete(app: Arc<App>, call: Call) -> HandlerFuture {
 /// Fields that identify how to reach the machine: not changeable while work
 /// is under way on it.
 const IDENTITY: &[&str] = &[
+    "bmc_address",
+    "bmc_verify_tls",
     "ipmi_network_address",
     "ipmi_cipher_suite",
     "ipmi_bmc_key",
@@ -674,6 +756,7 @@ pub fn modify(app: Arc<App>, call: Call) -> HandlerFuture {
         }
         // Check syntax before touching the store, so a bad value names itself
         // even for an unknown node.
+        check_bmc_pair(&p)?;
         apply_fields(&mut empty_node(), &p)?;
         let changed: Vec<String> = p
             .keys()

@@ -307,10 +307,10 @@ pub const BM_NODE_FIELDS: &[Param] = &[
     p("os_version", Ty::Str, false, "intended OS version, a name of the image catalogue ([[images]] os_version); required to register"),
     p("cpu_arch", Ty::Str, false, "x86_64 or aarch64; required to register"),
     p("hostname", Ty::Str, false, "RFC 1123 host name, unique; required to register"),
-    p("ipmi_network_address", Ty::Str, false, "BMC IPv4 address; required to register"),
+    p("ipmi_network_address", Ty::Str, false, "BMC IPv4 address (IPMI); required to register unless bmc_address is given"),
     p("ipmi_port", Ty::Int, false, "BMC UDP port (default 623); address+port is unique"),
-    p("ipmi_username", Ty::Str, false, "BMC user (at most 16 bytes); required to register"),
-    p("ipmi_password", Ty::Str, false, "BMC password (at most 20 bytes); never returned; required to register"),
+    p("ipmi_username", Ty::Str, false, "BMC user, for every driver (IPMI: at most 16 bytes); required to register"),
+    p("ipmi_password", Ty::Str, false, "BMC password, for every driver (IPMI: at most 20 bytes); never returned; required to register"),
     p("ipmi_cipher_suite", Ty::Int, false, "RMCP+ cipher suite: 0 = ask the BMC (17, then 3; default), 3 or 17"),
     p("ipmi_bmc_key", Ty::Str, false, "the BMC key Kg as hex (up to 20 bytes) when the BMC has one; never returned"),
     p("pxe_network_mac_addr", Ty::Str, false, "MAC of the NIC that network-boots, unique; required to register"),
@@ -336,6 +336,9 @@ pub const BM_NODE_FIELDS: &[Param] = &[
     p("serial_number", Ty::Str, false, "machine serial number"),
     p("brand", Ty::Str, false, "machine brand"),
     p("description", Ty::Str, false, "free text"),
+    // Redfish (issue 14).
+    p("bmc_address", Ty::Str, false, "BMC URL instead of ipmi_network_address: ipmi://host[:port], redfish://host[:port][/redfish/v1/Systems/<id>] (HTTPS), redfish+http://…, redfish-virtualmedia[+http]://… (deploys by virtual media)"),
+    p("bmc_verify_tls", Ty::Flag, false, "1 = verify the Redfish BMC's certificate (default), 0 = accept a self-signed one"),
 ];
 
 #[cfg(test)]

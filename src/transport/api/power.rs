@@ -65,6 +65,7 @@ pub fn start(app: Arc<App>, call: Call) -> HandlerFuture {
             op: PowerOp::On,
             operation: "power on",
             efi_from_boot_mode: false,
+            inventory: false,
         },
     )
 }
@@ -80,6 +81,7 @@ pub fn stop(app: Arc<App>, call: Call) -> HandlerFuture {
             op: PowerOp::Off { hard },
             operation,
             efi_from_boot_mode: false,
+            inventory: false,
         },
     )
 }
@@ -99,6 +101,7 @@ pub fn restart(app: Arc<App>, call: Call) -> HandlerFuture {
             op,
             operation,
             efi_from_boot_mode: false,
+            inventory: false,
         },
     )
 }
@@ -110,7 +113,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
         return Box::pin(async move {
             Err(ApiError::field(
                 "boot_device",
-                format!("`{name}` is not a boot device (allowed: pxe, disk, bios)"),
+                format!("`{name}` is not a boot device (allowed: pxe, disk, cd, bios)"),
             ))
         });
     };
@@ -128,6 +131,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
             op: PowerOp::SetBoot(setting),
             operation: "set boot device",
             efi_from_boot_mode,
+            inventory: false,
         },
     )
 }
@@ -135,6 +139,7 @@ pub fn set_boot_device(app: Arc<App>, call: Call) -> HandlerFuture {
 pub fn refresh(app: Arc<App>, call: Call) -> HandlerFuture {
     Box::pin(async move {
         let ids = call.params.list("node_ids");
+        let inventory = call.params.int("inventory") == Some(1);
         check_node_ids("node_ids", &ids)?;
         let (nodes, _) = app
             .store
@@ -151,6 +156,7 @@ pub fn refresh(app: Arc<App>, call: Call) -> HandlerFuture {
                 op: PowerOp::Status,
                 operation: "power status",
                 efi_from_boot_mode: false,
+                inventory,
             },
             nodes,
         )

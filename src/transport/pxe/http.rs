@@ -10,6 +10,7 @@
 //! | `GET /images/<os_version>/{image,kernel,initrd}` | `[[images]]` files |
 //! | `GET /config/<node_id>/<token>/<file>` | the node's install config (user-data, meta-data, preseed.cfg, ks.cfg) |
 //! | `POST /callback/<node_id>/<token>/<event>` | progress, done, failed, inventory, booted |
+//! | `GET /vmedia/<node_id>/<token>/deploy.iso` | the node's virtual-media ISO (fetched by its BMC) |
 //! | `POST /discover/<mac>/inventory` | with `dhcp.discovery`: an unknown machine that network-booted here enlists itself |
 //!
 //! Files are streamed with Range and Content-Length (tower-http's
@@ -55,6 +56,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: C
         Ok(a) => (a.ip().to_string(), a.port()),
         Err(_) => return,
     };
+    app.shared.set_http_address(address.clone(), port);
     let h = Http { app, address, port };
     let app = router(h.clone());
     loop {
@@ -202,6 +204,7 @@ fn router(h: Http) -> Router {
         .route("/images/{os_version}/{file}", get(image_file))
         .route("/config/{node_id}/{token}/{file}", get(install_config))
         .route("/callback/{node_id}/{token}/{event}", post(callback))
+        .route("/vmedia/{node_id}/{token}/{file}", get(vmedia_iso))
         .route("/discover/{mac}/{event}", post(discover))
         .with_state(h)
 }
@@ -768,6 +771,42 @@ async fn install_config(
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &label, &e),
     }
+}
+
+/// A node's virtual-media ISO, behind its deploy token; its BMC fetches
+/// it (Range allowed), and the node's timeline says so.
+async fn vmedia_iso(
+    State(h): State<Http>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((node_id, token, file)): Path<(String, String, String)>,
+    req: Request,
+) -> Response {
+    let label = format!("/vmedia/{node_id}/…/{file}");
+    let node = match token_holder(&h.app, &node_id, &token, &label).await {
+        Ok(n) => n,
+        Err(refused) => return refused,
+    };
+    if file != "deploy.iso" {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            &label,
+            "the virtual media is deploy.iso",
+        );
+    }
+    let path = h.app.provision.vmedia_iso(&node.node_id);
+    if !path.is_file() {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            &label,
+            "no virtual-media ISO for this node now",
+        );
+    }
+    let mac = (!node.pxe_mac.is_empty()).then(|| node.pxe_mac.clone());
+    let who = format!(
+        "{label} (virtual media, fetched by the BMC at {})",
+        peer.ip()
+    );
+    stream(&h, path, who, mac, req).await
 }
 
 /// Discovery's callbacks: the ramdisk booted by `discovery.ipxe` posts its

@@ -76,10 +76,35 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
     let cfg = app.config();
     let iface = cfg.dhcp.interface.clone();
     if iface.is_empty() {
-        tracing::info!("PXE services off: set [dhcp] interface to serve DHCP and TFTP");
-        return Ok(false);
+        if cfg.http.address.is_empty() {
+            tracing::info!("PXE services off: set [dhcp] interface to serve DHCP and TFTP");
+            return Ok(false);
+        }
+        // Virtual-media deploys need the HTTP server only.
+        let addr = SocketAddr::new(
+            cfg.http
+                .address
+                .parse()
+                .map_err(|_| "http.address is not an address".to_string())?,
+            cfg.http.port,
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (http.address, http.port): {e}"))?;
+        tokio::spawn(super::http::serve(listener, app.clone(), shutdown.clone()));
+        tracing::info!(address = %addr, "HTTP boot server listening (no [dhcp] interface: no DHCP, TFTP or PXE)");
+        return Ok(true);
     }
     let ip = interface_ipv4(&iface)?;
+    // The HTTP server's address: http.address, else the interface's.
+    let http_ip: Ipv4Addr = if cfg.http.address.is_empty() {
+        ip
+    } else {
+        cfg.http
+            .address
+            .parse()
+            .map_err(|_| "http.address is not an address".to_string())?
+    };
     let d = &cfg.dhcp;
     let addr = |key: &str, v: &str| -> Result<Ipv4Addr, String> {
         if d.mode == DhcpMode::Proxy && v.is_empty() {
@@ -104,7 +129,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
             uefi_x64: cfg.uefi_x64_file().to_string(),
             uefi_arm64: cfg.boot.uefi_arm64_file.clone(),
         },
-        http_base: format!("http://{ip}:{}", cfg.http.port),
+        http_base: format!("http://{http_ip}:{}", cfg.http.port),
         discovery: d.discovery,
     };
     let dhcp_sock = bound_socket(SocketAddr::from(([0, 0, 0, 0], 67)), &iface, true)?;
@@ -146,7 +171,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
             max_transfers: cfg.tftp.max_transfers,
             retries: 5,
             report: Some(tftp_reporter(app.clone())),
-            generate: Some(tftp_generator(app.clone(), ip, cfg.http.port)),
+            generate: Some(tftp_generator(app.clone(), http_ip, cfg.http.port)),
             named: Some({
                 let app = app.clone();
                 Arc::new(move |name: &str| app.config().tftp_file(name))
@@ -168,7 +193,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
     if d.router_advertisement {
         super::ra::start(&iface, interface_mac(&iface), shutdown.clone())?;
     }
-    let http_addr = SocketAddr::from((ip, cfg.http.port));
+    let http_addr = SocketAddr::from((http_ip, cfg.http.port));
     let listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|e| format!("cannot listen on {http_addr} (http.port): {e}"))?;
