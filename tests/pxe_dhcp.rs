@@ -871,9 +871,11 @@ fn http_serves_files_with_ranges_and_tftp_serves_per_node_loader_configs() {
         let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": node_id}));
         let text = t["event_set"].to_string();
         if text.contains("GET /images/tiny-1.0/image: 3000000 bytes in")
-            && text.contains("GET /images/tiny-1.0/image (range): 1000 bytes in")
             && text.contains("GET /boot/pxelinux.cfg/01-52-54-00-99-00-10")
         {
+            // A ramdisk fetches an image range by range: those do not
+            // flood the timeline (its progress callbacks show the write).
+            assert!(!text.contains("(range)"), "{text}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{text}");

@@ -651,14 +651,29 @@ async fn image_file(
     };
     let path =
         match file.as_str() {
-            "image" => match h.app.provision.images.ready(image) {
-                Some(p) => p.raw,
-                None => return refuse(
-                    StatusCode::NOT_FOUND,
-                    &label,
-                    "the image is not prepared yet (the first provision that uses it prepares it)",
-                ),
-            },
+            // Prepared on first use when no provision has done it yet (a
+            // local file: checked and made sparse raw; a URL: downloaded).
+            "image" => {
+                let log_label = label.clone();
+                match h
+                    .app
+                    .provision
+                    .images
+                    .prepare(image, move |line| {
+                        tracing::info!(image = %log_label, "{line}")
+                    })
+                    .await
+                {
+                    Ok(p) => p.raw,
+                    Err(e) => {
+                        return refuse(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            &label,
+                            &format!("the image could not be prepared: {e}"),
+                        )
+                    }
+                }
+            }
             "kernel" | "initrd" => {
                 let p = if file == "kernel" {
                     &image.kernel
