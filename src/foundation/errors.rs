@@ -17,6 +17,9 @@ pub enum RetCode {
     TooLarge = 1103,
     /// USER_ID/PASSWORD missing or wrong.
     AuthFailed = 1200,
+    /// Not checked now (password checks all busy, or a backoff after
+    /// failed logins): retry after the time the message gives.
+    Busy = 1300,
     /// A node, job, message or user does not exist.
     NotFound = 2100,
     /// The resource is in a state that does not allow the action.
@@ -55,15 +58,18 @@ pub enum RetCode {
     ProvisionInterrupted = 3750,
     /// A fault inside rackboot; the daemon log has the details.
     Internal = 5000,
+    /// The disk holding the database is full; nothing was changed.
+    DiskFull = 5100,
 }
 
 impl RetCode {
-    pub const ALL: [RetCode; 24] = [
+    pub const ALL: [RetCode; 26] = [
         RetCode::BadParameter,
         RetCode::MissingParameter,
         RetCode::UnknownAction,
         RetCode::TooLarge,
         RetCode::AuthFailed,
+        RetCode::Busy,
         RetCode::NotFound,
         RetCode::WrongState,
         RetCode::Conflict,
@@ -83,6 +89,7 @@ impl RetCode {
         RetCode::ProvisionAborted,
         RetCode::ProvisionInterrupted,
         RetCode::Internal,
+        RetCode::DiskFull,
     ];
 
     pub fn code(self) -> i64 {
@@ -97,6 +104,7 @@ impl RetCode {
             RetCode::UnknownAction => "unknown action",
             RetCode::TooLarge => "request too large",
             RetCode::AuthFailed => "authentication failed",
+            RetCode::Busy => "busy, retry",
             RetCode::NotFound => "not found",
             RetCode::WrongState => "wrong state",
             RetCode::Conflict => "conflict",
@@ -116,6 +124,7 @@ impl RetCode {
             RetCode::ProvisionAborted => "aborted",
             RetCode::ProvisionInterrupted => "interrupted by a daemon stop",
             RetCode::Internal => "internal error",
+            RetCode::DiskFull => "disk full",
         }
     }
 }
@@ -165,6 +174,19 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => ApiError::new(RetCode::NotFound, m),
             StoreError::WrongState(m) => ApiError::new(RetCode::WrongState, m),
             StoreError::Invalid(m) => ApiError::new(RetCode::BadParameter, m),
+            StoreError::DiskFull(path) => {
+                tracing::error!(database = %path.display(), "store call failed: database or disk is full");
+                let dir = path.parent().unwrap_or(&path);
+                ApiError::new(
+                    RetCode::DiskFull,
+                    format!(
+                        "the disk holding {} is full (database or disk is full): nothing was changed; free space in {} (see `df -h {}`) and retry",
+                        path.display(),
+                        dir.display(),
+                        dir.display()
+                    ),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store call failed");
                 ApiError::internal()

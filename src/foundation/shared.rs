@@ -5,6 +5,7 @@
 //! parts (the power controller, the deploy registry) next to it, in
 //! [`crate::service::app::App`].
 
+use super::budget::FdBudget;
 use super::config::Config;
 use super::store::Store;
 use super::templates::Templates;
@@ -18,6 +19,9 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// The state directory (default places of keys and files).
     pub state_dir: PathBuf,
+    /// Connections the listeners may hold, after the open-file limit at
+    /// start (the daemon raises it first).
+    pub fds: FdBudget,
     config: RwLock<Arc<Config>>,
     templates: RwLock<Arc<Templates>>,
 }
@@ -30,6 +34,7 @@ impl Shared {
             store,
             tasks: TaskTracker::new(),
             state_dir,
+            fds: FdBudget::compute(&config, super::budget::nofile_limit()),
             config: RwLock::new(Arc::new(config)),
             templates: RwLock::new(Arc::new(
                 Templates::load(None)

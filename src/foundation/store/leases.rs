@@ -9,7 +9,7 @@ impl Store {
     /// Every lease.
     pub async fn load_leases(&self) -> Result<Vec<Lease>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT mac, ip, expires, bound FROM leases")?;
+            let mut stmt = conn.prepare("SELECT mac, ip, expires, bound, discovery FROM leases")?;
             let rows = stmt
                 .query_map([], |r| {
                     let ip: String = r.get(1)?;
@@ -18,17 +18,19 @@ impl Store {
                         ip,
                         r.get::<_, i64>(2)?,
                         r.get::<_, bool>(3)?,
+                        r.get::<_, bool>(4)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows
                 .into_iter()
-                .filter_map(|(mac, ip, expires, bound)| {
+                .filter_map(|(mac, ip, expires, bound, discovery)| {
                     Some(Lease {
                         mac,
                         ip: ip.parse().ok()?,
                         expires,
                         bound,
+                        discovery,
                     })
                 })
                 .collect())
@@ -37,8 +39,9 @@ impl Store {
     }
 
     /// Writes the leases of the MACs given (removing those paired with
-    /// `None`), all in one transaction: the DHCP loop persists a whole batch
-    /// of packets before it answers any of them.
+    /// `None`; a lease replaces any row of its MAC or its address), all in
+    /// one transaction: the DHCP loop persists a whole batch of packets
+    /// before it acknowledges any of them.
     pub async fn save_leases(
         &self,
         changes: Vec<(String, Option<Lease>)>,
@@ -50,16 +53,24 @@ impl Store {
             let tx = conn.transaction()?;
             {
                 let mut delete_mac = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1")?;
-                let mut delete_ip = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1")?;
+                // REPLACE deletes the rows that hold the MAC or the address.
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO leases (mac, ip, expires, bound) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT OR REPLACE INTO leases (mac, ip, expires, bound, discovery) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
                 for (mac, lease) in changes {
-                    delete_mac.execute([&mac])?;
-                    if let Some(l) = lease {
-                        let ip = l.ip.to_string();
-                        delete_ip.execute([&ip])?;
-                        insert.execute(params![l.mac, ip, l.expires, l.bound])?;
+                    match lease {
+                        Some(l) => {
+                            insert.execute(params![
+                                l.mac,
+                                l.ip.to_string(),
+                                l.expires,
+                                l.bound,
+                                l.discovery
+                            ])?;
+                        }
+                        None => {
+                            delete_mac.execute([&mac])?;
+                        }
                     }
                 }
             }
@@ -94,6 +105,14 @@ impl Store {
 }
 
 impl Store {
+    /// How many rows the lease table has (offers are not stored).
+    pub async fn lease_count(&self) -> Result<u64, StoreError> {
+        self.call_read(|conn| {
+            Ok(conn.query_row("SELECT count(*) FROM leases", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
+    }
+
     /// The address leased to `mac`, if any.
     pub async fn ip_of_lease(&self, mac: String) -> Result<Option<String>, StoreError> {
         self.call_read(move |conn| {

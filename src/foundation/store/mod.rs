@@ -48,6 +48,23 @@ pub enum StoreError {
     Closed,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// SQLite could not write: the disk holding the database is full.
+    #[error("database or disk is full ({})", .0.display())]
+    DiskFull(PathBuf),
+}
+
+impl StoreError {
+    /// `self`, as [`StoreError::DiskFull`] when SQLite says the disk is full.
+    fn on_disk(self, path: &Path) -> StoreError {
+        match &self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                StoreError::DiskFull(path.to_path_buf())
+            }
+            _ => self,
+        }
+    }
 }
 
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -60,6 +77,8 @@ type Task = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct Store {
     tx: mpsc::Sender<Task>,
     read_tx: mpsc::Sender<Task>,
+    /// The database file (named when the disk is full).
+    path: std::sync::Arc<PathBuf>,
 }
 
 impl Store {
@@ -108,7 +127,11 @@ impl Store {
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             })
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Store { tx, read_tx })
+        Ok(Store {
+            tx,
+            read_tx,
+            path: std::sync::Arc::new(path.to_path_buf()),
+        })
     }
 
     /// Runs `f` on the store thread and awaits its result.
@@ -122,7 +145,10 @@ impl Store {
             let _ = reply_tx.send(f(conn));
         });
         self.tx.send(task).map_err(|_| StoreError::Closed)?;
-        reply_rx.await.map_err(|_| StoreError::Closed)?
+        reply_rx
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| e.on_disk(&self.path))
     }
 
     /// Runs the read-only `f` on the reader thread (it sees every change
@@ -154,6 +180,11 @@ fn unique_violation(e: rusqlite::Error, message: impl FnOnce(&str) -> String) ->
 }
 
 impl Store {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Folds the WAL back into the database file (on shutdown).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         self.call(|c| {
@@ -161,5 +192,44 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_disk_is_named_with_the_database_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        // SQLite answers SQLITE_FULL when the file may not grow: as on a
+        // full disk (tests/daemon_lifecycle.rs fills a real tmpfs).
+        store
+            .call(|c| {
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                c.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let big = "x".repeat(200_000);
+        let e = store
+            .call(move |c| {
+                c.execute("CREATE TABLE filler (x TEXT)", [])?;
+                c.execute("INSERT INTO filler VALUES (?1)", [big])?;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, StoreError::DiskFull(p) if p == &path), "{e:?}");
+        let api = crate::foundation::errors::ApiError::from(e);
+        assert_eq!(api.code, crate::foundation::errors::RetCode::DiskFull);
+        assert!(
+            api.message.contains("is full") && api.message.contains(&path.display().to_string()),
+            "{}",
+            api.message
+        );
     }
 }

@@ -251,7 +251,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX job_nodes_job ON job_nodes (job_id);
     "#,
+    // 5:
+    MIGRATION_LEASE_DISCOVERY,
 ];
+
+/// Migration 5 (hardening): which leases discovery clients hold, so that
+/// they stay short and a registered node is always preferred across a
+/// restart; existing leases count as registered nodes'.
+const MIGRATION_LEASE_DISCOVERY: &str = r#"
+    ALTER TABLE leases ADD COLUMN discovery INTEGER NOT NULL DEFAULT 0 CHECK (discovery IN (0, 1));
+"#;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -7,10 +7,9 @@
 //! depends on them is sent, one transaction per batch of packets.
 
 use crate::foundation::config::DhcpMode;
-use crate::foundation::dhcp::{
-    self, Decision, Lease, Leases, NodeInfo, Nodes, Pool, ProxyPort, Settings,
-};
+use crate::foundation::dhcp::{self, Decision, NodeInfo, Nodes, Pool, ProxyPort, Settings};
 use crate::foundation::firmware::BootFiles;
+use crate::foundation::lease_table::LeaseTable;
 use crate::foundation::tftp::Limits;
 use crate::service::app::App;
 use crate::transport::pxe::tftp::{self as tftp, TftpSettings};
@@ -113,15 +112,8 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
             None,
         ),
         DhcpMode::Full => {
-            let leases: HashMap<String, Lease> = app
-                .store
-                .load_leases()
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|l| (l.mac.clone(), l))
-                .collect();
-            (None, Some(Table::new(leases)))
+            let leases = app.store.load_leases().await.map_err(|e| e.to_string())?;
+            (None, Some(LeaseTable::new(leases)))
         }
     };
     tokio::spawn(dhcp_loop(
@@ -143,6 +135,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
                 max_windowsize: cfg.tftp.max_windowsize,
             },
             max_transfers: cfg.tftp.max_transfers,
+            max_per_client: cfg.tftp.max_transfers_per_client,
             retries: 5,
             report: Some(tftp_reporter(app.clone())),
             generate: Some(tftp_generator(app.clone(), ip, cfg.http.port)),
@@ -222,80 +215,6 @@ fn tftp_generator(
                 .map(|(_, body)| body.into_bytes())
         })
     })
-}
-
-/// The lease table in memory, indexed both ways (the DHCP path looks
-/// addresses up once per pool address while choosing one), remembering
-/// which MACs changed so that only those are written back.
-struct Table {
-    leases: HashMap<String, Lease>,
-    by_ip: HashMap<Ipv4Addr, String>,
-    touched: HashSet<String>,
-    /// Where the search for a free address resumes (allocation stays O(1)
-    /// while the range has never-used addresses, whatever the lease count).
-    cursor: u32,
-}
-
-impl Table {
-    fn new(leases: HashMap<String, Lease>) -> Table {
-        let by_ip = leases.values().map(|l| (l.ip, l.mac.clone())).collect();
-        Table {
-            leases,
-            by_ip,
-            touched: HashSet::new(),
-            cursor: 0,
-        }
-    }
-}
-
-impl Leases for Table {
-    fn by_mac(&self, mac: &str) -> Option<Lease> {
-        self.leases.get(mac).cloned()
-    }
-    fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease> {
-        self.by_ip
-            .get(&ip)
-            .and_then(|mac| self.leases.get(mac))
-            .cloned()
-    }
-    fn put(&mut self, lease: Lease) {
-        // One lease per address: a new holder replaces the old one.
-        if let Some(old) = self
-            .by_ip
-            .get(&lease.ip)
-            .filter(|m| **m != lease.mac)
-            .cloned()
-        {
-            self.leases.remove(&old);
-            self.touched.insert(old);
-        }
-        if let Some(prev) = self.leases.get(&lease.mac) {
-            self.by_ip.remove(&prev.ip);
-        }
-        self.touched.insert(lease.mac.clone());
-        self.by_ip.insert(lease.ip, lease.mac.clone());
-        self.leases.insert(lease.mac.clone(), lease);
-    }
-    fn free_address(&mut self, pool: &Pool, mac: &str, now: i64) -> Option<Ipv4Addr> {
-        let (start, end) = (u32::from(pool.start), u32::from(pool.end));
-        let from = self.cursor.clamp(start, end);
-        let free = |ip: u32| {
-            let ip = Ipv4Addr::from(ip);
-            match self.by_ip.get(&ip).and_then(|m| self.leases.get(m)) {
-                None => true,
-                Some(l) => l.expires <= now || l.mac == mac,
-            }
-        };
-        let found = (from..=end).chain(start..from).find(|ip| free(*ip))?;
-        self.cursor = found.saturating_add(1);
-        Some(Ipv4Addr::from(found))
-    }
-    fn remove(&mut self, mac: &str) {
-        self.touched.insert(mac.to_string());
-        if let Some(l) = self.leases.remove(mac) {
-            self.by_ip.remove(&l.ip);
-        }
-    }
 }
 
 /// Registered nodes among the MACs of one batch of packets.
@@ -379,9 +298,10 @@ async fn dhcp_loop(
     app: Arc<App>,
     socks: Sockets,
     settings: Settings,
-    mut table: Option<Table>,
+    mut table: Option<LeaseTable>,
     shutdown: CancellationToken,
 ) {
+    let timeline = timeline_writer(app.clone());
     let mut buf = vec![0u8; 1500];
     let mut limit = dhcp::RateLimit::default();
     let started = std::time::Instant::now();
@@ -476,40 +396,87 @@ async fn dhcp_loop(
                         continue;
                     }
                     tracing::info!(mac = %p.mac, xid = p.msg.xid(), yiaddr = %message.yiaddr(), %to, "dhcp: answered");
-                    replies.push((out, to, p.boot_server_peer.is_some(), p.mac));
+                    let needs_lease = table.is_some()
+                        && dhcp::message_type(&message) == Some(dhcproto::v4::MessageType::Ack);
+                    replies.push(Outgoing {
+                        bytes: out,
+                        to,
+                        from_boot_server: p.boot_server_peer.is_some(),
+                        needs_lease,
+                        mac: p.mac,
+                    });
                 }
             }
         }
-        // Leases are on disk before any answer that hands them out.
+        // What does not depend on a written lease (offers: RFC 2131 lets a
+        // server forget them; NAKs; proxy answers) goes out at once; ACKs
+        // only once their leases are on disk.
+        let (now_out, after_save): (Vec<_>, Vec<_>) =
+            replies.into_iter().partition(|r| !r.needs_lease);
+        send_all(&socks, now_out).await;
         if let Some(t) = &mut table {
-            let changes: Vec<(String, Option<Lease>)> = std::mem::take(&mut t.touched)
-                .into_iter()
-                .map(|mac| {
-                    let lease = t.leases.get(&mac).cloned();
-                    (mac, lease)
-                })
-                .collect();
+            t.sweep(unix_now);
+            let changes = t.changes();
             if let Err(e) = app.store.save_leases(changes).await {
-                tracing::warn!("dhcp: cannot save leases, not answering this batch: {e}");
+                tracing::warn!("dhcp: cannot save leases, not acknowledging this batch: {e}");
                 continue;
             }
         }
-        for (out, to, from_boot_server, mac) in replies {
-            let sock = match (&socks.boot_server, from_boot_server) {
-                (Some(s), true) => s,
-                _ => &socks.dhcp,
-            };
-            if let Err(e) = sock.send_to(&out, SocketAddr::V4(to)).await {
-                tracing::warn!(%mac, "dhcp: cannot send the answer: {e}");
-            }
-        }
+        send_all(&socks, after_save).await;
         if !events.is_empty() {
-            let store = app.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.record_boot_events(events).await {
-                    tracing::debug!("boot timeline: {e}");
-                }
-            });
+            let _ = timeline.try_send(events);
         }
     }
 }
+
+/// An answer ready to go.
+struct Outgoing {
+    bytes: Vec<u8>,
+    to: SocketAddrV4,
+    from_boot_server: bool,
+    /// An ACK handing out a lease: sent only once the lease is on disk.
+    needs_lease: bool,
+    mac: String,
+}
+
+async fn send_all(socks: &Sockets, out: Vec<Outgoing>) {
+    for o in out {
+        let sock = match (&socks.boot_server, o.from_boot_server) {
+            (Some(s), true) => s,
+            _ => &socks.dhcp,
+        };
+        if let Err(e) = sock.send_to(&o.bytes, SocketAddr::V4(o.to)).await {
+            tracing::warn!(mac = %o.mac, "dhcp: cannot send the answer: {e}");
+        }
+    }
+}
+
+/// Boot timeline lines of DHCP exchanges, written in the background in
+/// batches of at most [`TIMELINE_BATCH`] lines or [`TIMELINE_EVERY`]:
+/// timeline writes never hold up the lease writes the answers wait for.
+/// Lines past [`TIMELINE_QUEUE`] waiting batches are dropped (a flood).
+fn timeline_writer(app: Arc<App>) -> tokio::sync::mpsc::Sender<Vec<BootLine>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<BootLine>>(TIMELINE_QUEUE);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut lines = first;
+            let deadline = tokio::time::Instant::now() + TIMELINE_EVERY;
+            while lines.len() < TIMELINE_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(more)) => lines.extend(more),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if let Err(e) = app.store.record_boot_events(lines).await {
+                tracing::debug!("boot timeline: {e}");
+            }
+        }
+    });
+    tx
+}
+
+/// One timeline line: MAC, kind, detail.
+type BootLine = (String, &'static str, String);
+const TIMELINE_BATCH: usize = 2048;
+const TIMELINE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+const TIMELINE_QUEUE: usize = 64;
