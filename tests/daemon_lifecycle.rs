@@ -312,7 +312,13 @@ fn files_have_safe_modes_and_a_second_daemon_is_refused() {
     rt().block_on(async {
         let store = Store::open(&d.state_dir().join("rackboot.db")).unwrap();
         store
-            .create_job("j-Live0001".into(), "ScanBMNodes", vec![], "admin", "req-Abcdefgh")
+            .create_job(
+                "j-Live0001".into(),
+                "ScanBMNodes",
+                vec![],
+                "admin",
+                "req-Abcdefgh",
+            )
             .await
             .unwrap();
         store
@@ -334,11 +340,14 @@ fn files_have_safe_modes_and_a_second_daemon_is_refused() {
         "the refusal names the running daemon's pid: {stderr}"
     );
     // Nothing changed: the job still runs, no message was written.
-    let status = d.ok(json!({"action": "GetStatus", "job_action": "ScanBMNodes", "job_id": "j-Live0001"}));
+    let status =
+        d.ok(json!({"action": "GetStatus", "job_action": "ScanBMNodes", "job_id": "j-Live0001"}));
     assert_eq!(status["status"], "step1", "{status}");
     assert_eq!(d.snapshot(), before);
     assert_eq!(
-        std::fs::read_to_string(d.state_dir().join("rackboot.lock")).unwrap().trim(),
+        std::fs::read_to_string(d.state_dir().join("rackboot.lock"))
+            .unwrap()
+            .trim(),
         d.pid().to_string()
     );
 }
@@ -427,15 +436,27 @@ fn a_full_disk_is_named_in_the_answer() {
     drop(f);
     let password = std::fs::read_to_string(state.join("admin.password")).unwrap();
     let rt = rt();
-    let call = |req: Value| rt.block_on(rackboot::entry::cli::client::call(&state.join("api.sock"), &req)).unwrap();
+    let call = |req: Value| {
+        rt.block_on(rackboot::entry::cli::client::call(
+            &state.join("api.sock"),
+            &req,
+        ))
+        .unwrap()
+    };
     let nodes: Vec<Value> = (0..2000).map(node).collect();
-    let r = call(json!({"action": "RegisterBMNodes", "USER_ID": "admin", "PASSWORD": password.trim(), "bm_nodes": nodes}));
+    let r = call(
+        json!({"action": "RegisterBMNodes", "USER_ID": "admin", "PASSWORD": password.trim(), "bm_nodes": nodes}),
+    );
     assert_eq!(r["ret_code"], 5100, "{r}");
     let msg = r["message"].as_str().unwrap();
-    assert!(msg.contains("is full") && msg.contains(&state.join("rackboot.db").display().to_string()), "{msg}");
+    assert!(
+        msg.contains("is full") && msg.contains(&state.join("rackboot.db").display().to_string()),
+        "{msg}"
+    );
     // Space back: the same request works, nothing of the first was kept.
     std::fs::remove_file(&filler).unwrap();
-    let r = call(json!({"action": "DescribeBMNodes", "USER_ID": "admin", "PASSWORD": password.trim()}));
+    let r =
+        call(json!({"action": "DescribeBMNodes", "USER_ID": "admin", "PASSWORD": password.trim()}));
     assert_eq!(r["total_count"], 0, "{r}");
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

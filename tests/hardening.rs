@@ -118,7 +118,9 @@ fn the_api_holds_under_idle_connections_and_password_guessing() {
         .find(|l| l.contains("login failed"))
         .expect("failed logins are logged");
     assert!(
-        line.contains("WARN") && line.contains("user=admin") && line.contains("peer_uid=Some(")
+        line.contains("WARN")
+            && line.contains("user=admin")
+            && line.contains("peer_uid=Some(")
             && line.contains("peer_pid=Some("),
         "{line}"
     );
@@ -163,7 +165,10 @@ fn pxe_listeners_hold_under_floods() {
         (got, first, !attack::closed(&held[199]))
     });
     assert_eq!((got.0, got.1), (200, 100_000));
-    assert!(first_closed && last_open, "oldest idle first: {first_closed} {last_open}");
+    assert!(
+        first_closed && last_open,
+        "oldest idle first: {first_closed} {last_open}"
+    );
 
     // TFTP: every transfer slot (64) taken by requests that never
     // acknowledge (timeout=255 asked); a real request still gets its file.
@@ -185,7 +190,11 @@ fn pxe_listeners_hold_under_floods() {
         drop(stalled);
         (bytes, busy)
     });
-    assert!(fetched == boot, "TFTP file differs ({} bytes, {busy} busy answers)", fetched.len());
+    assert!(
+        fetched == boot,
+        "TFTP file differs ({} bytes, {busy} busy answers)",
+        fetched.len()
+    );
 
     // DHCP: DISCOVER and DECLINE floods from random MACs; a node
     // registered meanwhile gets an address.
@@ -209,23 +218,31 @@ fn pxe_listeners_hold_under_floods() {
         let client = attack::DhcpClient::new("cli0", server);
         attack::dhcp_flood(server, MessageType::Discover, 10_000, 2000, (server, 1));
         let (ip, _) = client
-            .lease(mac, 0x4242, Duration::from_millis(500), Duration::from_secs(10))
+            .lease(
+                mac,
+                0x4242,
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+            )
             .expect("the registered node got no address during the flood");
         // A DECLINE of its address from someone else changes nothing.
-        let foreign = attack::dhcp_packet(
-            attack::random_mac(7),
-            MessageType::Decline,
-            7,
-            Some(ip),
-        );
+        let foreign = attack::dhcp_packet(attack::random_mac(7), MessageType::Decline, 7, Some(ip));
         client.send(&foreign);
         let (again, _) = client
-            .lease(mac, 0x4343, Duration::from_millis(500), Duration::from_secs(10))
+            .lease(
+                mac,
+                0x4343,
+                Duration::from_millis(500),
+                Duration::from_secs(10),
+            )
             .expect("renewal");
         (ip, again)
     });
     assert!((100..=131).contains(&ip.octets()[3]), "{ip}");
-    assert_eq!(again, ip, "the node keeps its address after a foreign DECLINE");
+    assert_eq!(
+        again, ip,
+        "the node keeps its address after a foreign DECLINE"
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

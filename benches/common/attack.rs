@@ -80,13 +80,22 @@ pub fn still_open<S: std::os::fd::AsRawFd>(conns: &[S]) -> usize {
 /// A plain `GET path` (Connection: close): (status, body bytes, time).
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, usize, Duration), String> {
     let t = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out[..out.len().min(64)]).to_string();
-    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let body = out
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -96,7 +105,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, usize, Duration), 
 }
 
 /// One API call over the Unix socket: (response, time).
-pub fn api_call(socket: &Path, body: &serde_json::Value) -> Result<(serde_json::Value, Duration), String> {
+pub fn api_call(
+    socket: &Path,
+    body: &serde_json::Value,
+) -> Result<(serde_json::Value, Duration), String> {
     let t = Instant::now();
     let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(60))).ok();
@@ -131,7 +143,10 @@ fn rrq(file: &str, options: &[(&str, &str)]) -> Vec<u8> {
 /// the source addresses `from`, that will never be acknowledged; returns the
 /// sockets (kept open, so the server's packets are not refused by ICMP).
 pub fn tftp_stall(server: SocketAddr, file: &str, from: &[IpAddr], count: usize) -> Vec<UdpSocket> {
-    let req = rrq(file, &[("timeout", "255"), ("blksize", "1468"), ("tsize", "0")]);
+    let req = rrq(
+        file,
+        &[("timeout", "255"), ("blksize", "1468"), ("tsize", "0")],
+    );
     (0..count)
         .filter_map(|i| {
             let s = UdpSocket::bind(SocketAddr::new(from[i % from.len()], 0)).ok()?;
@@ -166,7 +181,9 @@ pub fn tftp_get(
     let mut busy = 0;
     loop {
         if started.elapsed() > within {
-            return Err(format!("no transfer within {within:?} ({busy} busy answers)"));
+            return Err(format!(
+                "no transfer within {within:?} ({busy} busy answers)"
+            ));
         }
         match tftp_once(server, file, bind) {
             Ok(bytes) => return Ok((bytes, started.elapsed(), busy)),
@@ -189,11 +206,15 @@ fn tftp_once(server: SocketAddr, file: &str, bind: IpAddr) -> Result<Vec<u8>, St
     let mut buf = vec![0u8; 2048];
     let mut blksize = 512;
     loop {
-        let (n, from) = s.recv_from(&mut buf).map_err(|e| format!("no answer: {e}"))?;
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .map_err(|e| format!("no answer: {e}"))?;
         let op = u16::from_be_bytes([buf[0], buf[1]]);
         match op {
             5 => {
-                return Err(String::from_utf8_lossy(&buf[4..n]).trim_end_matches('\0').to_string())
+                return Err(String::from_utf8_lossy(&buf[4..n])
+                    .trim_end_matches('\0')
+                    .to_string())
             }
             6 => {
                 // OACK: blksize acknowledged.
@@ -211,7 +232,8 @@ fn tftp_once(server: SocketAddr, file: &str, bind: IpAddr) -> Result<Vec<u8>, St
                     out.extend_from_slice(&buf[4..n]);
                     expect = expect.wrapping_add(1);
                 }
-                s.send_to(&[0, 4, buf[2], buf[3]], from).map_err(|e| e.to_string())?;
+                s.send_to(&[0, 4, buf[2], buf[3]], from)
+                    .map_err(|e| e.to_string())?;
                 if block == expect.wrapping_sub(1) && n - 4 < blksize {
                     return Ok(out);
                 }
@@ -278,7 +300,13 @@ impl DhcpClient {
     }
 
     /// Waits (until `deadline`) for an answer of `kind` to `xid` for `mac`.
-    pub fn wait(&self, xid: u32, mac: [u8; 6], kind: MessageType, deadline: Instant) -> Option<Message> {
+    pub fn wait(
+        &self,
+        xid: u32,
+        mac: [u8; 6],
+        kind: MessageType,
+        deadline: Instant,
+    ) -> Option<Message> {
         let mut buf = vec![0u8; 1500];
         loop {
             let left = deadline.checked_duration_since(Instant::now())?;
@@ -303,23 +331,47 @@ impl DhcpClient {
 
     /// DISCOVER (repeated every `every`) → OFFER → REQUEST → ACK for `mac`
     /// within `within`: the address and the time it took.
-    pub fn lease(&self, mac: [u8; 6], xid: u32, every: Duration, within: Duration) -> Option<(Ipv4Addr, Duration)> {
+    pub fn lease(
+        &self,
+        mac: [u8; 6],
+        xid: u32,
+        every: Duration,
+        within: Duration,
+    ) -> Option<(Ipv4Addr, Duration)> {
         let started = Instant::now();
         let deadline = started + within;
         while Instant::now() < deadline {
             self.send(&dhcp_packet(mac, MessageType::Discover, xid, None));
-            let Some(offer) = self.wait(xid, mac, MessageType::Offer, (Instant::now() + every).min(deadline)) else {
+            let Some(offer) = self.wait(
+                xid,
+                mac,
+                MessageType::Offer,
+                (Instant::now() + every).min(deadline),
+            ) else {
                 continue;
             };
             let ip = offer.yiaddr();
-            let mut req = Message::decode(&mut Decoder::new(&dhcp_packet(mac, MessageType::Request, xid, Some(ip)))).ok()?;
-            if let Some(DhcpOption::ServerIdentifier(id)) = offer.opts().get(OptionCode::ServerIdentifier) {
+            let mut req = Message::decode(&mut Decoder::new(&dhcp_packet(
+                mac,
+                MessageType::Request,
+                xid,
+                Some(ip),
+            )))
+            .ok()?;
+            if let Some(DhcpOption::ServerIdentifier(id)) =
+                offer.opts().get(OptionCode::ServerIdentifier)
+            {
                 req.opts_mut().insert(DhcpOption::ServerIdentifier(*id));
             }
             let mut out = Vec::new();
             req.encode(&mut Encoder::new(&mut out)).ok()?;
             self.send(&out);
-            if let Some(ack) = self.wait(xid, mac, MessageType::Ack, (Instant::now() + every).min(deadline)) {
+            if let Some(ack) = self.wait(
+                xid,
+                mac,
+                MessageType::Ack,
+                (Instant::now() + every).min(deadline),
+            ) {
                 return Some((ack.yiaddr(), started.elapsed()));
             }
         }
@@ -330,11 +382,37 @@ impl DhcpClient {
 /// Sends `count` packets of `kind` from random MACs (numbered from
 /// `first`) to `server`, DECLINEs naming addresses of `range`; returns
 /// how many went out.
-pub fn dhcp_flood(server: Ipv4Addr, kind: MessageType, first: u32, count: u32, range: (Ipv4Addr, u32)) -> u32 {
+pub fn dhcp_flood(
+    server: Ipv4Addr,
+    kind: MessageType,
+    first: u32,
+    count: u32,
+    range: (Ipv4Addr, u32),
+) -> u32 {
+    dhcp_flood_paced(server, kind, first, count, range, 0)
+}
+
+/// [`dhcp_flood`] at `per_second` packets a second at most (0: as fast as
+/// the socket takes them).
+pub fn dhcp_flood_paced(
+    server: Ipv4Addr,
+    kind: MessageType,
+    first: u32,
+    count: u32,
+    range: (Ipv4Addr, u32),
+    per_second: u32,
+) -> u32 {
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
     let to = SocketAddr::from((server, 67));
     let mut sent = 0;
+    let started = Instant::now();
     for i in first..first + count {
+        if per_second > 0 && sent % 100 == 0 {
+            let due = Duration::from_secs_f64(f64::from(sent) / f64::from(per_second));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
         let ip = (kind == MessageType::Decline)
             .then(|| Ipv4Addr::from(u32::from(range.0) + i % range.1.max(1)));
         let p = dhcp_packet(random_mac(i), kind, i, ip);

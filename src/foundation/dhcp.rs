@@ -563,7 +563,7 @@ pub fn handle(
             if !in_pool(&s.pool, ip) {
                 return Decision::Ignore("decline of an address outside the range");
             }
-            if !leases.by_mac(&mac).is_some_and(|l| l.ip == ip) {
+            if leases.by_mac(&mac).is_none_or(|l| l.ip != ip) {
                 return Decision::Ignore("decline from a client that does not hold that address");
             }
             leases.remove(&mac);

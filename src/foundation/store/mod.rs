@@ -16,7 +16,7 @@ mod users;
 
 pub use crate::foundation::states::BmNodeStatus;
 pub use bmnodes::{BmNode, BmNodeFilter, NetworkSettings, PowerState};
-pub use boot_events::BootEvent;
+pub use boot_events::{BootEvent, EVENTS_MAX, EVENTS_PER_MAC};
 pub use jobs::{Job, JobNode, JobStatus, LogLine};
 pub use messages::{MessageFilter, MessageLevel, StoredMessage};
 pub use nodes::{Node, NodeStatus};

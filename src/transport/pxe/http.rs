@@ -1131,6 +1131,42 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
+    #[tokio::test]
+    async fn callback_bodies_are_read_only_behind_the_token_and_capped_per_route() {
+        let (app, router, _dir) = setup().await;
+        let id = "n-Jr8KE6cf";
+        let token = app.store.rotate_deploy_token(id).await.unwrap().unwrap();
+        let big = "x".repeat(3 * 1024 * 1024);
+        // A stranger's 3 MiB body: refused for its token, not its size (the
+        // body is never read).
+        let (status, why) = call(
+            &router,
+            "POST",
+            &format!("/callback/{id}/wrong/inventory"),
+            &big,
+        )
+        .await;
+        assert_eq!(
+            (status, why.as_str()),
+            (StatusCode::FORBIDDEN, "wrong or expired deploy token\n")
+        );
+        // With the token: an inventory may be 1 MiB, a progress report 16 KiB.
+        let cb = format!("/callback/{id}/{token}");
+        let (status, _) = call(&router, "POST", &format!("{cb}/inventory"), &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let long = format!("percent=5&message={}", "y".repeat(20 * 1024));
+        let (status, _) = call(&router, "POST", &format!("{cb}/progress"), &long).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, _) = call(&router, "POST", &format!("{cb}/progress"), "percent=5").await;
+        assert_eq!(status, StatusCode::OK);
+        let inventory = format!(
+            r#"{{"cpu":{{"count":2}},"pad":"{}"}}"#,
+            "z".repeat(500 * 1024)
+        );
+        let (status, _) = call(&router, "POST", &format!("{cb}/inventory"), &inventory).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
     async fn setup() -> (Arc<App>, Router, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::foundation::store::Store::open(&dir.path().join("db.sqlite")).unwrap();
