@@ -119,7 +119,7 @@ fn the_api_holds_under_idle_connections_and_password_guessing() {
         .expect("failed logins are logged");
     assert!(
         line.contains("WARN")
-            && line.contains("user=admin")
+            && line.contains("user=\"admin\"")
             && line.contains("peer_uid=Some(")
             && line.contains("peer_pid=Some("),
         "{line}"

@@ -527,13 +527,22 @@ async fn power_sync(app: Arc<App>, shutdown: CancellationToken) {
     }
 }
 
-/// Hourly upkeep: purge expired user messages.
+/// Upkeep: purge expired user messages hourly; fold the WAL into the
+/// database every 30 s (the DHCP thread's connection never checkpoints, so
+/// that no disk sync delays an answer).
 async fn upkeep(store: Store, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut fold = tokio::time::interval(Duration::from_secs(30));
     tick.tick().await;
+    fold.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => purge_messages(&store).await,
+            _ = fold.tick() => {
+                if let Err(e) = store.checkpoint_passive().await {
+                    tracing::debug!("checkpoint: {e}");
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
     }

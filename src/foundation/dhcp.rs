@@ -153,12 +153,20 @@ impl RateLimit {
     /// Packets a MAC may send in a burst, and per second after that.
     pub const BURST: f64 = 10.0;
     pub const PER_SECOND: f64 = 2.0;
+    /// MACs tracked at most.
+    pub const MAX_TRACKED: usize = 100_000;
 
     /// Whether a packet from `mac` at time `now` (seconds, fractional) is
     /// answered.
     pub fn allow(&mut self, mac: &str, now: f64) -> bool {
-        if self.buckets.len() > 100_000 {
+        if self.buckets.len() > Self::MAX_TRACKED {
+            // A flood of made-up MACs must not grow the map (or make every
+            // packet scan it): forget the quiet ones, and everyone when that
+            // is not enough (they start with a full bucket again).
             self.buckets.retain(|_, (_, t)| now - *t < 60.0);
+            if self.buckets.len() > Self::MAX_TRACKED / 2 {
+                self.buckets.clear();
+            }
         }
         let (tokens, last) = self
             .buckets
@@ -986,6 +994,15 @@ mod tests {
             r.allow("52:54:00:00:00:01", 10.0),
             "the looping client recovers"
         );
+    }
+
+    #[test]
+    fn a_flood_of_made_up_macs_keeps_the_rate_limiter_bounded() {
+        let mut r = RateLimit::default();
+        for i in 0..(3 * RateLimit::MAX_TRACKED as u32) {
+            assert!(r.allow(&format!("02:00:{i:08x}"), 1.0 + f64::from(i) * 1e-5));
+            assert!(r.buckets.len() <= RateLimit::MAX_TRACKED + 1);
+        }
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub const PEER_BACKOFF_CAP: Duration = Duration::from_secs(60);
 pub const USER_BACKOFF_CAP: Duration = Duration::from_secs(8);
 /// Failure records kept (peers and user names each); the stalest go first.
 const TRACKED: usize = 4096;
+/// Characters of a user name kept in a failure record or a log line (a
+/// request may send a megabyte of USER_ID).
+const NAME_KEPT: usize = 64;
+
+/// `user_id` as recorded and logged: at most [`NAME_KEPT`] characters.
+fn short(user_id: &str) -> String {
+    user_id.chars().take(NAME_KEPT).collect()
+}
 
 /// Who is asking: the connecting process (SO_PEERCRED).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -166,7 +174,7 @@ impl Logins {
             }
         }
         if let Some(busy) = self.held_back(user_id, peer) {
-            tracing::warn!(user = %user_id, peer_uid = ?peer.uid, peer_pid = ?peer.pid, "login refused: {}", busy_text(&busy));
+            tracing::warn!(user = ?short(user_id), peer_uid = ?peer.uid, peer_pid = ?peer.pid, "login refused: {}", busy_text(&busy));
             return Ok(busy);
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= VERIFY_QUEUE {
@@ -203,7 +211,7 @@ impl Logins {
             }
             let mut b = self.backoff();
             b.peers.remove(&peer.key());
-            b.users.remove(user_id);
+            b.users.remove(&short(user_id));
             return Ok(Verdict::Ok);
         }
         let now = Instant::now();
@@ -218,7 +226,7 @@ impl Logins {
             );
             let u = bump(
                 &mut b.users,
-                &user_id.to_string(),
+                &short(user_id),
                 now,
                 Duration::from_millis(500),
                 USER_BACKOFF_CAP,
@@ -226,7 +234,7 @@ impl Logins {
             (p, u)
         };
         tracing::warn!(
-            user = %user_id,
+            user = ?short(user_id),
             peer_uid = ?peer.uid,
             peer_pid = ?peer.pid,
             peer_failures = p.count,
@@ -253,10 +261,14 @@ impl Logins {
             });
         }
         if peer_failed.is_some() {
-            if let Some(f) = b.users.get(user_id).filter(|f| f.until > now) {
+            if let Some(f) = b.users.get(&short(user_id)).filter(|f| f.until > now) {
                 return Some(Verdict::Busy {
                     retry_after: f.until - now,
-                    why: format!("{} failed logins in a row for user {user_id}", f.count),
+                    why: format!(
+                        "{} failed logins in a row for user {:?}",
+                        f.count,
+                        short(user_id)
+                    ),
                 });
             }
         }

@@ -3,7 +3,90 @@
 
 use super::{Store, StoreError};
 use crate::foundation::dhcp::Lease;
-use rusqlite::params;
+use rusqlite::{params, Connection};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The DHCP responder's own connection, used synchronously from its own
+/// thread (never the async runtime): one batch of packets costs one node
+/// lookup and one lease transaction without a hop to another thread, as a
+/// single-threaded DHCP server does. WAL lets it write beside the store's
+/// writer thread (SQLite takes turns; the busy timeout waits).
+pub struct LeaseDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl LeaseDb {
+    /// The registered nodes among `macs` (PXE MAC → node id, fixed address).
+    pub fn nodes_by_pxe_macs(
+        &mut self,
+        macs: &[String],
+    ) -> Result<HashMap<String, (String, String)>, StoreError> {
+        let r = nodes_by_macs(&self.conn, macs);
+        r.map_err(|e| e.on_disk(&self.path))
+    }
+
+    /// Writes a batch's lease changes in one transaction (see
+    /// [`Store::save_leases`]).
+    pub fn save_leases(&mut self, changes: Vec<(String, Option<Lease>)>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        write_leases(&mut self.conn, changes).map_err(|e| e.on_disk(&self.path))
+    }
+}
+
+fn nodes_by_macs(
+    conn: &Connection,
+    macs: &[String],
+) -> Result<HashMap<String, (String, String)>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let mut stmt =
+        conn.prepare_cached("SELECT node_id, pxe_address FROM bm_nodes WHERE pxe_mac = ?1")?;
+    let mut found = HashMap::new();
+    for mac in macs {
+        if let Some(row) = stmt
+            .query_row([mac], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        {
+            found.insert(mac.clone(), row);
+        }
+    }
+    Ok(found)
+}
+
+fn write_leases(
+    conn: &mut Connection,
+    changes: Vec<(String, Option<Lease>)>,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut delete_mac = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1")?;
+        // REPLACE deletes the rows that hold the MAC or the address.
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO leases (mac, ip, expires, bound, discovery) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (mac, lease) in changes {
+            match lease {
+                Some(l) => {
+                    insert.execute(params![
+                        l.mac,
+                        l.ip.to_string(),
+                        l.expires,
+                        l.bound,
+                        l.discovery
+                    ])?;
+                }
+                None => {
+                    delete_mac.execute([&mac])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
 
 impl Store {
     /// Every lease.
@@ -49,35 +132,22 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut delete_mac = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1")?;
-                // REPLACE deletes the rows that hold the MAC or the address.
-                let mut insert = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO leases (mac, ip, expires, bound, discovery) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
-                for (mac, lease) in changes {
-                    match lease {
-                        Some(l) => {
-                            insert.execute(params![
-                                l.mac,
-                                l.ip.to_string(),
-                                l.expires,
-                                l.bound,
-                                l.discovery
-                            ])?;
-                        }
-                        None => {
-                            delete_mac.execute([&mac])?;
-                        }
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(())
+        self.call(move |conn| write_leases(conn, changes)).await
+    }
+
+    /// A connection of its own for the DHCP responder's thread ([`LeaseDb`]).
+    pub fn lease_db(&self) -> Result<LeaseDb, StoreError> {
+        let conn = Connection::open(self.path())?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints (which sync the disk) stay with the store's writer
+        // thread: never on the path of a DHCP answer.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(LeaseDb {
+            conn,
+            path: self.path().to_path_buf(),
         })
-        .await
     }
 
     /// The registered nodes among `macs` (PXE MAC → node id, fixed address).
@@ -85,22 +155,7 @@ impl Store {
         &self,
         macs: Vec<String>,
     ) -> Result<std::collections::HashMap<String, (String, String)>, StoreError> {
-        self.call_read(move |conn| {
-            use rusqlite::OptionalExtension;
-            let mut stmt = conn
-                .prepare_cached("SELECT node_id, pxe_address FROM bm_nodes WHERE pxe_mac = ?1")?;
-            let mut found = std::collections::HashMap::new();
-            for mac in macs {
-                if let Some(row) = stmt
-                    .query_row([&mac], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?
-                {
-                    found.insert(mac, row);
-                }
-            }
-            Ok(found)
-        })
-        .await
+        self.call_read(move |conn| nodes_by_macs(conn, &macs)).await
     }
 }
 

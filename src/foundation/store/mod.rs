@@ -18,6 +18,7 @@ pub use crate::foundation::states::BmNodeStatus;
 pub use bmnodes::{BmNode, BmNodeFilter, NetworkSettings, PowerState};
 pub use boot_events::{BootEvent, EVENTS_MAX, EVENTS_PER_MAC};
 pub use jobs::{Job, JobNode, JobStatus, LogLine};
+pub use leases::LeaseDb;
 pub use messages::{MessageFilter, MessageLevel, StoredMessage};
 pub use nodes::{Node, NodeStatus};
 pub use users::User;
@@ -55,7 +56,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// `self`, as [`StoreError::DiskFull`] when SQLite says the disk is full.
-    fn on_disk(self, path: &Path) -> StoreError {
+    pub(crate) fn on_disk(self, path: &Path) -> StoreError {
         match &self {
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DiskFull =>
@@ -183,6 +184,17 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Folds what the WAL holds into the database file without waiting for
+    /// (or holding up) readers and writers — the DHCP thread's connection
+    /// never checkpoints itself.
+    pub async fn checkpoint_passive(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
     }
 
     /// Folds the WAL back into the database file (on shutdown).

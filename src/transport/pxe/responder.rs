@@ -3,13 +3,16 @@
 //! interface's IPv4 address, all bound to that interface (SO_BINDTODEVICE),
 //! so nothing ever answers on another one. Decisions are
 //! [`crate::foundation::dhcp::handle`]'s and [`crate::foundation::dhcp::handle_proxy`]'s; leases
-//! live in memory and are written to the store before any answer that
-//! depends on them is sent, one transaction per batch of packets.
+//! live in memory ([`LeaseTable`]) and are written to the store before the
+//! ACK that hands them out, one transaction per batch of packets. DHCP runs
+//! on a thread of its own with its own store connection ([`LeaseDb`]): no
+//! hop between threads lies between a packet and its answer.
 
 use crate::foundation::config::DhcpMode;
 use crate::foundation::dhcp::{self, Decision, NodeInfo, Nodes, Pool, ProxyPort, Settings};
 use crate::foundation::firmware::BootFiles;
 use crate::foundation::lease_table::LeaseTable;
+use crate::foundation::store::LeaseDb;
 use crate::foundation::tftp::Limits;
 use crate::service::app::App;
 use crate::transport::pxe::tftp::{self as tftp, TftpSettings};
@@ -54,6 +57,16 @@ fn interface_mac(name: &str) -> Option<[u8; 6]> {
 }
 
 fn bound_socket(addr: SocketAddr, iface: &str, broadcast: bool) -> Result<UdpSocket, String> {
+    let sock = bound_std_socket(addr, iface, broadcast)?;
+    UdpSocket::from_std(sock).map_err(|e| e.to_string())
+}
+
+/// A non-blocking UDP socket on `addr`, bound to interface `iface`.
+fn bound_std_socket(
+    addr: SocketAddr,
+    iface: &str,
+    broadcast: bool,
+) -> Result<std::net::UdpSocket, String> {
     let sock = std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
     nix::sys::socket::setsockopt(
         &sock,
@@ -66,7 +79,7 @@ fn bound_socket(addr: SocketAddr, iface: &str, broadcast: bool) -> Result<UdpSoc
             .map_err(|e| format!("cannot enable broadcast on {addr}: {e}"))?;
     }
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
-    UdpSocket::from_std(sock).map_err(|e| e.to_string())
+    Ok(sock)
 }
 
 /// Starts DHCP and TFTP when configured; returns whether they run.
@@ -105,10 +118,14 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
         http_base: format!("http://{ip}:{}", cfg.http.port),
         discovery: d.discovery,
     };
-    let dhcp_sock = bound_socket(SocketAddr::from(([0, 0, 0, 0], 67)), &iface, true)?;
+    let dhcp_sock = bound_std_socket(SocketAddr::from(([0, 0, 0, 0], 67)), &iface, true)?;
     let (boot_sock, table) = match d.mode {
         DhcpMode::Proxy => (
-            Some(bound_socket(SocketAddr::from((ip, 4011)), &iface, false)?),
+            Some(bound_std_socket(
+                SocketAddr::from((ip, 4011)),
+                &iface,
+                false,
+            )?),
             None,
         ),
         DhcpMode::Full => {
@@ -116,16 +133,17 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
             (None, Some(LeaseTable::new(leases)))
         }
     };
-    tokio::spawn(dhcp_loop(
-        app.clone(),
-        Sockets {
-            dhcp: dhcp_sock,
-            boot_server: boot_sock,
-        },
-        settings,
-        table,
-        shutdown.clone(),
-    ));
+    let db = app.store.lease_db().map_err(|e| e.to_string())?;
+    let timeline = timeline_writer(app.clone());
+    let dhcp_shutdown = shutdown.clone();
+    let socks = Sockets {
+        dhcp: dhcp_sock,
+        boot_server: boot_sock,
+    };
+    std::thread::Builder::new()
+        .name("rackboot-dhcp".into())
+        .spawn(move || dhcp_loop(socks, settings, table, db, timeline, dhcp_shutdown))
+        .map_err(|e| format!("cannot start the DHCP thread: {e}"))?;
     if cfg.tftp.enabled {
         let tftp_sock = bound_socket(SocketAddr::from((ip, cfg.tftp.port)), &iface, false)?;
         let t = TftpSettings {
@@ -229,10 +247,33 @@ impl Nodes for Known {
     }
 }
 
-/// The DHCP sockets: 67, and 4011 in proxy mode.
+/// The DHCP sockets (non-blocking): 67, and 4011 in proxy mode.
 struct Sockets {
-    dhcp: UdpSocket,
-    boot_server: Option<UdpSocket>,
+    dhcp: std::net::UdpSocket,
+    boot_server: Option<std::net::UdpSocket>,
+}
+
+impl Sockets {
+    /// Waits until a socket is readable, at most `ms` milliseconds.
+    fn wait(&self, ms: i32) {
+        use std::os::fd::AsRawFd;
+        let mut fds = vec![libc::pollfd {
+            fd: self.dhcp.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(b) = &self.boot_server {
+            fds.push(libc::pollfd {
+                fd: b.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: poll on descriptors we own, with the array's length.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+        }
+    }
 }
 
 /// A request taken off a socket.
@@ -248,7 +289,7 @@ struct Incoming {
 const BATCH: usize = 256;
 
 fn drain(
-    sock: &UdpSocket,
+    sock: &std::net::UdpSocket,
     boot_server: bool,
     buf: &mut [u8],
     limit: &mut dhcp::RateLimit,
@@ -256,7 +297,7 @@ fn drain(
     out: &mut Vec<Incoming>,
 ) {
     while out.len() < BATCH {
-        let (n, peer) = match sock.try_recv_from(buf) {
+        let (n, peer) = match sock.recv_from(buf) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => {
@@ -294,30 +335,28 @@ fn upper<T: std::fmt::Debug>(t: Option<T>) -> String {
         .unwrap_or_default()
 }
 
-async fn dhcp_loop(
-    app: Arc<App>,
+/// The DHCP responder, on its own thread (as a single-threaded DHCP server
+/// works: no hop to another thread between a packet and its answer): wait
+/// for packets, take up to [`BATCH`], look their MACs up and write their
+/// leases on its own store connection ([`LeaseDb`]), answer. Ends when
+/// `shutdown` is cancelled (checked every 250 ms).
+fn dhcp_loop(
     socks: Sockets,
     settings: Settings,
     mut table: Option<LeaseTable>,
+    mut db: LeaseDb,
+    timeline: tokio::sync::mpsc::Sender<Vec<BootLine>>,
     shutdown: CancellationToken,
 ) {
-    let timeline = timeline_writer(app.clone());
     let mut buf = vec![0u8; 1500];
     let mut limit = dhcp::RateLimit::default();
     let started = std::time::Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let boot_ready = async {
-            match &socks.boot_server {
-                Some(s) => s.readable().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = socks.dhcp.readable() => {},
-            _ = boot_ready => {},
-            _ = shutdown.cancelled() => return,
+        if shutdown.is_cancelled() {
+            return;
         }
+        socks.wait(250);
         let now = started.elapsed().as_secs_f64();
         drain(&socks.dhcp, false, &mut buf, &mut limit, now, &mut batch);
         if let Some(s) = &socks.boot_server {
@@ -332,7 +371,7 @@ async fn dhcp_loop(
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let known = match app.store.nodes_by_pxe_macs(macs).await {
+        let known = match db.nodes_by_pxe_macs(&macs) {
             Ok(k) => Known(k),
             Err(e) => {
                 tracing::warn!("dhcp: node lookup failed: {e}");
@@ -413,16 +452,16 @@ async fn dhcp_loop(
         // only once their leases are on disk.
         let (now_out, after_save): (Vec<_>, Vec<_>) =
             replies.into_iter().partition(|r| !r.needs_lease);
-        send_all(&socks, now_out).await;
+        send_all(&socks, now_out);
         if let Some(t) = &mut table {
             t.sweep(unix_now);
             let changes = t.changes();
-            if let Err(e) = app.store.save_leases(changes).await {
+            if let Err(e) = db.save_leases(changes) {
                 tracing::warn!("dhcp: cannot save leases, not acknowledging this batch: {e}");
                 continue;
             }
         }
-        send_all(&socks, after_save).await;
+        send_all(&socks, after_save);
         if !events.is_empty() {
             let _ = timeline.try_send(events);
         }
@@ -439,14 +478,26 @@ struct Outgoing {
     mac: String,
 }
 
-async fn send_all(socks: &Sockets, out: Vec<Outgoing>) {
+fn send_all(socks: &Sockets, out: Vec<Outgoing>) {
     for o in out {
         let sock = match (&socks.boot_server, o.from_boot_server) {
             (Some(s), true) => s,
             _ => &socks.dhcp,
         };
-        if let Err(e) = sock.send_to(&o.bytes, SocketAddr::V4(o.to)).await {
-            tracing::warn!(mac = %o.mac, "dhcp: cannot send the answer: {e}");
+        // Non-blocking: a full send buffer waits a little, never long.
+        let mut tries = 0;
+        loop {
+            match sock.send_to(&o.bytes, SocketAddr::V4(o.to)) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                Err(e) => {
+                    tracing::warn!(mac = %o.mac, "dhcp: cannot send the answer: {e}");
+                    break;
+                }
+            }
         }
     }
 }
