@@ -310,7 +310,7 @@ fn main() {
         .unwrap();
         let delay = t.saturating_sub(r0);
         println!(
-            "   {count:>5} stalled: real RRQ got 1 MiB in {} ({busy} busy answers first), delay {} (goal ≤ 1 s); {slots} stalled requests were answered",
+            "   {count:>5} stalled: real RRQ got 1 MiB in {} ({busy} tries refused busy or lost first), delay {} (goal ≤ 1 s); {slots} stalled requests were answered",
             ms(t),
             ms(delay)
         );

@@ -168,9 +168,9 @@ pub fn answered(socks: &[UdpSocket]) -> usize {
         .count()
 }
 
-/// Fetches `file` over TFTP from `bind`, retrying when the server answers
-/// "busy", for at most `within`: (bytes, time to the whole file, busy
-/// answers seen).
+/// Fetches `file` over TFTP from `bind`, starting over when the server
+/// answers "busy" or a packet is lost (2 s without one), for at most
+/// `within`: (bytes, time to the whole file, tries that failed).
 pub fn tftp_get(
     server: SocketAddr,
     file: &str,
@@ -191,24 +191,39 @@ pub fn tftp_get(
                 busy += 1;
                 std::thread::sleep(Duration::from_millis(100));
             }
+            // A lost packet (this client does not retransmit): start over,
+            // as a firmware client would.
+            Err(e) if e.starts_with("no answer") => busy += 1,
             Err(e) => return Err(e),
         }
     }
 }
 
 fn tftp_once(server: SocketAddr, file: &str, bind: IpAddr) -> Result<Vec<u8>, String> {
+    // As real clients do: the last packet (request or ACK) is sent again
+    // after 500 ms without an answer, 4 times at most.
     let s = UdpSocket::bind(SocketAddr::new(bind, 0)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-    s.send_to(&rrq(file, &[("blksize", "1468")]), server)
-        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+    let mut last = (rrq(file, &[("blksize", "1468")]), server);
+    s.send_to(&last.0, last.1).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut expect: u16 = 1;
     let mut buf = vec![0u8; 2048];
     let mut blksize = 512;
+    let mut silent = 0;
     loop {
-        let (n, from) = s
-            .recv_from(&mut buf)
-            .map_err(|e| format!("no answer: {e}"))?;
+        let (n, from) = match s.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) => {
+                silent += 1;
+                if silent > 4 {
+                    return Err(format!("no answer: {e}"));
+                }
+                s.send_to(&last.0, last.1).map_err(|e| e.to_string())?;
+                continue;
+            }
+        };
+        silent = 0;
         let op = u16::from_be_bytes([buf[0], buf[1]]);
         match op {
             5 => {
@@ -224,7 +239,8 @@ fn tftp_once(server: SocketAddr, file: &str, bind: IpAddr) -> Result<Vec<u8>, St
                         blksize = String::from_utf8_lossy(kv[1]).parse().unwrap_or(512);
                     }
                 }
-                s.send_to(&[0, 4, 0, 0], from).map_err(|e| e.to_string())?;
+                last = (vec![0, 4, 0, 0], from);
+                s.send_to(&last.0, from).map_err(|e| e.to_string())?;
             }
             3 => {
                 let block = u16::from_be_bytes([buf[2], buf[3]]);
@@ -232,8 +248,8 @@ fn tftp_once(server: SocketAddr, file: &str, bind: IpAddr) -> Result<Vec<u8>, St
                     out.extend_from_slice(&buf[4..n]);
                     expect = expect.wrapping_add(1);
                 }
-                s.send_to(&[0, 4, buf[2], buf[3]], from)
-                    .map_err(|e| e.to_string())?;
+                last = (vec![0, 4, buf[2], buf[3]], from);
+                s.send_to(&last.0, from).map_err(|e| e.to_string())?;
                 if block == expect.wrapping_sub(1) && n - 4 < blksize {
                     return Ok(out);
                 }

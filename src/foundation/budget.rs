@@ -189,6 +189,14 @@ pub async fn watch(state: Arc<ConnState>, t: Timeouts) {
     }
 }
 
+/// Who a connection comes from, for the per-client cap: its address
+/// (TCP), or its uid (a Unix socket, SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    Ip(IpAddr),
+    Uid(u32),
+}
+
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -197,7 +205,7 @@ pub enum Refused {
 }
 
 struct Entry {
-    client: Option<IpAddr>,
+    client: Option<Client>,
     state: Arc<ConnState>,
 }
 
@@ -205,7 +213,7 @@ struct Entry {
 struct Inner {
     next: u64,
     conns: HashMap<u64, Entry>,
-    per_client: HashMap<IpAddr, usize>,
+    per_client: HashMap<Client, usize>,
 }
 
 /// The connections of one listener.
@@ -249,14 +257,14 @@ impl Budget {
         self.lock().conns.len()
     }
 
-    /// Admits a connection from `client` (None: no address, a Unix
-    /// socket), closing the longest-idle one (of that client when it is at
-    /// its cap, else of all) when full.
-    pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Ticket, Refused> {
+    /// Admits a connection from `client` (None: unknown), closing the
+    /// longest-idle one (of that client when it is at its cap, else of all)
+    /// when full.
+    pub fn admit(self: &Arc<Self>, client: Option<Client>) -> Result<Ticket, Refused> {
         let mut inner = self.lock();
-        if let Some(ip) = client {
-            if inner.per_client.get(&ip).copied().unwrap_or(0) >= self.per_client {
-                evict_idlest(&mut inner, Some(ip)).ok_or(Refused::Busy)?;
+        if let Some(c) = client {
+            if inner.per_client.get(&c).copied().unwrap_or(0) >= self.per_client {
+                evict_idlest(&mut inner, Some(c)).ok_or(Refused::Busy)?;
             }
         }
         if inner.conns.len() >= self.max {
@@ -272,8 +280,8 @@ impl Budget {
                 state: state.clone(),
             },
         );
-        if let Some(ip) = client {
-            *inner.per_client.entry(ip).or_insert(0) += 1;
+        if let Some(c) = client {
+            *inner.per_client.entry(c).or_insert(0) += 1;
         }
         Ok(Ticket {
             id,
@@ -296,20 +304,20 @@ impl Budget {
 
 fn remove(inner: &mut Inner, id: u64) -> Option<Entry> {
     let e = inner.conns.remove(&id)?;
-    if let Some(ip) = e.client {
-        if let Some(n) = inner.per_client.get_mut(&ip) {
+    if let Some(c) = e.client {
+        if let Some(n) = inner.per_client.get_mut(&c) {
             *n -= 1;
             if *n == 0 {
-                inner.per_client.remove(&ip);
+                inner.per_client.remove(&c);
             }
         }
     }
     Some(e)
 }
 
-/// Cancels and forgets the idle connection (of `only`'s address, or any)
-/// that has been idle the longest.
-fn evict_idlest(inner: &mut Inner, only: Option<IpAddr>) -> Option<()> {
+/// Cancels and forgets the idle connection (of client `only`, or any) that
+/// has been idle the longest.
+fn evict_idlest(inner: &mut Inner, only: Option<Client>) -> Option<()> {
     let id = inner
         .conns
         .iter()
@@ -428,7 +436,7 @@ mod tests {
     #[test]
     fn the_longest_idle_connection_goes_first_and_busy_ones_never() {
         let b = Budget::new(3, 2);
-        let ip = |n: u8| Some(IpAddr::from([10, 0, 0, n]));
+        let ip = |n: u8| Some(Client::Ip(IpAddr::from([10, 0, 0, n])));
         let first = b.admit(ip(1)).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let second = b.admit(ip(2)).unwrap();

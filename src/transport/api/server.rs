@@ -6,8 +6,9 @@
 //! accepting on cancellation while in-flight requests finish.
 //!
 //! Connections have a budget (`api.max_connections`, lowered to the
-//! descriptors the open-file limit leaves): when full, the connection idle
-//! the longest is closed for the new one; a connection must send its first
+//! descriptors the open-file limit leaves; one uid may hold a quarter of
+//! it): when full, the connection idle the longest (of that uid, when it is
+//! at its share) is closed for the new one; a connection must send its first
 //! request head within [`TIMEOUTS`]`.head`, the next within `.idle`, and a
 //! body within [`BODY_TIMEOUT`]; a request that moves no byte for `.stall`
 //! is dropped. Idle or dribbling connections cannot lock the API out.
@@ -95,7 +96,9 @@ pub async fn serve(
         in_flight: Arc::new(Semaphore::new(permits)),
     };
     let router = Router::new().fallback(api).with_state(state);
-    let budget = Budget::new(max, max);
+    // One uid (one local user) may hold a quarter of the budget: a flood
+    // from one user evicts that user's own idle connections, not others'.
+    let budget = Budget::new(max, (max / 4).max(8));
     let connections = TaskTracker::new();
     let mut refused = Refusals::default();
     loop {
@@ -114,14 +117,14 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let Ok(ticket) = budget.admit(None) else {
-            refused.note("every connection is serving a request (api.max_connections)");
-            continue;
-        };
         let cred = stream.peer_cred().ok();
         let peer = Peer {
             uid: cred.map(|c| c.uid()),
             pid: cred.and_then(|c| c.pid()),
+        };
+        let Ok(ticket) = budget.admit(peer.uid.map(budget::Client::Uid)) else {
+            refused.note("every connection is serving a request (api.max_connections)");
+            continue;
         };
         connections.spawn(connection(
             stream,

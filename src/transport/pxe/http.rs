@@ -126,7 +126,7 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: C
             },
             _ = shutdown.cancelled() => return,
         };
-        let Ok(ticket) = budget.admit(Some(peer.ip())) else {
+        let Ok(ticket) = budget.admit(Some(budget::Client::Ip(peer.ip()))) else {
             tracing::debug!(%peer, "http: refused a connection: every connection is serving a request");
             continue;
         };
