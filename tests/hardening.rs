@@ -260,3 +260,74 @@ fn pxe_listeners_hold_under_floods() {
         "{leases} lease rows"
     );
 }
+
+/// The boot timeline is bounded in all: a flood of made-up MACs is purged
+/// first, oldest first, and a registered node's events stay.
+#[test]
+fn boot_events_stay_within_their_global_bound() {
+    use rackboot::foundation::store::{BmNode, Store, EVENTS_MAX};
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::open(&dir.path().join("rackboot.db")).unwrap();
+        let mut node = BmNode::blank();
+        node.node_id = "n-Jr8KE6cf".into();
+        node.hostname = "web01".into();
+        node.os_version = "tiny-1.0".into();
+        node.cpu_arch = "x86_64".into();
+        node.ipmi_address = "127.0.0.1".into();
+        node.pxe_mac = "52:54:00:99:00:10".into();
+        store.insert_bm_nodes(vec![node]).await.unwrap();
+        store
+            .record_boot_events(vec![(
+                "52:54:00:99:00:10".into(),
+                "dhcp",
+                "DISCOVER → OFFER".into(),
+            )])
+            .await
+            .unwrap();
+        // More events than the bound, from made-up MACs, in batches as the
+        // DHCP thread writes them.
+        let total = EVENTS_MAX as u32 + 5_000;
+        for batch in 0..(total / 1000) {
+            let events = (0..1000)
+                .map(|i| {
+                    let n = batch * 1000 + i;
+                    (
+                        format!(
+                            "02:5a:{:02x}:{:02x}:{:02x}:{:02x}",
+                            n >> 24,
+                            (n >> 16) & 255,
+                            (n >> 8) & 255,
+                            n & 255
+                        ),
+                        "dhcp",
+                        "DISCOVER → OFFER".to_string(),
+                    )
+                })
+                .collect();
+            store.record_boot_events(events).await.unwrap();
+            assert!(store.boot_event_count().await.unwrap() <= EVENTS_MAX as u64);
+        }
+        let node_events = store
+            .boot_events("52:54:00:99:00:10".into(), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(node_events.len(), 1, "the registered node's event went");
+        // The newest unknown MACs' events are kept, the oldest went.
+        let last = format!(
+            "02:5a:00:00:{:02x}:{:02x}",
+            ((total - 1) >> 8) & 255,
+            (total - 1) & 255
+        );
+        assert_eq!(store.boot_events(last, 0, 10).await.unwrap().len(), 1);
+        assert!(store
+            .boot_events("02:5a:00:00:00:00".into(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    });
+}
