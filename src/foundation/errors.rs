@@ -194,3 +194,22 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_answered_with_its_code_and_the_database_path() {
+        let path = std::path::PathBuf::from("/var/lib/rackboot/rackboot.db");
+        let api = ApiError::from(StoreError::DiskFull(path));
+        assert_eq!(api.code, RetCode::DiskFull);
+        assert!(
+            api.message.contains("is full")
+                && api.message.contains("/var/lib/rackboot/rackboot.db")
+                && api.message.contains("nothing was changed"),
+            "{}",
+            api.message
+        );
+    }
+}
