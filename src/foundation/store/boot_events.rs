@@ -42,7 +42,30 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        self.call(move |conn| write_boot_events(conn, events)).await
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
+                     VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
+                )?;
+                let mut trim = tx.prepare_cached(
+                    "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                )?;
+                for (mac, kind, detail) in events {
+                    insert.execute(params![mac, kind, detail, now])?;
+                    trim.execute(params![mac, EVENTS_PER_MAC])?;
+                }
+                bound_all(&tx)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     /// How many events the table holds in all.
@@ -139,34 +162,5 @@ fn bound_all(conn: &rusqlite::Connection) -> Result<(), StoreError> {
         )?
         .execute([excess - unknown])?;
     }
-    Ok(())
-}
-
-/// Inserts `events` (mac, kind, detail) now, in one transaction, keeping
-/// the per-MAC and global bounds.
-pub(super) fn write_boot_events(
-    conn: &mut rusqlite::Connection,
-    events: Vec<(String, &'static str, String)>,
-) -> Result<(), StoreError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let tx = conn.transaction()?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
-             VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
-        )?;
-        let mut trim = tx.prepare_cached(
-            "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-        )?;
-        for (mac, kind, detail) in events {
-            insert.execute(params![mac, kind, detail, now])?;
-            trim.execute(params![mac, EVENTS_PER_MAC])?;
-        }
-        bound_all(&tx)?;
-    }
-    tx.commit()?;
     Ok(())
 }

@@ -27,20 +27,6 @@ impl LeaseDb {
         r.map_err(|e| e.on_disk(&self.path))
     }
 
-    /// Adds DHCP exchanges to the boot timeline (mac, kind, detail), in one
-    /// transaction, within the timeline's bounds (see
-    /// [`Store::record_boot_events`]).
-    pub fn record_boot_events(
-        &mut self,
-        events: Vec<(String, &'static str, String)>,
-    ) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        super::boot_events::write_boot_events(&mut self.conn, events)
-            .map_err(|e| e.on_disk(&self.path))
-    }
-
     /// Writes a batch's lease changes in one transaction (see
     /// [`Store::save_leases`]).
     pub fn save_leases(&mut self, changes: Vec<(String, Option<Lease>)>) -> Result<(), StoreError> {

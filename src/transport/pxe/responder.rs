@@ -134,6 +134,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
         }
     };
     let db = app.store.lease_db().map_err(|e| e.to_string())?;
+    let timeline = timeline_writer(app.clone());
     let dhcp_shutdown = shutdown.clone();
     let socks = Sockets {
         dhcp: dhcp_sock,
@@ -141,7 +142,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
     };
     std::thread::Builder::new()
         .name("rackboot-dhcp".into())
-        .spawn(move || dhcp_loop(socks, settings, table, db, dhcp_shutdown))
+        .spawn(move || dhcp_loop(socks, settings, table, db, timeline, dhcp_shutdown))
         .map_err(|e| format!("cannot start the DHCP thread: {e}"))?;
     if cfg.tftp.enabled {
         let tftp_sock = bound_socket(SocketAddr::from((ip, cfg.tftp.port)), &iface, false)?;
@@ -344,20 +345,18 @@ fn dhcp_loop(
     settings: Settings,
     mut table: Option<LeaseTable>,
     mut db: LeaseDb,
+    timeline: tokio::sync::mpsc::Sender<Vec<BootLine>>,
     shutdown: CancellationToken,
 ) {
-    let mut timeline = Timeline::default();
     let mut buf = vec![0u8; 1500];
     let mut limit = dhcp::RateLimit::default();
     let started = std::time::Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         if shutdown.is_cancelled() {
-            timeline.flush(&mut db);
             return;
         }
         socks.wait(250);
-        timeline.flush_when_due(&mut db);
         let now = started.elapsed().as_secs_f64();
         drain(&socks.dhcp, false, &mut buf, &mut limit, now, &mut batch);
         if let Some(s) = &socks.boot_server {
@@ -463,43 +462,8 @@ fn dhcp_loop(
             }
         }
         send_all(&socks, after_save);
-        timeline.add(events);
-        timeline.flush_when_due(&mut db);
-    }
-}
-
-/// Timeline lines of DHCP exchanges, written after the answers on the DHCP
-/// thread's own connection (no lock taken turns with another thread on the
-/// answer's path), in batches: every [`TIMELINE_EVERY`] or
-/// [`TIMELINE_BATCH`] lines. Past [`TIMELINE_MAX_PENDING`] lines waiting (a
-/// write failing under a flood), new ones are dropped.
-#[derive(Default)]
-struct Timeline {
-    pending: Vec<BootLine>,
-    since: Option<std::time::Instant>,
-}
-
-impl Timeline {
-    fn add(&mut self, lines: Vec<BootLine>) {
-        if lines.is_empty() || self.pending.len() >= TIMELINE_MAX_PENDING {
-            return;
-        }
-        self.since.get_or_insert_with(std::time::Instant::now);
-        self.pending.extend(lines);
-    }
-
-    fn flush_when_due(&mut self, db: &mut LeaseDb) {
-        if self.pending.len() >= TIMELINE_BATCH
-            || self.since.is_some_and(|t| t.elapsed() >= TIMELINE_EVERY)
-        {
-            self.flush(db);
-        }
-    }
-
-    fn flush(&mut self, db: &mut LeaseDb) {
-        self.since = None;
-        if let Err(e) = db.record_boot_events(std::mem::take(&mut self.pending)) {
-            tracing::debug!("boot timeline: {e}");
+        if !events.is_empty() {
+            let _ = timeline.try_send(events);
         }
     }
 }
@@ -538,8 +502,32 @@ fn send_all(socks: &Sockets, out: Vec<Outgoing>) {
     }
 }
 
+/// Boot timeline lines of DHCP exchanges, written in the background in
+/// batches of at most [`TIMELINE_BATCH`] lines or [`TIMELINE_EVERY`]:
+/// timeline writes never hold up the lease writes the answers wait for.
+/// Lines past [`TIMELINE_QUEUE`] waiting batches are dropped (a flood).
+fn timeline_writer(app: Arc<App>) -> tokio::sync::mpsc::Sender<Vec<BootLine>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<BootLine>>(TIMELINE_QUEUE);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut lines = first;
+            let deadline = tokio::time::Instant::now() + TIMELINE_EVERY;
+            while lines.len() < TIMELINE_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(more)) => lines.extend(more),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if let Err(e) = app.store.record_boot_events(lines).await {
+                tracing::debug!("boot timeline: {e}");
+            }
+        }
+    });
+    tx
+}
+
 /// One timeline line: MAC, kind, detail.
 type BootLine = (String, &'static str, String);
 const TIMELINE_BATCH: usize = 2048;
 const TIMELINE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-const TIMELINE_MAX_PENDING: usize = 20_000;
+const TIMELINE_QUEUE: usize = 64;
