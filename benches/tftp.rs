@@ -102,6 +102,7 @@ fn main() {
             max_windowsize: 64,
         },
         max_transfers: 64,
+        max_per_client: 64,
         retries: 5,
         report: None,
         generate: None,

@@ -307,14 +307,162 @@ fn files_have_safe_modes_and_a_second_daemon_is_refused() {
     assert!(d.log().contains("admin.password"));
     assert_eq!(d.password().len(), 24);
 
+    // A job of the live daemon, mid-way: a second daemon on the same state
+    // directory must not take it for an interrupted one.
+    rt().block_on(async {
+        let store = Store::open(&d.state_dir().join("rackboot.db")).unwrap();
+        store
+            .create_job(
+                "j-Live0001".into(),
+                "ScanBMNodes",
+                vec![],
+                "admin",
+                "req-Abcdefgh",
+            )
+            .await
+            .unwrap();
+        store
+            .set_job_status("j-Live0001", JobStatus::Step(1), Some("probing".into()))
+            .await
+            .unwrap();
+    });
+    let before = d.snapshot();
     let out = Command::new(BIN)
         .args(["serve", "--state-dir"])
         .arg(d.state_dir())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already serving"));
-    d.ok(json!({"action": "DescribeBMNodes"}));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("already serving"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", d.pid())),
+        "the refusal names the running daemon's pid: {stderr}"
+    );
+    // Nothing changed: the job still runs, no message was written.
+    let status =
+        d.ok(json!({"action": "GetStatus", "job_action": "ScanBMNodes", "job_id": "j-Live0001"}));
+    assert_eq!(status["status"], "step1", "{status}");
+    assert_eq!(d.snapshot(), before);
+    assert_eq!(
+        std::fs::read_to_string(d.state_dir().join("rackboot.lock"))
+            .unwrap()
+            .trim(),
+        d.pid().to_string()
+    );
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--state-dir"])
+        .arg(dir.path())
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 2048,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(dir.path().join("api.sock")).is_err() {
+        assert!(Instant::now() < deadline, "daemon not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[3..5], ["2048", "2048"], "{line}");
+}
+
+/// A real full disk: the state directory on a small tmpfs that the test
+/// fills (root; CI is root). The API says the disk is full and where.
+#[test]
+fn a_full_disk_is_named_in_the_answer() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test mounts a tmpfs and must run as root (CI does)"
+    );
+    let mnt = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    let state = mnt.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--state-dir"])
+        .arg(&state)
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(state.join("api.sock")).is_err() {
+        assert!(Instant::now() < deadline, "daemon not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Fill the rest of the tmpfs.
+    let filler = mnt.path().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let password = std::fs::read_to_string(state.join("admin.password")).unwrap();
+    let rt = rt();
+    let call = |req: Value| {
+        rt.block_on(rackboot::entry::cli::client::call(
+            &state.join("api.sock"),
+            &req,
+        ))
+        .unwrap()
+    };
+    let nodes: Vec<Value> = (0..2000).map(node).collect();
+    let r = call(
+        json!({"action": "RegisterBMNodes", "USER_ID": "admin", "PASSWORD": password.trim(), "bm_nodes": nodes}),
+    );
+    assert_eq!(r["ret_code"], 5100, "{r}");
+    let msg = r["message"].as_str().unwrap();
+    assert!(
+        msg.contains("is full") && msg.contains(&state.join("rackboot.db").display().to_string()),
+        "{msg}"
+    );
+    // Space back: the same request works, nothing of the first was kept.
+    std::fs::remove_file(&filler).unwrap();
+    let r =
+        call(json!({"action": "DescribeBMNodes", "USER_ID": "admin", "PASSWORD": password.trim()}));
+    assert_eq!(r["total_count"], 0, "{r}");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    );
+    let _ = child.wait();
 }
 
 #[test]
@@ -375,6 +523,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "ProtectHome=yes",
         "PrivateTmp=yes",
         "CAP_NET_BIND_SERVICE CAP_NET_RAW",
+        "LimitNOFILE=",
     ] {
         assert!(unit.contains(needle), "unit lacks {needle}");
     }

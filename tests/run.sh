@@ -87,6 +87,17 @@ if [ "$(id -u)" -eq 0 ] && ! { "$venv/bin/python3" -c 'import sushy_tools, libvi
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'sushy-tools==2.2.0' 'redfishtool==1.1.8'
 fi
 
+# Fuzzing (after the tests): cargo-fuzz on the nightly toolchain installed
+# on these machines.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "tests/run.sh: the nightly toolchain is missing (rustup toolchain install nightly): the fuzz targets need it" >&2
+  exit 1
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "tests/run.sh: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
@@ -97,8 +108,15 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Every fuzz target for RB_FUZZ_SECONDS (60) on the committed corpora; a
+# crash fails the run (its input is left in fuzz/artifacts/). The fuzz
+# build is kept in target/fuzz.
+bash fuzz/run.sh "${RB_FUZZ_SECONDS:-60}" 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole run.
+# One closing line for the whole run (each fuzz target counts as a test).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^fuzz [a-z_]+: .* no crash/ { p += 1 } /^fuzz [a-z_]+: CRASH/ { f += 1 }
      END { printf "rackboot: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+exit "$fuzz_status"

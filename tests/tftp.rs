@@ -46,6 +46,7 @@ impl Server {
                 max_windowsize: 16,
             },
             max_transfers: 32,
+            max_per_client: 32,
             retries: 5,
             report: None,
             generate: None,

@@ -1,5 +1,6 @@
-//! Wiring of `rackboot serve`: config and state directory, tracing, the
-//! store, the first-start admin user, start-up recovery, the API socket,
+//! Wiring of `rackboot serve`: config and state directory (locked: one
+//! daemon per state directory, before anything is opened or changed), the
+//! open-file limit (raised to the hard one), tracing, the store, the first-start admin user, start-up recovery, the API socket,
 //! systemd notification (READY/STOPPING/RELOADING), signals (SIGTERM and
 //! SIGINT stop, SIGHUP reloads) and periodic upkeep. No protocol or business
 //! logic lives here.
@@ -29,6 +30,9 @@ pub struct ServeOptions {
 pub const ADMIN_PASSWORD_FILE: &str = "admin.password";
 /// The database file inside the state directory.
 pub const DATABASE_FILE: &str = "rackboot.db";
+/// The lock file of the state directory: held (flock) by the daemon that
+/// serves it, holding its pid.
+pub const LOCK_FILE: &str = "rackboot.lock";
 
 type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
@@ -63,19 +67,73 @@ fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigError> {
 /// glibc keeps freed heap in per-thread arenas (up to 8 per core), so a
 /// daemon that answered a few 8 MB responses would sit on ~80 MB it no
 /// longer uses. Two arenas bound the spread; [`crate::transport::api::server`] gives
-/// memory back after large responses.
+/// memory back after large responses. A fixed mmap threshold keeps large
+/// blocks (argon2's 19 MiB per password check) out of the heap: glibc's
+/// sliding threshold would otherwise move them into arenas after the first
+/// free, where a burst of logins leaves them.
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before any
     // other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 * 1024 * 1024);
     }
+}
+
+/// The state directory's lock, held until the process ends.
+struct StateLock {
+    _file: std::fs::File,
+}
+
+/// Takes the exclusive lock of `dir` (flock on [`LOCK_FILE`]) and writes our
+/// pid there; when another daemon holds it, says which (its pid) and
+/// changes nothing.
+fn lock_state_dir(dir: &Path) -> Result<StateLock, String> {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let pid = text.trim();
+            let who = if pid.is_empty() {
+                "another rackboot daemon".to_string()
+            } else {
+                format!("another rackboot daemon (pid {pid})")
+            };
+            return Err(format!(
+                "{who} is already serving the state directory {}: stop it first, or pass another --state-dir; nothing was changed",
+                dir.display()
+            ));
+        }
+        return Err(format!("cannot lock {}: {err}", path.display()));
+    }
+    file.set_len(0)
+        .and_then(|_| file.rewind())
+        .and_then(|_| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(StateLock { _file: file })
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(opts: ServeOptions) -> i32 {
     tune_allocator();
+    // Before any thread: every thread inherits the limit.
+    let nofile = crate::foundation::budget::raise_nofile_limit();
     let config = match load_config(opts.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -84,6 +142,17 @@ pub fn run(opts: ServeOptions) -> i32 {
         }
     };
     let filter = init_tracing(&config);
+    match nofile {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                before,
+                after,
+                "raised the open-file limit to its hard limit"
+            )
+        }
+        Ok((_, after)) => tracing::info!(limit = after, "open-file limit"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("rackboot")
@@ -162,6 +231,8 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
     let signals_in = Signals::install()?;
     let state_dir = config::resolve_state_dir(opts.state_dir.as_deref(), &config);
     prepare_state_dir(&state_dir)?;
+    // Before anything in the directory is opened or changed.
+    let _lock = lock_state_dir(&state_dir)?;
     let db_path = state_dir.join(DATABASE_FILE);
     let store = Store::open(&db_path).map_err(|e| e.to_string())?;
     tracing::info!(state_dir = %state_dir.display(), database = %db_path.display(), "store open");
@@ -182,6 +253,13 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
     let app = Arc::new(App::new(store.clone(), config, state_dir.clone()));
     app.shared.set_templates(templates);
+    let fds = app.shared.fds;
+    tracing::info!(
+        open_files = fds.nofile,
+        api_connections = fds.api_connections,
+        http_connections = fds.http_connections,
+        "connection budgets"
+    );
     let stranded = app
         .provision
         .fail_interrupted_nodes()
@@ -451,13 +529,22 @@ async fn power_sync(app: Arc<App>, shutdown: CancellationToken) {
     }
 }
 
-/// Hourly upkeep: purge expired user messages.
+/// Upkeep: purge expired user messages hourly; fold the WAL into the
+/// database every 30 s (the DHCP thread's connection never checkpoints, so
+/// that no disk sync delays an answer).
 async fn upkeep(store: Store, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let mut fold = tokio::time::interval(Duration::from_secs(30));
     tick.tick().await;
+    fold.tick().await;
     loop {
         tokio::select! {
             _ = tick.tick() => purge_messages(&store).await,
+            _ = fold.tick() => {
+                if let Err(e) = store.checkpoint_passive().await {
+                    tracing::debug!("checkpoint: {e}");
+                }
+            }
             _ = shutdown.cancelled() => return,
         }
     }

@@ -173,6 +173,8 @@ pub struct TftpConfig {
     pub max_blksize: u16,
     pub max_windowsize: u16,
     pub max_transfers: usize,
+    /// Transfers at once from one client address.
+    pub max_transfers_per_client: usize,
 }
 
 impl Default for TftpConfig {
@@ -183,6 +185,7 @@ impl Default for TftpConfig {
             max_blksize: 1468,
             max_windowsize: 64,
             max_transfers: 64,
+            max_transfers_per_client: 8,
         }
     }
 }
@@ -293,6 +296,11 @@ pub struct HttpConfig {
     /// URLs it hands out; "" = the `[dhcp] interface`'s. Set without an
     /// interface, only HTTP runs (virtual-media deploys need no DHCP).
     pub address: String,
+    /// Connections open at once (lowered to what the open-file limit
+    /// allows); when full, the longest-idle connection is closed for a new one.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpConfig {
@@ -300,6 +308,8 @@ impl Default for HttpConfig {
         HttpConfig {
             port: 8080,
             address: String::new(),
+            max_connections: 1024,
+            max_connections_per_client: 32,
         }
     }
 }
@@ -409,6 +419,9 @@ pub struct ApiConfig {
     pub max_request_bytes: usize,
     /// Requests served at once; more wait for a slot.
     pub max_concurrent_requests: usize,
+    /// Connections open at once (lowered to what the open-file limit
+    /// allows); when full, the longest-idle connection is closed for a new one.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -549,6 +562,7 @@ impl Default for ApiConfig {
             socket_mode: "0660".to_string(),
             max_request_bytes: 1024 * 1024,
             max_concurrent_requests: 64,
+            max_connections: 512,
         }
     }
 }
@@ -831,6 +845,30 @@ impl Config {
             self.tftp.max_transfers as u64,
             1,
             4096,
+        )?;
+        range(
+            "tftp.max_transfers_per_client",
+            self.tftp.max_transfers_per_client as u64,
+            1,
+            4096,
+        )?;
+        range(
+            "api.max_connections",
+            self.api.max_connections as u64,
+            8,
+            65536,
+        )?;
+        range(
+            "http.max_connections",
+            self.http.max_connections as u64,
+            8,
+            65536,
+        )?;
+        range(
+            "http.max_connections_per_client",
+            self.http.max_connections_per_client as u64,
+            1,
+            65536,
         )?;
         let mut seen = std::collections::HashSet::new();
         for (i, image) in self.images.iter().enumerate() {

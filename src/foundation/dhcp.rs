@@ -63,6 +63,32 @@ pub struct Lease {
     pub expires: i64,
     /// False while only offered.
     pub bound: bool,
+    /// Held by a client that was not a registered node when it got the
+    /// address (discovery): short-lived, and its offers are reclaimed when
+    /// a registered node needs an address.
+    pub discovery: bool,
+}
+
+/// The prefix of the lease that keeps a declined address out of the pool
+/// (`declined:<ip>` in place of a MAC).
+pub const QUARANTINE_PREFIX: &str = "declined:";
+
+impl Lease {
+    /// The quarantine of a declined address `ip` until `expires`.
+    pub fn quarantine(ip: Ipv4Addr, expires: i64) -> Lease {
+        Lease {
+            mac: format!("{QUARANTINE_PREFIX}{ip}"),
+            ip,
+            expires,
+            bound: true,
+            discovery: false,
+        }
+    }
+
+    /// Whether this is a declined address's quarantine, not a client's lease.
+    pub fn is_quarantine(&self) -> bool {
+        self.mac.starts_with(QUARANTINE_PREFIX)
+    }
 }
 
 /// The lease table (persisted by the caller).
@@ -71,6 +97,16 @@ pub trait Leases {
     fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease>;
     fn put(&mut self, lease: Lease);
     fn remove(&mut self, mac: &str);
+    /// How many declined addresses are in quarantine (expired ones may
+    /// still count until they are swept).
+    fn quarantined(&self) -> usize;
+    /// The quarantine that ends first.
+    fn oldest_quarantine(&self) -> Option<Lease>;
+    /// How many unexpired leases and offers discovery clients hold.
+    fn discovery_held(&self, now: i64) -> usize;
+    /// An address only offered (not bound) to a discovery client, which a
+    /// registered node may take over; the oldest offer first.
+    fn reclaimable(&self, now: i64) -> Option<Ipv4Addr>;
     /// A pool address nobody holds (or whose lease has expired), or `mac`'s
     /// own. The default scans the pool from its start; a table may keep a
     /// cursor so that allocation does not grow with the leases.
@@ -117,12 +153,20 @@ impl RateLimit {
     /// Packets a MAC may send in a burst, and per second after that.
     pub const BURST: f64 = 10.0;
     pub const PER_SECOND: f64 = 2.0;
+    /// MACs tracked at most.
+    pub const MAX_TRACKED: usize = 100_000;
 
     /// Whether a packet from `mac` at time `now` (seconds, fractional) is
     /// answered.
     pub fn allow(&mut self, mac: &str, now: f64) -> bool {
-        if self.buckets.len() > 100_000 {
+        if self.buckets.len() > Self::MAX_TRACKED {
+            // A flood of made-up MACs must not grow the map (or make every
+            // packet scan it): forget the quiet ones, and everyone when that
+            // is not enough (they start with a full bucket again).
             self.buckets.retain(|_, (_, t)| now - *t < 60.0);
+            if self.buckets.len() > Self::MAX_TRACKED / 2 {
+                self.buckets.clear();
+            }
         }
         let (tokens, last) = self
             .buckets
@@ -139,8 +183,40 @@ impl RateLimit {
     }
 }
 
-/// How long an offer holds its address.
+/// How long an offer to a registered node holds its address.
 const OFFER_HOLD: i64 = 60;
+/// How long an offer to an unknown (discovery) client holds its address; a
+/// registered node may take it over even sooner.
+pub const DISCOVERY_OFFER_HOLD: i64 = 10;
+/// The longest lease an unknown (discovery) client gets, seconds.
+pub const DISCOVERY_LEASE_MAX: u32 = 300;
+/// How long a declined address stays out of the pool, seconds.
+pub const QUARANTINE_SECS: i64 = 600;
+/// Declined addresses in quarantine at once; past it the quarantine that
+/// ends first is lifted early, so declines can never empty the pool.
+pub const QUARANTINE_MAX: usize = 64;
+
+/// Addresses of `pool` kept for registered nodes: discovery clients may
+/// hold every other one (a quarter of the range, at most 256, at least 1
+/// when the range has two addresses or more).
+pub fn registered_reserve(pool: &Pool) -> usize {
+    let size = pool_size(pool);
+    if size < 2 {
+        0
+    } else {
+        (size / 4).clamp(1, 256)
+    }
+}
+
+/// How many addresses the range has.
+pub fn pool_size(pool: &Pool) -> usize {
+    let (a, b) = (u32::from(pool.start), u32::from(pool.end));
+    if b < a {
+        0
+    } else {
+        (b - a) as usize + 1
+    }
+}
 
 /// The client's Ethernet address. dhcproto's `chaddr()` slices by the
 /// packet's `hlen` and panics past 16: a hostile `hlen` is refused first.
@@ -199,7 +275,17 @@ fn choose(
             return Some(l.ip);
         }
     }
-    leases.free_address(pool, mac, now)
+    if node.is_none() {
+        // Discovery clients never take the addresses kept for registered
+        // nodes.
+        if leases.discovery_held(now) + registered_reserve(pool) >= pool_size(pool) {
+            return None;
+        }
+        return leases.free_address(pool, mac, now);
+    }
+    leases
+        .free_address(pool, mac, now)
+        .or_else(|| leases.reclaimable(now))
 }
 
 /// Where the answer goes (RFC 2131 §4.1): the relay, the client's address,
@@ -233,16 +319,14 @@ fn reply(msg: &Message, kind: MessageType, s: &Settings) -> Message {
     r
 }
 
-fn add_address(r: &mut Message, ip: Ipv4Addr, s: &Settings, lease: bool) {
+fn add_address(r: &mut Message, ip: Ipv4Addr, s: &Settings, lease_time: u32) {
     r.set_yiaddr(ip);
     r.opts_mut().insert(DhcpOption::SubnetMask(s.pool.netmask));
     if let Some(router) = s.pool.router {
         r.opts_mut().insert(DhcpOption::Router(vec![router]));
     }
-    if lease {
-        r.opts_mut()
-            .insert(DhcpOption::AddressLeaseTime(s.pool.lease_time));
-    }
+    r.opts_mut()
+        .insert(DhcpOption::AddressLeaseTime(lease_time));
 }
 
 /// Adds next-server, the file field (when it fits) and option 67.
@@ -269,10 +353,11 @@ fn address_reply(
     kind: MessageType,
     ip: Ipv4Addr,
     boot: Option<&Boot>,
+    lease_time: u32,
     s: &Settings,
 ) -> Decision {
     let mut r = reply(msg, kind, s);
-    add_address(&mut r, ip, s, true);
+    add_address(&mut r, ip, s, lease_time);
     if let Some(b) = boot {
         add_boot(&mut r, b, s);
     }
@@ -386,6 +471,11 @@ pub fn handle(
     if node.is_none() && !(s.discovery && client.network_boot()) {
         return Decision::Ignore("unknown MAC");
     }
+    let lease_time = if node.is_none() {
+        s.pool.lease_time.min(DISCOVERY_LEASE_MAX)
+    } else {
+        s.pool.lease_time
+    };
     let boot = client
         .network_boot()
         .then(|| {
@@ -402,13 +492,27 @@ pub fn handle(
             let Some(ip) = choose(&mac, node.as_ref(), &s.pool, leases, now) else {
                 return Decision::Ignore("the address range is exhausted");
             };
-            leases.put(Lease {
-                mac: mac.clone(),
-                ip,
-                expires: now + OFFER_HOLD,
-                bound: false,
-            });
-            address_reply(msg, MessageType::Offer, ip, boot.as_ref(), s)
+            let discovery = node.is_none();
+            let hold = if discovery {
+                DISCOVERY_OFFER_HOLD
+            } else {
+                OFFER_HOLD
+            };
+            // A client that already holds its address keeps its lease as
+            // it is; the offer only renews nothing.
+            let holds = leases
+                .by_mac(&mac)
+                .is_some_and(|l| l.ip == ip && l.bound && l.expires > now);
+            if !holds {
+                leases.put(Lease {
+                    mac: mac.clone(),
+                    ip,
+                    expires: now + hold,
+                    bound: false,
+                    discovery,
+                });
+            }
+            address_reply(msg, MessageType::Offer, ip, boot.as_ref(), lease_time, s)
         }
         MessageType::Request => {
             if let Some(DhcpOption::ServerIdentifier(id)) =
@@ -444,10 +548,11 @@ pub fn handle(
             leases.put(Lease {
                 mac,
                 ip,
-                expires: now + i64::from(s.pool.lease_time),
+                expires: now + i64::from(lease_time),
                 bound: true,
+                discovery: node.is_none(),
             });
-            address_reply(msg, MessageType::Ack, ip, boot.as_ref(), s)
+            address_reply(msg, MessageType::Ack, ip, boot.as_ref(), lease_time, s)
         }
         MessageType::Release => {
             if leases.by_mac(&mac).is_some_and(|l| l.ip == msg.ciaddr()) {
@@ -456,16 +561,27 @@ pub fn handle(
             Decision::Ignore("released")
         }
         MessageType::Decline => {
-            // Someone else uses that address: keep it out of the pool a while.
-            if let Some(ip) = requested_ip(msg) {
-                leases.remove(&mac);
-                leases.put(Lease {
-                    mac: format!("declined:{ip}"),
-                    ip,
-                    expires: now + i64::from(s.pool.lease_time),
-                    bound: true,
-                });
+            // Someone else uses that address: keep it out of the pool a
+            // while. Only the client holding the address may say so, and
+            // only of an address of our range: anyone else could take
+            // addresses (a registered node's) away with one packet.
+            let Some(ip) = requested_ip(msg) else {
+                return Decision::Ignore("decline without an address");
+            };
+            if !in_pool(&s.pool, ip) {
+                return Decision::Ignore("decline of an address outside the range");
             }
+            if leases.by_mac(&mac).is_none_or(|l| l.ip != ip) {
+                return Decision::Ignore("decline from a client that does not hold that address");
+            }
+            leases.remove(&mac);
+            while leases.quarantined() >= QUARANTINE_MAX {
+                match leases.oldest_quarantine() {
+                    Some(q) => leases.remove(&q.mac),
+                    None => break,
+                }
+            }
+            leases.put(Lease::quarantine(ip, now + QUARANTINE_SECS));
             Decision::Ignore("declined")
         }
         MessageType::Inform => {
@@ -503,6 +619,29 @@ mod tests {
         }
         fn remove(&mut self, mac: &str) {
             self.0.remove(mac);
+        }
+        fn quarantined(&self) -> usize {
+            self.0.values().filter(|l| l.is_quarantine()).count()
+        }
+        fn oldest_quarantine(&self) -> Option<Lease> {
+            self.0
+                .values()
+                .filter(|l| l.is_quarantine())
+                .min_by_key(|l| l.expires)
+                .cloned()
+        }
+        fn discovery_held(&self, now: i64) -> usize {
+            self.0
+                .values()
+                .filter(|l| l.discovery && l.expires > now)
+                .count()
+        }
+        fn reclaimable(&self, now: i64) -> Option<Ipv4Addr> {
+            self.0
+                .values()
+                .filter(|l| l.discovery && !l.bound && l.expires > now)
+                .min_by_key(|l| l.expires)
+                .map(|l| l.ip)
         }
     }
 
@@ -669,6 +808,7 @@ mod tests {
             ip: tiny.pool.start,
             expires: 100,
             bound: true,
+            discovery: false,
         });
         assert_eq!(
             handle(
@@ -854,6 +994,15 @@ mod tests {
             r.allow("52:54:00:00:00:01", 10.0),
             "the looping client recovers"
         );
+    }
+
+    #[test]
+    fn a_flood_of_made_up_macs_keeps_the_rate_limiter_bounded() {
+        let mut r = RateLimit::default();
+        for i in 0..(3 * RateLimit::MAX_TRACKED as u32) {
+            assert!(r.allow(&format!("02:00:{i:08x}"), 1.0 + f64::from(i) * 1e-5));
+            assert!(r.buckets.len() <= RateLimit::MAX_TRACKED + 1);
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum RetCode {
     TooLarge = 1103,
     /// USER_ID/PASSWORD missing or wrong.
     AuthFailed = 1200,
+    /// Not checked now (password checks all busy, or a backoff after
+    /// failed logins): retry after the time the message gives.
+    Busy = 1300,
     /// A node, job, message or user does not exist.
     NotFound = 2100,
     /// The resource is in a state that does not allow the action.
@@ -59,15 +62,18 @@ pub enum RetCode {
     ProvisionNoDisk = 3760,
     /// A fault inside rackboot; the daemon log has the details.
     Internal = 5000,
+    /// The disk holding the database is full; nothing was changed.
+    DiskFull = 5100,
 }
 
 impl RetCode {
-    pub const ALL: [RetCode; 26] = [
+    pub const ALL: [RetCode; 28] = [
         RetCode::BadParameter,
         RetCode::MissingParameter,
         RetCode::UnknownAction,
         RetCode::TooLarge,
         RetCode::AuthFailed,
+        RetCode::Busy,
         RetCode::NotFound,
         RetCode::WrongState,
         RetCode::Conflict,
@@ -89,6 +95,7 @@ impl RetCode {
         RetCode::ProvisionInterrupted,
         RetCode::ProvisionNoDisk,
         RetCode::Internal,
+        RetCode::DiskFull,
     ];
 
     pub fn code(self) -> i64 {
@@ -103,6 +110,7 @@ impl RetCode {
             RetCode::UnknownAction => "unknown action",
             RetCode::TooLarge => "request too large",
             RetCode::AuthFailed => "authentication failed",
+            RetCode::Busy => "busy, retry",
             RetCode::NotFound => "not found",
             RetCode::WrongState => "wrong state",
             RetCode::Conflict => "conflict",
@@ -124,6 +132,7 @@ impl RetCode {
             RetCode::ProvisionInterrupted => "interrupted by a daemon stop",
             RetCode::ProvisionNoDisk => "no disk matches the root-device hints",
             RetCode::Internal => "internal error",
+            RetCode::DiskFull => "disk full",
         }
     }
 }
@@ -173,10 +182,42 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => ApiError::new(RetCode::NotFound, m),
             StoreError::WrongState(m) => ApiError::new(RetCode::WrongState, m),
             StoreError::Invalid(m) => ApiError::new(RetCode::BadParameter, m),
+            StoreError::DiskFull(path) => {
+                tracing::error!(database = %path.display(), "store call failed: database or disk is full");
+                let dir = path.parent().unwrap_or(&path);
+                ApiError::new(
+                    RetCode::DiskFull,
+                    format!(
+                        "the disk holding {} is full (database or disk is full): nothing was changed; free space in {} (see `df -h {}`) and retry",
+                        path.display(),
+                        dir.display(),
+                        dir.display()
+                    ),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store call failed");
                 ApiError::internal()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_answered_with_its_code_and_the_database_path() {
+        let path = std::path::PathBuf::from("/var/lib/rackboot/rackboot.db");
+        let api = ApiError::from(StoreError::DiskFull(path));
+        assert_eq!(api.code, RetCode::DiskFull);
+        assert!(
+            api.message.contains("is full")
+                && api.message.contains("/var/lib/rackboot/rackboot.db")
+                && api.message.contains("nothing was changed"),
+            "{}",
+            api.message
+        );
     }
 }

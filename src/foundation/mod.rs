@@ -1,12 +1,15 @@
 //! Layer 4, foundations: what the services stand on, with no knowledge of
 //! them. The store (`store`), the shared daemon context (`shared`), the
-//! protocol cores (`dhcp` decisions and `firmware` classification, `tftp`'s
-//! wire format, `ipmi` RMCP+, `redfish` (BMC URLs, the Redfish client), `templates`, `inventory` parsers, deploy
+//! protocol cores (`dhcp` decisions, its in-memory `lease_table` and
+//! `firmware` classification, `tftp`'s wire format, `ipmi` RMCP+, `redfish`
+//! (BMC URLs, the Redfish client), `templates`, `inventory` parsers, deploy
 //! `callbacks`, the `ssh` client), the BMNode state table (`states`), the
 //! catalogues (`errors`: ret codes; `usermsg`: user messages), and plain
-//! helpers (`config`, `validate`, `ids`, `auth`).
+//! helpers (`config`, `validate`, `ids`, `auth`, `budget`: connection and
+//! descriptor budgets of the listeners).
 
 pub mod auth;
+pub mod budget;
 pub mod callbacks;
 pub mod config;
 pub mod dhcp;
@@ -16,6 +19,7 @@ pub mod hints;
 pub mod ids;
 pub mod inventory;
 pub mod ipmi;
+pub mod lease_table;
 pub mod redfish;
 pub mod shared;
 pub mod ssh;

@@ -6,6 +6,7 @@
 //! parts (the power controller, the deploy registry) next to it, in
 //! [`crate::service::app::App`].
 
+use super::budget::FdBudget;
 use super::config::Config;
 use super::store::Store;
 use super::templates::Templates;
@@ -19,6 +20,9 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// The state directory (default places of keys and files).
     pub state_dir: PathBuf,
+    /// Connections the listeners may hold, after the open-file limit at
+    /// start (the daemon raises it first).
+    pub fds: FdBudget,
     config: RwLock<Arc<Config>>,
     templates: RwLock<Arc<Templates>>,
     /// The HTTP boot server's address and port, once it listens.
@@ -33,6 +37,7 @@ impl Shared {
             store,
             tasks: TaskTracker::new(),
             state_dir,
+            fds: FdBudget::compute(&config, super::budget::nofile_limit()),
             config: RwLock::new(Arc::new(config)),
             templates: RwLock::new(Arc::new(
                 Templates::load(None)

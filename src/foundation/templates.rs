@@ -17,6 +17,11 @@ use serde::Serialize;
 use std::path::Path;
 
 /// Built-in templates: (name, source).
+/// The names of the built-in templates.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    BUILT_IN.iter().map(|(name, _)| *name)
+}
+
 const BUILT_IN: &[(&str, &str)] = &[
     (
         "ipxe/local.ipxe",

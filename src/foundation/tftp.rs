@@ -112,6 +112,12 @@ pub fn oack(options: &[(String, String)]) -> Vec<u8> {
     p
 }
 
+/// The longest per-packet timeout a client may negotiate, seconds (RFC
+/// 2349 allows 255): a larger request is not acknowledged, and the transfer
+/// keeps the server's own timeout. A stalled client cannot hold a transfer
+/// slot for minutes.
+pub const MAX_TIMEOUT: u8 = 5;
+
 /// Server-side caps on what a client may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -148,7 +154,7 @@ pub fn negotiate(req: &ReadRequest, size: u64, limits: Limits) -> Negotiated {
                 n.oack.push((name.clone(), n.blksize.to_string()));
             }
             ("tsize", Some(_)) => n.oack.push((name.clone(), size.to_string())),
-            ("timeout", Some(v)) if (1..=255).contains(&v) => {
+            ("timeout", Some(v)) if (1..=u64::from(MAX_TIMEOUT)).contains(&v) => {
                 n.timeout = v as u8;
                 n.oack.push((name.clone(), v.to_string()));
             }
@@ -287,6 +293,26 @@ mod tests {
             },
         );
         assert_eq!((n.blksize, n.windowsize, n.timeout), (1468, 16, 3));
+        // A long timeout is not acknowledged (RFC 2349: the OACK must echo
+        // the value): the server keeps its own.
+        let Some(Request::Read(slow)) =
+            parse_request(&rrq(&["f", "octet", "timeout", "255", "tsize", "0"]))
+        else {
+            panic!()
+        };
+        let capped = negotiate(
+            &slow,
+            1,
+            Limits {
+                max_blksize: 1468,
+                max_windowsize: 16,
+            },
+        );
+        assert_eq!(capped.timeout, 1);
+        assert!(
+            !capped.oack.iter().any(|(k, _)| k == "timeout"),
+            "{capped:?}"
+        );
         assert!(n.oack.contains(&("tsize".into(), "12345".into())));
         assert!(!n.oack.iter().any(|(k, _)| k == "bogus"));
         let Some(Request::Read(plain)) = parse_request(&rrq(&["f", "octet"])) else {
@@ -385,7 +411,10 @@ mod tests {
         for p in cases {
             if let Some(Request::Read(r)) = parse_request(&p) {
                 let n = negotiate(&r, 1 << 40, limits);
-                assert!(n.blksize <= 1468 && n.windowsize <= 64, "{r:?} → {n:?}");
+                assert!(
+                    n.blksize <= 1468 && n.windowsize <= 64 && n.timeout <= MAX_TIMEOUT,
+                    "{r:?} → {n:?}"
+                );
                 let _ = resolve(&root, &r.filename);
             }
         }

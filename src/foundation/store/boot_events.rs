@@ -1,11 +1,15 @@
 //! The `boot_events` table: what happened when a machine network-booted
-//! (DHCP exchanges, TFTP and HTTP files served), bounded per machine.
+//! (DHCP exchanges, TFTP and HTTP files served), bounded per machine and in
+//! all (a flood of made-up MACs cannot grow it without end).
 
 use super::{Store, StoreError};
 use rusqlite::params;
 
 /// Events kept per MAC; older ones are dropped.
 pub const EVENTS_PER_MAC: i64 = 200;
+/// Events kept in all. Past it, the oldest events of MACs that are no
+/// registered node's go first, then the oldest of all, down to 90 %.
+pub const EVENTS_MAX: i64 = 20_000;
 
 /// One step of a boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +60,20 @@ impl Store {
                     insert.execute(params![mac, kind, detail, now])?;
                     trim.execute(params![mac, EVENTS_PER_MAC])?;
                 }
+                bound_all(&tx)?;
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    /// How many events the table holds in all.
+    pub async fn boot_event_count(&self) -> Result<u64, StoreError> {
+        self.call_read(|conn| {
+            Ok(conn.query_row("SELECT count(*) FROM boot_events", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
         })
         .await
     }
@@ -115,4 +130,37 @@ impl Store {
         })
         .await
     }
+}
+
+/// Keeps the table within [`EVENTS_MAX`] rows (see there). The span of
+/// sequence numbers bounds the count from above, so the full count runs
+/// only when the table may be over.
+fn bound_all(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    let span: i64 = conn
+        .prepare_cached("SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM boot_events")?
+        .query_row([], |r| r.get(0))?;
+    if span <= EVENTS_MAX {
+        return Ok(());
+    }
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM boot_events")?
+        .query_row([], |r| r.get(0))?;
+    if count <= EVENTS_MAX {
+        return Ok(());
+    }
+    let excess = count - EVENTS_MAX * 9 / 10;
+    let unknown = conn
+        .prepare_cached(
+            "DELETE FROM boot_events WHERE seq IN (SELECT seq FROM boot_events
+             WHERE mac NOT IN (SELECT pxe_mac FROM bm_nodes WHERE pxe_mac IS NOT NULL)
+             ORDER BY seq LIMIT ?1)",
+        )?
+        .execute([excess])? as i64;
+    if unknown < excess {
+        conn.prepare_cached(
+            "DELETE FROM boot_events WHERE seq IN (SELECT seq FROM boot_events ORDER BY seq LIMIT ?1)",
+        )?
+        .execute([excess - unknown])?;
+    }
+    Ok(())
 }

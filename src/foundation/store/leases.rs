@@ -3,7 +3,97 @@
 
 use super::{Store, StoreError};
 use crate::foundation::dhcp::Lease;
-use rusqlite::params;
+use rusqlite::{params, Connection};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// The DHCP responder's own connection, used synchronously from its own
+/// thread (never the async runtime): one batch of packets costs one node
+/// lookup and one lease transaction without a hop to another thread, as a
+/// single-threaded DHCP server does. WAL lets it write beside the store's
+/// writer thread (SQLite takes turns; the busy timeout waits).
+pub struct LeaseDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl LeaseDb {
+    /// The registered nodes among `macs` (PXE MAC → node id, fixed address).
+    pub fn nodes_by_pxe_macs(
+        &mut self,
+        macs: &[String],
+    ) -> Result<HashMap<String, PxeNode>, StoreError> {
+        let r = nodes_by_macs(&self.conn, macs);
+        r.map_err(|e| e.on_disk(&self.path))
+    }
+
+    /// Writes a batch's lease changes in one transaction (see
+    /// [`Store::save_leases`]).
+    pub fn save_leases(&mut self, changes: Vec<(String, Option<Lease>)>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        write_leases(&mut self.conn, changes).map_err(|e| e.on_disk(&self.path))
+    }
+}
+
+fn nodes_by_macs(
+    conn: &Connection,
+    macs: &[String],
+) -> Result<HashMap<String, PxeNode>, StoreError> {
+    use rusqlite::OptionalExtension;
+    let mut stmt = conn.prepare_cached(
+        "SELECT node_id, pxe_address, boot_mode FROM bm_nodes WHERE pxe_mac = ?1",
+    )?;
+    let mut found = HashMap::new();
+    for mac in macs {
+        if let Some(row) = stmt
+            .query_row([mac], |r| {
+                Ok(PxeNode {
+                    node_id: r.get(0)?,
+                    pxe_address: r.get(1)?,
+                    uefi: r.get::<_, String>(2)? == "uefi",
+                })
+            })
+            .optional()?
+        {
+            found.insert(mac.clone(), row);
+        }
+    }
+    Ok(found)
+}
+
+fn write_leases(
+    conn: &mut Connection,
+    changes: Vec<(String, Option<Lease>)>,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut delete_mac = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1")?;
+        // REPLACE deletes the rows that hold the MAC or the address.
+        let mut insert = tx.prepare_cached(
+            "INSERT OR REPLACE INTO leases (mac, ip, expires, bound, discovery) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (mac, lease) in changes {
+            match lease {
+                Some(l) => {
+                    insert.execute(params![
+                        l.mac,
+                        l.ip.to_string(),
+                        l.expires,
+                        l.bound,
+                        l.discovery
+                    ])?;
+                }
+                None => {
+                    delete_mac.execute([&mac])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
 
 /// What the PXE servers need of a registered node, by its PXE MAC.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,7 +109,7 @@ impl Store {
     /// Every lease.
     pub async fn load_leases(&self) -> Result<Vec<Lease>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare("SELECT mac, ip, expires, bound FROM leases")?;
+            let mut stmt = conn.prepare("SELECT mac, ip, expires, bound, discovery FROM leases")?;
             let rows = stmt
                 .query_map([], |r| {
                     let ip: String = r.get(1)?;
@@ -28,17 +118,19 @@ impl Store {
                         ip,
                         r.get::<_, i64>(2)?,
                         r.get::<_, bool>(3)?,
+                        r.get::<_, bool>(4)?,
                     ))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows
                 .into_iter()
-                .filter_map(|(mac, ip, expires, bound)| {
+                .filter_map(|(mac, ip, expires, bound, discovery)| {
                     Some(Lease {
                         mac,
                         ip: ip.parse().ok()?,
                         expires,
                         bound,
+                        discovery,
                     })
                 })
                 .collect())
@@ -47,8 +139,9 @@ impl Store {
     }
 
     /// Writes the leases of the MACs given (removing those paired with
-    /// `None`), all in one transaction: the DHCP loop persists a whole batch
-    /// of packets before it answers any of them.
+    /// `None`; a lease replaces any row of its MAC or its address), all in
+    /// one transaction: the DHCP loop persists a whole batch of packets
+    /// before it acknowledges any of them.
     pub async fn save_leases(
         &self,
         changes: Vec<(String, Option<Lease>)>,
@@ -56,61 +149,42 @@ impl Store {
         if changes.is_empty() {
             return Ok(());
         }
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut delete_mac = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1")?;
-                let mut delete_ip = tx.prepare_cached("DELETE FROM leases WHERE ip = ?1")?;
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO leases (mac, ip, expires, bound) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for (mac, lease) in changes {
-                    delete_mac.execute([&mac])?;
-                    if let Some(l) = lease {
-                        let ip = l.ip.to_string();
-                        delete_ip.execute([&ip])?;
-                        insert.execute(params![l.mac, ip, l.expires, l.bound])?;
-                    }
-                }
-            }
-            tx.commit()?;
-            Ok(())
+        self.call(move |conn| write_leases(conn, changes)).await
+    }
+
+    /// A connection of its own for the DHCP responder's thread ([`LeaseDb`]).
+    pub fn lease_db(&self) -> Result<LeaseDb, StoreError> {
+        let conn = Connection::open(self.path())?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints (which sync the disk) stay with the store's writer
+        // thread: never on the path of a DHCP answer.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(LeaseDb {
+            conn,
+            path: self.path().to_path_buf(),
         })
-        .await
     }
 
     /// The registered nodes among `macs` (PXE MAC → node id, fixed address).
     pub async fn nodes_by_pxe_macs(
         &self,
         macs: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, PxeNode>, StoreError> {
-        self.call_read(move |conn| {
-            use rusqlite::OptionalExtension;
-            let mut stmt = conn.prepare_cached(
-                "SELECT node_id, pxe_address, boot_mode FROM bm_nodes WHERE pxe_mac = ?1",
-            )?;
-            let mut found = std::collections::HashMap::new();
-            for mac in macs {
-                if let Some(row) = stmt
-                    .query_row([&mac], |r| {
-                        Ok(PxeNode {
-                            node_id: r.get(0)?,
-                            pxe_address: r.get(1)?,
-                            uefi: r.get::<_, String>(2)? == "uefi",
-                        })
-                    })
-                    .optional()?
-                {
-                    found.insert(mac, row);
-                }
-            }
-            Ok(found)
-        })
-        .await
+    ) -> Result<HashMap<String, PxeNode>, StoreError> {
+        self.call_read(move |conn| nodes_by_macs(conn, &macs)).await
     }
 }
 
 impl Store {
+    /// How many rows the lease table has (offers are not stored).
+    pub async fn lease_count(&self) -> Result<u64, StoreError> {
+        self.call_read(|conn| {
+            Ok(conn.query_row("SELECT count(*) FROM leases", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
+    }
+
     /// The address leased to `mac`, if any.
     pub async fn ip_of_lease(&self, mac: String) -> Result<Option<String>, StoreError> {
         self.call_read(move |conn| {

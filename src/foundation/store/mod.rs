@@ -16,9 +16,9 @@ mod users;
 
 pub use crate::foundation::states::BmNodeStatus;
 pub use bmnodes::{BmNode, BmNodeFilter, BootMode, NetworkSettings, PowerState};
-pub use boot_events::BootEvent;
+pub use boot_events::{BootEvent, EVENTS_MAX, EVENTS_PER_MAC};
 pub use jobs::{Job, JobNode, JobStatus, LogLine};
-pub use leases::PxeNode;
+pub use leases::{LeaseDb, PxeNode};
 pub use messages::{MessageFilter, MessageLevel, StoredMessage};
 pub use nodes::{Node, NodeStatus};
 pub use users::User;
@@ -49,6 +49,23 @@ pub enum StoreError {
     Closed,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// SQLite could not write: the disk holding the database is full.
+    #[error("database or disk is full ({})", .0.display())]
+    DiskFull(PathBuf),
+}
+
+impl StoreError {
+    /// `self`, as [`StoreError::DiskFull`] when SQLite says the disk is full.
+    pub(crate) fn on_disk(self, path: &Path) -> StoreError {
+        match &self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                StoreError::DiskFull(path.to_path_buf())
+            }
+            _ => self,
+        }
+    }
 }
 
 type Task = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -61,6 +78,8 @@ type Task = Box<dyn FnOnce(&mut Connection) + Send>;
 pub struct Store {
     tx: mpsc::Sender<Task>,
     read_tx: mpsc::Sender<Task>,
+    /// The database file (named when the disk is full).
+    path: std::sync::Arc<PathBuf>,
 }
 
 impl Store {
@@ -109,7 +128,11 @@ impl Store {
                 let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
             })
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Store { tx, read_tx })
+        Ok(Store {
+            tx,
+            read_tx,
+            path: std::sync::Arc::new(path.to_path_buf()),
+        })
     }
 
     /// Runs `f` on the store thread and awaits its result.
@@ -123,7 +146,10 @@ impl Store {
             let _ = reply_tx.send(f(conn));
         });
         self.tx.send(task).map_err(|_| StoreError::Closed)?;
-        reply_rx.await.map_err(|_| StoreError::Closed)?
+        reply_rx
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| e.on_disk(&self.path))
     }
 
     /// Runs the read-only `f` on the reader thread (it sees every change
@@ -155,6 +181,22 @@ fn unique_violation(e: rusqlite::Error, message: impl FnOnce(&str) -> String) ->
 }
 
 impl Store {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Folds what the WAL holds into the database file without waiting for
+    /// (or holding up) readers and writers — the DHCP thread's connection
+    /// never checkpoints itself.
+    pub async fn checkpoint_passive(&self) -> Result<(), StoreError> {
+        self.call(|c| {
+            c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Folds the WAL back into the database file (on shutdown).
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         self.call(|c| {
@@ -162,5 +204,37 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_disk_is_named_with_the_database_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        // SQLite answers SQLITE_FULL when the file may not grow: as on a
+        // full disk (tests/daemon_lifecycle.rs fills a real tmpfs).
+        store
+            .call(|c| {
+                let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                c.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let big = "x".repeat(200_000);
+        let e = store
+            .call(move |c| {
+                c.execute("CREATE TABLE filler (x TEXT)", [])?;
+                c.execute("INSERT INTO filler VALUES (?1)", [big])?;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(&e, StoreError::DiskFull(p) if p == &path), "{e:?}");
     }
 }

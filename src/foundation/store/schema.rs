@@ -324,11 +324,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX bm_nodes_status ON bm_nodes (status);
     CREATE UNIQUE INDEX bm_nodes_bmc ON bm_nodes (ipmi_address, ipmi_port) WHERE ipmi_address != '';
     "#,
+    // 7: Redfish BMCs.
     REDFISH,
+    // 8: discovery leases (hardening).
+    MIGRATION_LEASE_DISCOVERY,
 ];
 
-/// Redfish BMCs (issue 14; its own migration, to be renumbered freely when
-/// merged): the node's BMC URL when it is not plain IPMI (`bmc_address`,
+/// Redfish BMCs (migration 7): the node's BMC URL when it is not plain IPMI (`bmc_address`,
 /// canonical), what makes it unique whatever the driver spelling
 /// (`bmc_endpoint`: host:port/system path), whether its certificate is
 /// verified, and the out-of-band inventory read from it.
@@ -339,6 +341,13 @@ const REDFISH: &str = r#"
     ALTER TABLE bm_nodes ADD COLUMN bmc_inventory TEXT NOT NULL DEFAULT '';
     ALTER TABLE bm_nodes ADD COLUMN bmc_inventory_time INTEGER;
     CREATE UNIQUE INDEX bm_nodes_bmc_endpoint ON bm_nodes (bmc_endpoint) WHERE bmc_endpoint != '';
+"#;
+
+/// Migration 8 (hardening): which leases discovery clients hold, so that
+/// they stay short and a registered node is always preferred across a
+/// restart; existing leases count as registered nodes'.
+const MIGRATION_LEASE_DISCOVERY: &str = r#"
+    ALTER TABLE leases ADD COLUMN discovery INTEGER NOT NULL DEFAULT 0 CHECK (discovery IN (0, 1));
 "#;
 
 /// The schema version this build writes.

@@ -22,6 +22,7 @@ mod users;
 use crate::foundation::errors::{ApiError, RetCode};
 use crate::foundation::ids::{new_id, REQUEST_PREFIX};
 use crate::service::app::App;
+use crate::service::logins::{Peer, Verdict};
 use catalogue::{find_action, Action};
 use params::Params;
 use serde::Serialize;
@@ -129,14 +130,21 @@ fn encode_success(action_name: &str, fields: Fields) -> Vec<Vec<u8>> {
     pieces
 }
 
-/// Handles one request body and returns the response body, in pieces to be
-/// sent in order; never fails (errors become responses).
-pub async fn handle(app: Arc<App>, body: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
+/// Handles one request body from `peer` and returns the response body, in
+/// pieces to be sent in order; never fails (errors become responses). The
+/// password is checked before a request slot of `slots` is taken: a queue
+/// of wrong guesses never holds the slots of authenticated work.
+pub async fn handle(
+    app: Arc<App>,
+    body: &[u8],
+    peer: Peer,
+    slots: &tokio::sync::Semaphore,
+) -> (Vec<Vec<u8>>, Outcome) {
     let mut outcome = Outcome {
         request_id: new_id(REQUEST_PREFIX),
         ..Outcome::default()
     };
-    let (response_name, result) = match parse_and_run(&app, body, &mut outcome).await {
+    let (response_name, result) = match parse_and_run(&app, body, peer, slots, &mut outcome).await {
         Ok((name, fields)) => (name, Ok(fields)),
         Err((name, e)) => (name, Err(e)),
     };
@@ -153,26 +161,30 @@ pub async fn handle(app: Arc<App>, body: &[u8]) -> (Vec<Vec<u8>>, Outcome) {
 
 type Failure = (String, ApiError);
 
+/// The JSON object of a request body, or the error to answer.
+pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(format!(
+            "the request body is not valid JSON ({e}); send one JSON object such as {{\"action\": \"DescribeBMNodes\", \"USER_ID\": \"admin\", \"PASSWORD\": \"…\"}}"
+        ))
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(ApiError::bad(
+            "the request body must be a JSON object with an `action` field",
+        ));
+    };
+    Ok(obj)
+}
+
 async fn parse_and_run(
     app: &Arc<App>,
     body: &[u8],
+    peer: Peer,
+    slots: &tokio::sync::Semaphore,
     outcome: &mut Outcome,
 ) -> Result<(String, Fields), Failure> {
     let fail = |name: &str, e: ApiError| (name.to_string(), e);
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        fail(
-            "Error",
-            ApiError::bad(format!(
-                "the request body is not valid JSON ({e}); send one JSON object such as {{\"action\": \"DescribeBMNodes\", \"USER_ID\": \"admin\", \"PASSWORD\": \"…\"}}"
-            )),
-        )
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(fail(
-            "Error",
-            ApiError::bad("the request body must be a JSON object with an `action` field"),
-        ));
-    };
+    let obj = parse_body(body).map_err(|e| fail("Error", e))?;
     let action_name = match obj.get("action") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::String(_)) | None if obj.contains_key("bm_nodes") => {
@@ -204,7 +216,7 @@ async fn parse_and_run(
         } else {
             "Error".to_string()
         };
-    let caller = authenticate(app, &obj, &outcome.request_id)
+    let caller = authenticate(app, &obj, peer, &outcome.request_id)
         .await
         .map_err(|e| fail(&safe_name, e))?;
     outcome.user_id = caller.user_id.clone();
@@ -240,6 +252,10 @@ async fn parse_and_run(
             ))
         }
     }
+    let _slot = slots
+        .acquire()
+        .await
+        .map_err(|_| fail(action.name, ApiError::internal()))?;
     let params =
         Params::check(action.name, action.params, obj).map_err(|e| fail(action.name, e))?;
     let call = Call {
@@ -253,11 +269,13 @@ async fn parse_and_run(
     Ok((action.name.to_string(), fields))
 }
 
-/// Checks USER_ID/PASSWORD: a cache hit costs a MAC, a miss one argon2
-/// verification on a blocking thread.
+/// Checks USER_ID/PASSWORD of `peer`'s request: a cache hit costs a MAC, a
+/// miss one argon2 verification on a blocking thread; a check refused by
+/// the login service's budget or backoff answers 1300 at once.
 async fn authenticate(
     app: &Arc<App>,
     obj: &Map<String, Value>,
+    peer: Peer,
     request_id: &str,
 ) -> Result<Caller, ApiError> {
     let auth_failed = |why: &str| {
@@ -276,13 +294,23 @@ async fn authenticate(
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(auth_failed("PASSWORD is missing")),
     };
-    if !app
+    match app
         .logins
-        .verify(&user_id, &password)
+        .verify(&user_id, &password, peer)
         .await
         .map_err(ApiError::from)?
     {
-        return Err(auth_failed("unknown user or wrong password"));
+        Verdict::Ok => {}
+        Verdict::Wrong => return Err(auth_failed("unknown user or wrong password")),
+        Verdict::Busy { retry_after, why } => {
+            return Err(ApiError::new(
+                RetCode::Busy,
+                format!(
+                    "busy, retry in {} s: the password was not checked ({why})",
+                    retry_after.as_secs_f64().ceil().max(1.0) as u64
+                ),
+            ))
+        }
     }
     Ok(Caller {
         user_id,

@@ -1,43 +1,46 @@
-//! The API transport: HTTP/1.1 on a Unix socket (axum over a tokio
-//! `UnixListener`), `POST /` with one JSON object, JSON back with HTTP 200
-//! whatever the `ret_code`. Reads the peer's uid/pid (SO_PEERCRED) for the
-//! request log, caps body size and requests in flight, and stops accepting on
-//! cancellation while in-flight requests finish.
+//! The API transport: HTTP/1.1 on a Unix socket (an axum router served
+//! by hyper over a tokio `UnixListener`, with our own accept loop),
+//! `POST /` with one JSON object, JSON back with HTTP 200 whatever the
+//! `ret_code`. Reads the peer's uid/pid (SO_PEERCRED) for the request log
+//! and the login backoff, caps body size and requests in flight, and stops
+//! accepting on cancellation while in-flight requests finish.
+//!
+//! Connections have a budget (`api.max_connections`, lowered to the
+//! descriptors the open-file limit leaves; one uid may hold a quarter of
+//! it): when full, the connection idle the longest (of that uid, when it is
+//! at its share) is closed for the new one; a connection must send its first
+//! request head within [`TIMEOUTS`]`.head`, the next within `.idle`, and a
+//! body within [`BODY_TIMEOUT`]; a request that moves no byte for `.stall`
+//! is dropped. Idle or dribbling connections cannot lock the API out.
 
 use super::{error_response, handle};
+use crate::foundation::budget::{self, Budget, Metered, Timeouts};
 use crate::foundation::errors::{ApiError, RetCode};
 use crate::service::app::App;
+pub use crate::service::logins::Peer;
 use axum::body::Body;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
 use axum::Router;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::net::UnixListener;
+use std::time::{Duration, Instant};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// The connecting process, from SO_PEERCRED.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Peer {
-    pub uid: Option<u32>,
-    pub pid: Option<i32>,
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let cred = stream.io().peer_cred().ok();
-        Peer {
-            uid: cred.map(|c| c.uid()),
-            pid: cred.and_then(|c| c.pid()),
-        }
-    }
-}
+/// The API's connection timeouts (see the module doc).
+pub const TIMEOUTS: Timeouts = Timeouts {
+    head: Duration::from_secs(10),
+    idle: Duration::from_secs(30),
+    stall: Duration::from_secs(30),
+};
+/// How long a request body may take to arrive whole.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 struct AppState {
@@ -87,14 +90,111 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let permits = app.config().api.max_concurrent_requests;
+    let max = app.shared.fds.api_connections;
     let state = AppState {
         app,
         in_flight: Arc::new(Semaphore::new(permits)),
     };
-    let app = Router::new().fallback(api).with_state(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let router = Router::new().fallback(api).with_state(state);
+    // One uid (one local user) may hold a quarter of the budget: a flood
+    // from one user evicts that user's own idle connections, not others'.
+    let budget = Budget::new(max, (max / 4).max(8));
+    let connections = TaskTracker::new();
+    let mut refused = Refusals::default();
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    // Out of descriptors: make room, never spin.
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                        budget.shed_one();
+                    }
+                    refused.note(&format!("accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let cred = stream.peer_cred().ok();
+        let peer = Peer {
+            uid: cred.map(|c| c.uid()),
+            pid: cred.and_then(|c| c.pid()),
+        };
+        let Ok(ticket) = budget.admit(peer.uid.map(budget::Client::Uid)) else {
+            refused.note("every connection is serving a request (api.max_connections)");
+            continue;
+        };
+        connections.spawn(connection(
+            stream,
+            peer,
+            ticket,
+            router.clone(),
+            shutdown.clone(),
+        ));
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+/// Logs refused connections at most once every 10 s, with a count.
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    last: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, why: &str) {
+        self.count += 1;
+        if self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+        {
+            tracing::warn!(refused = self.count, "API connection refused: {why}");
+            self.last = Some(Instant::now());
+            self.count = 0;
+        }
+    }
+}
+
+/// One client connection: hyper's HTTP/1.1 over the metered stream, with
+/// the connection's watchdog; on shutdown, the request in flight finishes.
+async fn connection(
+    stream: UnixStream,
+    peer: Peer,
+    ticket: budget::Ticket,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let state = ticket.state.clone();
+    let io = hyper_util::rt::TokioIo::new(Metered::new(stream, state.clone()));
+    let conn_state = state.clone();
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let busy = conn_state.begin();
+            let mut router = router.clone();
+            async move {
+                let res = tower::Service::call(&mut router, req).await;
+                res.map(|r| r.map(|b| Body::new(budget::BusyBody::new(b, busy))))
+            }
+        });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(TIMEOUTS.head)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = budget::watch(state, TIMEOUTS) => return,
+        _ = shutdown.cancelled() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+    drop(ticket);
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
@@ -132,22 +232,24 @@ async fn api(
     if declared.is_some_and(|n| n > limit) {
         return too_large();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return too_large();
-    };
-    let Ok(_permit) = state.in_flight.acquire().await else {
-        let e = ApiError::internal();
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &error_response("Error", &e),
-        );
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            let e = ApiError::bad(format!(
+                "the request body did not arrive within {} s: send it whole at once",
+                BODY_TIMEOUT.as_secs()
+            ));
+            tracing::warn!(peer_uid = ?peer.uid, peer_pid = ?peer.pid, "request body timed out");
+            return json_response(StatusCode::REQUEST_TIMEOUT, &error_response("Error", &e));
+        }
     };
     tracing::debug!(
         bytes = bytes.len(),
         peer_pid = peer.pid.unwrap_or(-1),
         "request received"
     );
-    let (response, outcome) = handle(state.app.clone(), &bytes).await;
+    let (response, outcome) = handle(state.app.clone(), &bytes, peer, &state.in_flight).await;
     tracing::info!(
         request_id = %outcome.request_id,
         action = %outcome.action,

@@ -13,12 +13,23 @@
 //! | `GET /vmedia/<node_id>/<token>/deploy.iso` | the node's virtual-media ISO (fetched by its BMC) |
 //! | `POST /discover/<mac>/inventory` | with `dhcp.discovery`: an unknown machine that network-booted here enlists itself |
 //!
+//! Connections have a budget (`http.max_connections`, lowered to the
+//! descriptors the open-file limit leaves, and
+//! `http.max_connections_per_client`): when full, the connection idle the
+//! longest (of that client, when it is at its cap) is closed for the new
+//! one, never one that is serving a request. A connection must send its
+//! first request head within [`TIMEOUTS`]`.head`, the next within `.idle`; a
+//! request that moves no byte for `.stall` is dropped. Callback bodies are
+//! read only once the token is checked, within a per-route cap and
+//! [`BODY_TIMEOUT`].
+//!
 //! Files are streamed with Range and Content-Length (tower-http's
 //! `ServeFile`), never read whole. Node-specific configs and callbacks need
 //! the node's current deploy token (rotated per provision). Unknown node,
 //! wrong token, missing file: a plain 4xx with the reason in the log. Every
 //! file served goes to the boot timeline with its size and duration.
 
+use crate::foundation::budget::{self, Budget, Metered, Timeouts};
 use crate::foundation::callbacks::{parse_callback, Callback};
 use crate::foundation::config::Config;
 use crate::foundation::store::BmNode;
@@ -37,11 +48,50 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// How long a connection may sit without sending a request (head).
-const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The HTTP boot server's connection timeouts (see the module doc).
+pub const TIMEOUTS: Timeouts = Timeouts {
+    head: std::time::Duration::from_secs(10),
+    idle: std::time::Duration::from_secs(15),
+    stall: std::time::Duration::from_secs(30),
+};
+
+/// How long a callback body may take to arrive whole.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The largest callback body (an inventory).
 const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
+/// The largest body of the other callbacks (progress, done, failed, booted).
+const MAX_SMALL_CALLBACK_BYTES: usize = 16 * 1024;
+
+/// The body cap of callback `event`.
+fn callback_cap(event: &str) -> usize {
+    if event == "inventory" {
+        MAX_CALLBACK_BYTES
+    } else {
+        MAX_SMALL_CALLBACK_BYTES
+    }
+}
+
+/// Reads a request body of at most `cap` bytes within [`BODY_TIMEOUT`];
+/// the refusal to answer otherwise.
+async fn read_body(body: Body, cap: usize, label: &str) -> Result<Bytes, Response> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, cap)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            label,
+            &format!("the body is over {cap} bytes (or broke off)"),
+        )),
+        Err(_) => Err(refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            label,
+            &format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
 
 #[derive(Clone)]
 struct Http {
@@ -57,6 +107,10 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: C
         Err(_) => return,
     };
     app.shared.set_http_address(address.clone(), port);
+    let budget = Budget::new(
+        app.shared.fds.http_connections,
+        app.config().http.max_connections_per_client,
+    );
     let h = Http { app, address, port };
     let app = router(h.clone());
     loop {
@@ -64,19 +118,30 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: C
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
+                    // Out of descriptors: make room, never spin.
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                        budget.shed_one();
+                    }
                     tracing::debug!("http: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                     continue;
                 }
             },
             _ = shutdown.cancelled() => return,
         };
+        let Ok(ticket) = budget.admit(Some(budget::Client::Ip(peer.ip()))) else {
+            tracing::debug!(%peer, "http: refused a connection: every connection is serving a request");
+            continue;
+        };
         let (h, app, shutdown) = (h.clone(), app.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let state = ticket.state.clone();
             tokio::select! {
-                _ = connection(h, app, stream, peer) => {}
+                _ = connection(h, app, stream, peer, state.clone()) => {}
+                _ = budget::watch(state, TIMEOUTS) => {}
                 _ = shutdown.cancelled() => {}
             }
+            drop(ticket);
         });
     }
 }
@@ -84,15 +149,21 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: C
 /// One client connection: whole static files by sendfile while the client
 /// asks for them, then (for anything else) the router, for the rest of the
 /// connection.
-async fn connection(h: Http, app: Router, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+async fn connection(
+    h: Http,
+    app: Router,
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    state: Arc<budget::ConnState>,
+) {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 4096];
     loop {
         // The next request's head (it normally arrives in one segment).
         let mut tries = 0;
         let get = loop {
-            // An idle keep-alive connection is closed after a minute.
-            let peeked = tokio::time::timeout(IDLE, stream.peek(&mut buf)).await;
+            // An idle connection is closed by its watchdog.
+            let peeked = tokio::time::timeout(TIMEOUTS.idle, stream.peek(&mut buf)).await;
             let n = match peeked {
                 Ok(Ok(n)) if n > 0 => n,
                 _ => return,
@@ -111,6 +182,7 @@ async fn connection(h: Http, app: Router, mut stream: tokio::net::TcpStream, pee
         let (Some(g), Some((path, kind))) = (get, target) else {
             break;
         };
+        let _busy = state.begin();
         let mut head = vec![0u8; g.head_len];
         if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut head)
             .await
@@ -127,7 +199,7 @@ async fn connection(h: Http, app: Router, mut stream: tokio::net::TcpStream, pee
             notify_fetch(&h.app, mac.as_deref(), kind).await;
         }
         let started = Instant::now();
-        let sent = super::sendfile::send(&stream, &file, len, g.keep_alive).await;
+        let sent = super::sendfile::send(&stream, &file, len, g.keep_alive, || state.moved()).await;
         if let Some(mac) = mac {
             let ms = started.elapsed().as_millis();
             let detail = match &sent {
@@ -140,16 +212,24 @@ async fn connection(h: Http, app: Router, mut stream: tokio::net::TcpStream, pee
             return;
         }
     }
+    let conn_state = state.clone();
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            let busy = conn_state.begin();
             let mut app = app.clone();
-            async move { tower::Service::call(&mut app, req).await }
+            async move {
+                let res = tower::Service::call(&mut app, req).await;
+                res.map(|r| r.map(|b| Body::new(budget::BusyBody::new(b, busy))))
+            }
         });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(IDLE)
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .header_read_timeout(TIMEOUTS.head)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(Metered::new(stream, state)),
+            service,
+        )
         .await;
 }
 
@@ -649,54 +729,61 @@ async fn image_file(
             "no such os_version in [[images]]",
         );
     };
-    let path =
-        match file.as_str() {
-            // Prepared on first use when no provision has done it yet (a
-            // local file: checked and made sparse raw; a URL: downloaded).
-            "image" => {
-                let log_label = label.clone();
-                match h
-                    .app
-                    .provision
-                    .images
-                    .prepare(image, move |line| {
-                        tracing::info!(image = %log_label, "{line}")
-                    })
-                    .await
-                {
-                    Ok(p) => p.raw,
-                    Err(e) => {
-                        return refuse(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            &label,
-                            &format!("the image could not be prepared: {e}"),
-                        )
-                    }
-                }
-            }
-            "kernel" | "initrd" => {
-                let p = if file == "kernel" {
-                    &image.kernel
-                } else {
-                    &image.initrd
-                };
-                if p.is_empty() || p.starts_with("http://") || p.starts_with("https://") {
+    let path = match file.as_str() {
+        // Prepared on first use when no provision has done it yet (a
+        // local file: checked and made sparse raw; a URL: downloaded).
+        "image" if image.method != crate::foundation::config::ImageMethod::Image => {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                &label,
+                "an installer has no image file (its kernel and initrd are served)",
+            )
+        }
+        "image" => {
+            let log_label = label.clone();
+            match h
+                .app
+                .provision
+                .images
+                .prepare(
+                    image,
+                    move |line| tracing::info!(image = %log_label, "{line}"),
+                )
+                .await
+            {
+                Ok(p) => p.raw,
+                Err(e) => {
                     return refuse(
-                        StatusCode::NOT_FOUND,
+                        StatusCode::SERVICE_UNAVAILABLE,
                         &label,
-                        "not served by rackboot (no local file)",
-                    );
+                        &format!("the image could not be prepared: {e}"),
+                    )
                 }
-                std::path::PathBuf::from(p)
             }
-            _ => {
+        }
+        "kernel" | "initrd" => {
+            let p = if file == "kernel" {
+                &image.kernel
+            } else {
+                &image.initrd
+            };
+            if p.is_empty() || p.starts_with("http://") || p.starts_with("https://") {
                 return refuse(
                     StatusCode::NOT_FOUND,
                     &label,
-                    "an image has image, kernel and initrd files",
-                )
+                    "not served by rackboot (no local file)",
+                );
             }
-        };
+            std::path::PathBuf::from(p)
+        }
+        _ => {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                &label,
+                "an image has image, kernel and initrd files",
+            )
+        }
+    };
     let mac = mac_of_peer(&h.app, peer.ip()).await;
     let what = match file.as_str() {
         "kernel" => "kernel",
@@ -832,7 +919,7 @@ async fn vmedia_iso(
 async fn discover(
     State(h): State<Http>,
     Path((mac, event)): Path<(String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let label = format!("/discover/{mac}/{event}");
     if !h.app.config().dhcp.discovery {
@@ -860,13 +947,10 @@ async fn discover(
             "this MAC has not network-booted here within the hour",
         );
     }
-    if body.len() > MAX_CALLBACK_BYTES {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &label,
-            "the body is over 1 MiB",
-        );
-    }
+    let body = match read_body(body, callback_cap(&event), &label).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
     match parse_callback(&event, &body) {
         Ok(Callback::Inventory(json)) => {
             let raw: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
@@ -900,20 +984,18 @@ async fn discover(
 async fn callback(
     State(h): State<Http>,
     Path((node_id, token, event)): Path<(String, String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let label = format!("/callback/{node_id}/…/{event}");
+    // The token first: a stranger's body is never read.
     let node = match token_holder(&h.app, &node_id, &token, &label).await {
         Ok(n) => n,
         Err(refused) => return refused,
     };
-    if body.len() > MAX_CALLBACK_BYTES {
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &label,
-            "the body is over 1 MiB",
-        );
-    }
+    let body = match read_body(body, callback_cap(&event), &label).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
     let cb = match parse_callback(&event, &body) {
         Ok(c) => c,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, &label, &why),
@@ -1101,6 +1183,42 @@ mod tests {
         assert!(why.contains("rackboot ramdisk build"), "{why}");
         let (status, _) = call(&router, "GET", "/images/ubuntu-24.04/image", "").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn callback_bodies_are_read_only_behind_the_token_and_capped_per_route() {
+        let (app, router, _dir) = setup().await;
+        let id = "n-Jr8KE6cf";
+        let token = app.store.rotate_deploy_token(id).await.unwrap().unwrap();
+        let big = "x".repeat(3 * 1024 * 1024);
+        // A stranger's 3 MiB body: refused for its token, not its size (the
+        // body is never read).
+        let (status, why) = call(
+            &router,
+            "POST",
+            &format!("/callback/{id}/wrong/inventory"),
+            &big,
+        )
+        .await;
+        assert_eq!(
+            (status, why.as_str()),
+            (StatusCode::FORBIDDEN, "wrong or expired deploy token\n")
+        );
+        // With the token: an inventory may be 1 MiB, a progress report 16 KiB.
+        let cb = format!("/callback/{id}/{token}");
+        let (status, _) = call(&router, "POST", &format!("{cb}/inventory"), &big).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let long = format!("percent=5&message={}", "y".repeat(20 * 1024));
+        let (status, _) = call(&router, "POST", &format!("{cb}/progress"), &long).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, _) = call(&router, "POST", &format!("{cb}/progress"), "percent=5").await;
+        assert_eq!(status, StatusCode::OK);
+        let inventory = format!(
+            r#"{{"cpu":{{"count":2}},"pad":"{}"}}"#,
+            "z".repeat(500 * 1024)
+        );
+        let (status, _) = call(&router, "POST", &format!("{cb}/inventory"), &inventory).await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     async fn setup() -> (Arc<App>, Router, tempfile::TempDir) {

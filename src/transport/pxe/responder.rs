@@ -3,15 +3,16 @@
 //! interface's IPv4 address, all bound to that interface (SO_BINDTODEVICE),
 //! so nothing ever answers on another one. Decisions are
 //! [`crate::foundation::dhcp::handle`]'s and [`crate::foundation::dhcp::handle_proxy`]'s; leases
-//! live in memory and are written to the store before any answer that
-//! depends on them is sent, one transaction per batch of packets.
+//! live in memory ([`LeaseTable`]) and are written to the store before the
+//! ACK that hands them out, one transaction per batch of packets. DHCP runs
+//! on a thread of its own with its own store connection ([`LeaseDb`]): no
+//! hop between threads lies between a packet and its answer.
 
 use crate::foundation::config::DhcpMode;
-use crate::foundation::dhcp::{
-    self, Decision, Lease, Leases, NodeInfo, Nodes, Pool, ProxyPort, Settings,
-};
+use crate::foundation::dhcp::{self, Decision, NodeInfo, Nodes, Pool, ProxyPort, Settings};
 use crate::foundation::firmware::BootFiles;
-use crate::foundation::store::PxeNode;
+use crate::foundation::lease_table::LeaseTable;
+use crate::foundation::store::{LeaseDb, PxeNode};
 use crate::foundation::tftp::Limits;
 use crate::service::app::App;
 use crate::transport::pxe::tftp::{self as tftp, TftpSettings};
@@ -56,6 +57,16 @@ fn interface_mac(name: &str) -> Option<[u8; 6]> {
 }
 
 fn bound_socket(addr: SocketAddr, iface: &str, broadcast: bool) -> Result<UdpSocket, String> {
+    let sock = bound_std_socket(addr, iface, broadcast)?;
+    UdpSocket::from_std(sock).map_err(|e| e.to_string())
+}
+
+/// A non-blocking UDP socket on `addr`, bound to interface `iface`.
+fn bound_std_socket(
+    addr: SocketAddr,
+    iface: &str,
+    broadcast: bool,
+) -> Result<std::net::UdpSocket, String> {
     let sock = std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
     nix::sys::socket::setsockopt(
         &sock,
@@ -68,7 +79,7 @@ fn bound_socket(addr: SocketAddr, iface: &str, broadcast: bool) -> Result<UdpSoc
             .map_err(|e| format!("cannot enable broadcast on {addr}: {e}"))?;
     }
     sock.set_nonblocking(true).map_err(|e| e.to_string())?;
-    UdpSocket::from_std(sock).map_err(|e| e.to_string())
+    Ok(sock)
 }
 
 /// Starts DHCP and TFTP when configured; returns whether they run.
@@ -132,34 +143,32 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
         http_base: format!("http://{http_ip}:{}", cfg.http.port),
         discovery: d.discovery,
     };
-    let dhcp_sock = bound_socket(SocketAddr::from(([0, 0, 0, 0], 67)), &iface, true)?;
+    let dhcp_sock = bound_std_socket(SocketAddr::from(([0, 0, 0, 0], 67)), &iface, true)?;
     let (boot_sock, table) = match d.mode {
         DhcpMode::Proxy => (
-            Some(bound_socket(SocketAddr::from((ip, 4011)), &iface, false)?),
+            Some(bound_std_socket(
+                SocketAddr::from((ip, 4011)),
+                &iface,
+                false,
+            )?),
             None,
         ),
         DhcpMode::Full => {
-            let leases: HashMap<String, Lease> = app
-                .store
-                .load_leases()
-                .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(|l| (l.mac.clone(), l))
-                .collect();
-            (None, Some(Table::new(leases)))
+            let leases = app.store.load_leases().await.map_err(|e| e.to_string())?;
+            (None, Some(LeaseTable::new(leases)))
         }
     };
-    tokio::spawn(dhcp_loop(
-        app.clone(),
-        Sockets {
-            dhcp: dhcp_sock,
-            boot_server: boot_sock,
-        },
-        settings,
-        table,
-        shutdown.clone(),
-    ));
+    let db = app.store.lease_db().map_err(|e| e.to_string())?;
+    let timeline = timeline_writer(app.clone());
+    let dhcp_shutdown = shutdown.clone();
+    let socks = Sockets {
+        dhcp: dhcp_sock,
+        boot_server: boot_sock,
+    };
+    std::thread::Builder::new()
+        .name("rackboot-dhcp".into())
+        .spawn(move || dhcp_loop(socks, settings, table, db, timeline, dhcp_shutdown))
+        .map_err(|e| format!("cannot start the DHCP thread: {e}"))?;
     if cfg.tftp.enabled {
         let tftp_sock = bound_socket(SocketAddr::from((ip, cfg.tftp.port)), &iface, false)?;
         let t = TftpSettings {
@@ -169,6 +178,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
                 max_windowsize: cfg.tftp.max_windowsize,
             },
             max_transfers: cfg.tftp.max_transfers,
+            max_per_client: cfg.tftp.max_transfers_per_client,
             retries: 5,
             report: Some(tftp_reporter(app.clone())),
             generate: Some(tftp_generator(app.clone(), http_ip, cfg.http.port)),
@@ -261,80 +271,6 @@ fn tftp_generator(
     })
 }
 
-/// The lease table in memory, indexed both ways (the DHCP path looks
-/// addresses up once per pool address while choosing one), remembering
-/// which MACs changed so that only those are written back.
-struct Table {
-    leases: HashMap<String, Lease>,
-    by_ip: HashMap<Ipv4Addr, String>,
-    touched: HashSet<String>,
-    /// Where the search for a free address resumes (allocation stays O(1)
-    /// while the range has never-used addresses, whatever the lease count).
-    cursor: u32,
-}
-
-impl Table {
-    fn new(leases: HashMap<String, Lease>) -> Table {
-        let by_ip = leases.values().map(|l| (l.ip, l.mac.clone())).collect();
-        Table {
-            leases,
-            by_ip,
-            touched: HashSet::new(),
-            cursor: 0,
-        }
-    }
-}
-
-impl Leases for Table {
-    fn by_mac(&self, mac: &str) -> Option<Lease> {
-        self.leases.get(mac).cloned()
-    }
-    fn by_ip(&self, ip: Ipv4Addr) -> Option<Lease> {
-        self.by_ip
-            .get(&ip)
-            .and_then(|mac| self.leases.get(mac))
-            .cloned()
-    }
-    fn put(&mut self, lease: Lease) {
-        // One lease per address: a new holder replaces the old one.
-        if let Some(old) = self
-            .by_ip
-            .get(&lease.ip)
-            .filter(|m| **m != lease.mac)
-            .cloned()
-        {
-            self.leases.remove(&old);
-            self.touched.insert(old);
-        }
-        if let Some(prev) = self.leases.get(&lease.mac) {
-            self.by_ip.remove(&prev.ip);
-        }
-        self.touched.insert(lease.mac.clone());
-        self.by_ip.insert(lease.ip, lease.mac.clone());
-        self.leases.insert(lease.mac.clone(), lease);
-    }
-    fn free_address(&mut self, pool: &Pool, mac: &str, now: i64) -> Option<Ipv4Addr> {
-        let (start, end) = (u32::from(pool.start), u32::from(pool.end));
-        let from = self.cursor.clamp(start, end);
-        let free = |ip: u32| {
-            let ip = Ipv4Addr::from(ip);
-            match self.by_ip.get(&ip).and_then(|m| self.leases.get(m)) {
-                None => true,
-                Some(l) => l.expires <= now || l.mac == mac,
-            }
-        };
-        let found = (from..=end).chain(start..from).find(|ip| free(*ip))?;
-        self.cursor = found.saturating_add(1);
-        Some(Ipv4Addr::from(found))
-    }
-    fn remove(&mut self, mac: &str) {
-        self.touched.insert(mac.to_string());
-        if let Some(l) = self.leases.remove(mac) {
-            self.by_ip.remove(&l.ip);
-        }
-    }
-}
-
 /// Registered nodes among the MACs of one batch of packets.
 struct Known(HashMap<String, PxeNode>);
 
@@ -347,10 +283,33 @@ impl Nodes for Known {
     }
 }
 
-/// The DHCP sockets: 67, and 4011 in proxy mode.
+/// The DHCP sockets (non-blocking): 67, and 4011 in proxy mode.
 struct Sockets {
-    dhcp: UdpSocket,
-    boot_server: Option<UdpSocket>,
+    dhcp: std::net::UdpSocket,
+    boot_server: Option<std::net::UdpSocket>,
+}
+
+impl Sockets {
+    /// Waits until a socket is readable, at most `ms` milliseconds.
+    fn wait(&self, ms: i32) {
+        use std::os::fd::AsRawFd;
+        let mut fds = vec![libc::pollfd {
+            fd: self.dhcp.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(b) = &self.boot_server {
+            fds.push(libc::pollfd {
+                fd: b.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: poll on descriptors we own, with the array's length.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms);
+        }
+    }
 }
 
 /// A request taken off a socket.
@@ -366,7 +325,7 @@ struct Incoming {
 const BATCH: usize = 256;
 
 fn drain(
-    sock: &UdpSocket,
+    sock: &std::net::UdpSocket,
     boot_server: bool,
     buf: &mut [u8],
     limit: &mut dhcp::RateLimit,
@@ -374,7 +333,7 @@ fn drain(
     out: &mut Vec<Incoming>,
 ) {
     while out.len() < BATCH {
-        let (n, peer) = match sock.try_recv_from(buf) {
+        let (n, peer) = match sock.recv_from(buf) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
             Err(e) => {
@@ -412,11 +371,17 @@ fn upper<T: std::fmt::Debug>(t: Option<T>) -> String {
         .unwrap_or_default()
 }
 
-async fn dhcp_loop(
-    app: Arc<App>,
+/// The DHCP responder, on its own thread (as a single-threaded DHCP server
+/// works: no hop to another thread between a packet and its answer): wait
+/// for packets, take up to [`BATCH`], look their MACs up and write their
+/// leases on its own store connection ([`LeaseDb`]), answer. Ends when
+/// `shutdown` is cancelled (checked every 250 ms).
+fn dhcp_loop(
     socks: Sockets,
     settings: Settings,
-    mut table: Option<Table>,
+    mut table: Option<LeaseTable>,
+    mut db: LeaseDb,
+    timeline: tokio::sync::mpsc::Sender<Vec<BootLine>>,
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; 1500];
@@ -424,17 +389,10 @@ async fn dhcp_loop(
     let started = std::time::Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let boot_ready = async {
-            match &socks.boot_server {
-                Some(s) => s.readable().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = socks.dhcp.readable() => {},
-            _ = boot_ready => {},
-            _ = shutdown.cancelled() => return,
+        if shutdown.is_cancelled() {
+            return;
         }
+        socks.wait(250);
         let now = started.elapsed().as_secs_f64();
         drain(&socks.dhcp, false, &mut buf, &mut limit, now, &mut batch);
         if let Some(s) = &socks.boot_server {
@@ -449,7 +407,7 @@ async fn dhcp_loop(
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let known = match app.store.nodes_by_pxe_macs(macs).await {
+        let known = match db.nodes_by_pxe_macs(&macs) {
             Ok(k) => Known(k),
             Err(e) => {
                 tracing::warn!("dhcp: node lookup failed: {e}");
@@ -520,40 +478,99 @@ async fn dhcp_loop(
                         continue;
                     }
                     tracing::info!(mac = %p.mac, xid = p.msg.xid(), yiaddr = %message.yiaddr(), %to, "dhcp: answered");
-                    replies.push((out, to, p.boot_server_peer.is_some(), p.mac));
+                    let needs_lease = table.is_some()
+                        && dhcp::message_type(&message) == Some(dhcproto::v4::MessageType::Ack);
+                    replies.push(Outgoing {
+                        bytes: out,
+                        to,
+                        from_boot_server: p.boot_server_peer.is_some(),
+                        needs_lease,
+                        mac: p.mac,
+                    });
                 }
             }
         }
-        // Leases are on disk before any answer that hands them out.
+        // What does not depend on a written lease (offers: RFC 2131 lets a
+        // server forget them; NAKs; proxy answers) goes out at once; ACKs
+        // only once their leases are on disk.
+        let (now_out, after_save): (Vec<_>, Vec<_>) =
+            replies.into_iter().partition(|r| !r.needs_lease);
+        send_all(&socks, now_out);
         if let Some(t) = &mut table {
-            let changes: Vec<(String, Option<Lease>)> = std::mem::take(&mut t.touched)
-                .into_iter()
-                .map(|mac| {
-                    let lease = t.leases.get(&mac).cloned();
-                    (mac, lease)
-                })
-                .collect();
-            if let Err(e) = app.store.save_leases(changes).await {
-                tracing::warn!("dhcp: cannot save leases, not answering this batch: {e}");
+            t.sweep(unix_now);
+            let changes = t.changes();
+            if let Err(e) = db.save_leases(changes) {
+                tracing::warn!("dhcp: cannot save leases, not acknowledging this batch: {e}");
                 continue;
             }
         }
-        for (out, to, from_boot_server, mac) in replies {
-            let sock = match (&socks.boot_server, from_boot_server) {
-                (Some(s), true) => s,
-                _ => &socks.dhcp,
-            };
-            if let Err(e) = sock.send_to(&out, SocketAddr::V4(to)).await {
-                tracing::warn!(%mac, "dhcp: cannot send the answer: {e}");
-            }
-        }
+        send_all(&socks, after_save);
         if !events.is_empty() {
-            let store = app.store.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.record_boot_events(events).await {
-                    tracing::debug!("boot timeline: {e}");
-                }
-            });
+            let _ = timeline.try_send(events);
         }
     }
 }
+
+/// An answer ready to go.
+struct Outgoing {
+    bytes: Vec<u8>,
+    to: SocketAddrV4,
+    from_boot_server: bool,
+    /// An ACK handing out a lease: sent only once the lease is on disk.
+    needs_lease: bool,
+    mac: String,
+}
+
+fn send_all(socks: &Sockets, out: Vec<Outgoing>) {
+    for o in out {
+        let sock = match (&socks.boot_server, o.from_boot_server) {
+            (Some(s), true) => s,
+            _ => &socks.dhcp,
+        };
+        // Non-blocking: a full send buffer waits a little, never long.
+        let mut tries = 0;
+        loop {
+            match sock.send_to(&o.bytes, SocketAddr::V4(o.to)) {
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+                Err(e) => {
+                    tracing::warn!(mac = %o.mac, "dhcp: cannot send the answer: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Boot timeline lines of DHCP exchanges, written in the background in
+/// batches of at most [`TIMELINE_BATCH`] lines or [`TIMELINE_EVERY`]:
+/// timeline writes never hold up the lease writes the answers wait for.
+/// Lines past [`TIMELINE_QUEUE`] waiting batches are dropped (a flood).
+fn timeline_writer(app: Arc<App>) -> tokio::sync::mpsc::Sender<Vec<BootLine>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<BootLine>>(TIMELINE_QUEUE);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut lines = first;
+            let deadline = tokio::time::Instant::now() + TIMELINE_EVERY;
+            while lines.len() < TIMELINE_BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(more)) => lines.extend(more),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if let Err(e) = app.store.record_boot_events(lines).await {
+                tracing::debug!("boot timeline: {e}");
+            }
+        }
+    });
+    tx
+}
+
+/// One timeline line: MAC, kind, detail.
+type BootLine = (String, &'static str, String);
+const TIMELINE_BATCH: usize = 2048;
+const TIMELINE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+const TIMELINE_QUEUE: usize = 64;

@@ -52,12 +52,14 @@ pub fn parse_head(buf: &[u8]) -> Option<StaticGet> {
     })
 }
 
-/// Sends `file` (`len` bytes) after a 200 head, with sendfile.
+/// Sends `file` (`len` bytes) after a 200 head, with sendfile, calling
+/// `moved` whenever bytes went out (the connection's stall watchdog).
 pub async fn send(
     stream: &tokio::net::TcpStream,
     file: &std::fs::File,
     len: u64,
     keep_alive: bool,
+    moved: impl Fn(),
 ) -> std::io::Result<u64> {
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n{}\r\n",
@@ -78,7 +80,7 @@ pub async fn send(
                     "the file shrank",
                 ))
             }
-            Ok(_) => {}
+            Ok(_) => moved(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }

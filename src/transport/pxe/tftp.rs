@@ -1,14 +1,21 @@
-//! TFTP transfers over UDP (see [`super`]).
+//! TFTP transfers over UDP (see [`super`]): one task and socket per
+//! transfer, at most `max_transfers` at once and `max_per_client` per
+//! client address. When every slot is taken, a new request takes the slot
+//! of a transfer whose client never acknowledged anything (after
+//! [`UNANSWERED`]) or stopped acknowledging (after [`STALLED`]) — never
+//! that of a transfer that moves; a transfer that makes no progress for
+//! [`MAX_STALL`] ends. 64 spoofed requests cannot lock the server out.
 
 use crate::foundation::tftp::{self as proto, code, Limits, PathError, Request};
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// What a finished (or abandoned) transfer reports: peer, file name, bytes
@@ -29,8 +36,11 @@ pub struct TftpSettings {
     /// Files are served from here only.
     pub root: PathBuf,
     pub limits: Limits,
-    /// Transfers in flight; more are refused with "server busy".
+    /// Transfers in flight; more take over a stalled one's slot, or are
+    /// refused with "server busy".
     pub max_transfers: usize,
+    /// Transfers in flight from one client address.
+    pub max_per_client: usize,
     /// Retransmissions of one window before a transfer is abandoned.
     pub retries: u32,
     /// Called when a transfer ends (the boot timeline).
@@ -44,6 +54,125 @@ pub struct TftpSettings {
 
 /// A file name → the local file that answers it, if any.
 pub type Named = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
+/// A transfer whose client has acknowledged nothing for this long may lose
+/// its slot to a new request when the server is full.
+pub const UNANSWERED: Duration = Duration::from_millis(250);
+/// A transfer whose client acknowledged before but not for this long may
+/// lose its slot to a new request when the server is full.
+pub const STALLED: Duration = Duration::from_secs(2);
+/// A transfer that makes no progress for this long ends, whatever the
+/// negotiated timeout and retries.
+pub const MAX_STALL: Duration = Duration::from_secs(25);
+
+/// What the server knows of a running transfer.
+struct Running {
+    peer: IpAddr,
+    /// Milliseconds (of [`Registry::epoch`]) of the last acknowledgement
+    /// that moved the transfer, or of its start.
+    progress: Arc<AtomicU64>,
+    /// Whether the client acknowledged anything yet.
+    answered: Arc<AtomicBool>,
+    cancel: CancellationToken,
+}
+
+/// The transfers in flight.
+struct Registry {
+    epoch: std::time::Instant,
+    next: u64,
+    running: HashMap<u64, Running>,
+}
+
+impl Registry {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The transfer to end for a new one among `candidates`: the oldest
+    /// unanswered one after [`UNANSWERED`], else the longest stalled after
+    /// [`STALLED`].
+    fn victim(&self, only: Option<IpAddr>) -> Option<u64> {
+        let now = self.now_ms();
+        let age = |r: &Running| now.saturating_sub(r.progress.load(Ordering::Relaxed));
+        let candidates = || {
+            self.running
+                .iter()
+                .filter(move |(_, r)| only.is_none_or(|ip| r.peer == ip))
+        };
+        candidates()
+            .filter(|(_, r)| {
+                !r.answered.load(Ordering::Relaxed) && age(r) >= UNANSWERED.as_millis() as u64
+            })
+            .max_by_key(|(_, r)| age(r))
+            .or_else(|| {
+                candidates()
+                    .filter(|(_, r)| age(r) >= STALLED.as_millis() as u64)
+                    .max_by_key(|(_, r)| age(r))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    fn evict(&mut self, id: u64) {
+        if let Some(r) = self.running.remove(&id) {
+            r.cancel.cancel();
+        }
+    }
+
+    /// Takes a slot for a transfer from `peer`, ending a stalled one when
+    /// full; `Err` says why there is none.
+    fn admit(&mut self, peer: IpAddr, max: usize, per_client: usize) -> Result<Slot, &'static str> {
+        let from_peer = self.running.values().filter(|r| r.peer == peer).count();
+        if from_peer >= per_client {
+            match self.victim(Some(peer)) {
+                Some(id) => self.evict(id),
+                None => return Err("too many transfers from your address, try again later"),
+            }
+        }
+        if self.running.len() >= max {
+            match self.victim(None) {
+                Some(id) => self.evict(id),
+                None => return Err("server busy, try again later"),
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let slot = Slot {
+            id,
+            progress: Arc::new(AtomicU64::new(self.now_ms())),
+            answered: Arc::new(AtomicBool::new(false)),
+            cancel: CancellationToken::new(),
+            epoch: self.epoch,
+        };
+        self.running.insert(
+            id,
+            Running {
+                peer,
+                progress: slot.progress.clone(),
+                answered: slot.answered.clone(),
+                cancel: slot.cancel.clone(),
+            },
+        );
+        Ok(slot)
+    }
+}
+
+/// A transfer's place in the registry: how it reports progress and hears
+/// that it lost its slot.
+#[derive(Clone)]
+struct Slot {
+    id: u64,
+    progress: Arc<AtomicU64>,
+    answered: Arc<AtomicBool>,
+    cancel: CancellationToken,
+    epoch: std::time::Instant,
+}
+
+impl Slot {
+    fn moved(&self) {
+        self.answered.store(true, Ordering::Relaxed);
+        self.progress
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
 
 /// Serves read requests arriving on `socket` until `shutdown`.
 pub async fn serve(
@@ -54,7 +183,11 @@ pub async fn serve(
     let root = settings.root.canonicalize()?;
     let settings = Arc::new(TftpSettings { root, ..settings });
     let local_ip = socket.local_addr()?.ip();
-    let slots = Arc::new(Semaphore::new(settings.max_transfers));
+    let registry = Arc::new(Mutex::new(Registry {
+        epoch: std::time::Instant::now(),
+        next: 0,
+        running: HashMap::new(),
+    }));
     let mut buf = vec![0u8; 2048];
     loop {
         let (n, peer) = tokio::select! {
@@ -78,19 +211,34 @@ pub async fn serve(
                     .await;
             }
             Some(Request::Read(req)) => {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    let _ = socket
-                        .send_to(
-                            &proto::error(code::NOT_DEFINED, "server busy, try again later"),
-                            peer,
-                        )
-                        .await;
-                    continue;
+                let admitted = registry.lock().unwrap_or_else(|e| e.into_inner()).admit(
+                    peer.ip(),
+                    settings.max_transfers.max(1),
+                    settings.max_per_client.max(1),
+                );
+                let slot = match admitted {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        tracing::debug!(%peer, "tftp: refused: {why}");
+                        let _ = socket
+                            .send_to(&proto::error(code::NOT_DEFINED, why), peer)
+                            .await;
+                        continue;
+                    }
                 };
                 let settings = settings.clone();
+                let registry = registry.clone();
                 tokio::spawn(async move {
                     let started = std::time::Instant::now();
-                    let result = transfer(local_ip, peer, req.clone(), &settings).await;
+                    let result = tokio::select! {
+                        r = transfer(local_ip, peer, req.clone(), &settings, &slot) => r,
+                        _ = slot.cancel.cancelled() => Err(TransferError::Evicted),
+                    };
+                    registry
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .running
+                        .remove(&slot.id);
                     if let Err(e) = &result {
                         tracing::debug!(%peer, file = %req.filename, "tftp: transfer ended: {e}");
                     }
@@ -107,7 +255,6 @@ pub async fn serve(
                             outcome,
                         );
                     }
-                    drop(permit);
                 });
             }
         }
@@ -125,6 +272,8 @@ enum TransferError {
     ClientError,
     #[error("refused: {0}")]
     Refused(&'static str),
+    #[error("its slot went to a new request (the client had stalled)")]
+    Evicted,
 }
 
 async fn transfer(
@@ -132,6 +281,7 @@ async fn transfer(
     peer: SocketAddr,
     req: proto::ReadRequest,
     s: &TftpSettings,
+    slot: &Slot,
 ) -> Result<u64, TransferError> {
     let sock = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
     sock.connect(peer).await?;
@@ -183,6 +333,7 @@ async fn transfer(
     let n = proto::negotiate(&req, size, s.limits);
     let wait = Duration::from_secs(u64::from(n.timeout));
     let mut buf = vec![0u8; 1024];
+    let mut last_progress = tokio::time::Instant::now();
 
     if !n.oack.is_empty() {
         let oack = proto::oack(&n.oack);
@@ -190,7 +341,11 @@ async fn transfer(
         loop {
             sock.send(&oack).await?;
             match tokio::time::timeout(wait, sock.recv(&mut buf)).await {
-                Ok(Ok(len)) if proto::parse_ack(&buf[..len]) == Some(0) => break,
+                Ok(Ok(len)) if proto::parse_ack(&buf[..len]) == Some(0) => {
+                    slot.moved();
+                    last_progress = tokio::time::Instant::now();
+                    break;
+                }
                 Ok(Ok(len)) if proto::is_error(&buf[..len]) => {
                     return Err(TransferError::ClientError)
                 }
@@ -198,7 +353,7 @@ async fn transfer(
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => {
                     tries += 1;
-                    if tries > s.retries {
+                    if tries > s.retries || last_progress.elapsed() >= MAX_STALL {
                         return Err(TransferError::Timeout);
                     }
                 }
@@ -252,15 +407,17 @@ async fn transfer(
                         acked += i;
                         pending.drain(..i as usize);
                         moved = true;
+                        slot.moved();
                     }
                 }
             }
         }
         if moved {
             tries = 0;
+            last_progress = tokio::time::Instant::now();
         } else {
             tries += 1;
-            if tries > s.retries {
+            if tries > s.retries || last_progress.elapsed() >= MAX_STALL {
                 return Err(TransferError::Timeout);
             }
         }
