@@ -98,8 +98,9 @@ fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # ---- work area, and cleanup of everything this script mounts or attaches --
-outdir=$(dirname "$(readlink -f "$OUT")")
-mkdir -p "$outdir" "$APT_CACHE"
+mkdir -p "$(dirname "$OUT")" "$APT_CACHE"
+outdir=$(cd "$(dirname "$OUT")" && pwd)
+OUT=$outdir/$(basename "$OUT")
 work=$(mktemp -d "$outdir/.debian12.XXXXXX")
 chmod 755 "$work"   # apt's _apt user downloads into the target
 raw=$work/disk.raw
@@ -154,6 +155,7 @@ packages=(
   procps less dosfstools e2fsprogs
   grub-cloud-amd64
 )
+# shellcheck disable=SC2016 # "$1" in hooks is the target, expanded by mmdebstrap
 mmdebstrap \
   --mode=root --variant=minbase --components=main \
   --include="$(IFS=,; echo "${packages[*]}")" \
@@ -256,6 +258,7 @@ for d in BOOT debian; do
 done
 cp "$shim" "$esp/EFI/BOOT/BOOTX64.EFI"
 cp "$shim" "$esp/EFI/debian/shimx64.efi"
+# shellcheck disable=SC2016 # $root and $prefix are GRUB's variables
 printf '%s\n' "search.fs_uuid $root_uuid root" \
   "set prefix=(\$root)'/boot/grub'" \
   'configfile $prefix/grub.cfg' > "$esp/EFI/debian/grub.cfg"
@@ -278,7 +281,7 @@ grep -q "root=UUID=$root_uuid" "$mnt/boot/grub/grub.cfg" \
 fstrim "$mnt" >/dev/null
 unmount_all
 # The root file system must be clean (no journal to replay) and sound.
-e2fsck -f -n "${loop}p3" >/dev/null
+fsck_out=$(e2fsck -f -n "${loop}p3" 2>&1) || { echo "$fsck_out" >&2; echo "$0: the root file system is not clean" >&2; exit 1; }
 losetup -d "$loop"; loop=""
 say "root file system done ($(du -h --apparent-size "$raw" | cut -f1) virtual, $(du -h "$raw" | cut -f1) allocated)"
 
