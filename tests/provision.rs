@@ -575,8 +575,17 @@ fn discovery_enlists_an_unknown_machine_that_network_boots() {
         script.contains("rackboot.mode=inspect") && script.contains("/discover/${mac:hexhyp}"),
         "{script}"
     );
-    // Its ramdisk reports: it is a new BMNode, once.
-    let (code, id) = curl(&lab.cli, &["-X", "POST", "--data-binary", inventory, url]);
+    // Its ramdisk reports: it is a new BMNode, once. (The DHCP thread
+    // records the boot just after answering; a real ramdisk posts many
+    // seconds later, this test at once: it retries briefly.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (code, id) = loop {
+        let (code, id) = curl(&lab.cli, &["-X", "POST", "--data-binary", inventory, url]);
+        if code != 403 || std::time::Instant::now() > deadline {
+            break (code, id);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert_eq!(code, 200, "{id}");
     let id = id.trim().to_string();
     let n = node(&d, &id);
@@ -766,12 +775,18 @@ fn a_firmware_asking_in_the_other_boot_mode_is_named_when_the_boot_times_out() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let timeline =
-        d.ok(json!({"action": "DescribeBootEvents", "node_id": id}))["event_set"].to_string();
-    assert!(
-        timeline.contains("arch 0 (asked as BIOS, registered uefi)"),
-        "{timeline}"
-    );
+    // The DHCP thread hands its timeline lines to the store's writer after
+    // answering: they land shortly after the client got its lease.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let timeline =
+            d.ok(json!({"action": "DescribeBootEvents", "node_id": id}))["event_set"].to_string();
+        if timeline.contains("arch 0 (asked as BIOS, registered uefi)") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{timeline}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let s = job_done(&d, &job, 30);
     let msg = s["node_progress"][&id]["message"].as_str().unwrap();
     assert_eq!(s["node_progress"][&id]["ret_code"], 3710, "{s}");
@@ -779,4 +794,229 @@ fn a_firmware_asking_in_the_other_boot_mode_is_named_when_the_boot_times_out() {
         msg.contains("its firmware asked as BIOS, registered uefi: set boot_mode"),
         "{msg}"
     );
+}
+
+#[test]
+fn cloud_init_settings_reach_the_plan_and_the_life_after_active_follows_the_rules() {
+    let lab = lab(1);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let id = register(&d, 0);
+    let key = lab.dir.path().join("id_test");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "tester@lab", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen must be installed");
+    assert!(out.status.success(), "{out:?}");
+    let public = std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // Bad cloud-init input is refused, naming the field; nothing starts.
+    for (request, code, says) in [
+        (
+            json!({"ssh_keys": ["ssh-ed25519 AAAA"]}),
+            1100,
+            "ssh_keys: key 1 is not an OpenSSH public key",
+        ),
+        (
+            json!({"user_data": "x".repeat(70_000)}),
+            1103,
+            "more than the 65536 bytes",
+        ),
+        (json!({"hostname": "bad_name!"}), 1100, "hostname"),
+        (
+            json!({"node_settings": [{"node_id": "n-NOTTHERE", "hostname": "a"}]}),
+            1100,
+            "is not among node_ids",
+        ),
+        (
+            json!({"node_settings": [{"node_id": id, "colour": "red"}]}),
+            1100,
+            "node_settings[0].colour",
+        ),
+    ] {
+        let mut r = request.clone();
+        r["action"] = "ProvisionBMNodes".into();
+        r["node_ids"] = json!([id]);
+        let a = d.call(r);
+        assert_eq!(a["ret_code"], code, "{request}: {a}");
+        assert!(a["message"].as_str().unwrap().contains(says), "{a}");
+    }
+    assert_eq!(node(&d, &id)["status"], "new");
+
+    // Maintenance: provisioning and unprovisioning are refused with the
+    // reason; power actions still work.
+    d.ok(json!({"action": "ModifyBMNodeAttributes", "node_id": id, "maintenance": 1, "maintenance_reason": "disk swap"}));
+    for action in [
+        "ProvisionBMNodes",
+        "UnprovisionBMNodes",
+        "IntrospectBMNodes",
+    ] {
+        let r = d.call(json!({"action": action, "node_ids": [id]}));
+        assert_eq!(r["ret_code"], 2300, "{r}");
+        assert!(
+            r["message"]
+                .as_str()
+                .unwrap()
+                .contains("in maintenance (disk swap)"),
+            "{r}"
+        );
+    }
+    d.ok(json!({"action": "ModifyBMNodeAttributes", "node_id": id, "maintenance": 0}));
+
+    // The plan the ramdisk gets carries the cloud-init seed: the host name
+    // asked, the caller's key and rackboot's own, the caller's user data as
+    // a part of its own type, the registered management network.
+    let job = d.ok(json!({
+        "action": "ProvisionBMNodes", "node_ids": [id], "ssh_keys": [public],
+        "hostname": "web-1", "user_data": "#!/bin/sh\necho hello from user data\n",
+    }))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = wait_boot(&lab, &id);
+    let inventory =
+        r#"{"disks":[{"name":"vda","size_bytes":8589934592,"serial":"S-1"}],"nics":[]}"#;
+    let (code, plan) = curl(
+        &lab.srv,
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            inventory,
+            &format!("{url}/inventory"),
+        ],
+    );
+    assert_eq!(code, 200, "{plan}");
+    let plan: Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(plan["action"], "deploy", "{plan}");
+    let seed = &plan["seed"];
+    let user = seed["user-data"].as_str().unwrap();
+    assert!(user.contains("hostname: \"web-1\""), "{user}");
+    assert!(user.contains(&public), "{user}");
+    assert!(user.contains(" rackboot\""), "rackboot's own key: {user}");
+    assert!(
+        user.contains("Content-Type: text/x-shellscript")
+            && user.contains("echo hello from user data"),
+        "{user}"
+    );
+    assert!(
+        seed["meta-data"]
+            .as_str()
+            .unwrap()
+            .contains("local-hostname: \"web-1\""),
+        "{seed}"
+    );
+    let net = seed["network-config"].as_str().unwrap();
+    assert!(
+        net.contains("macaddress: \"52:54:00:99:10:00\"") && net.contains("10.99.1.10/24"),
+        "{net}"
+    );
+    assert_eq!(
+        post(
+            &lab,
+            &url,
+            "log",
+            "message=cloud-init+seed+written+to+vda3+(ext4)"
+        ),
+        200
+    );
+    assert_eq!(post(&lab, &url, "done", ""), 200);
+    let s = job_done(&d, &job, 30);
+    assert_eq!(s["status"], "successful", "{s}");
+    let log = d
+        .ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))
+        .to_string();
+    assert!(
+        log.contains("step3: cloud-init seed written to vda3 (ext4)"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("hello from user data"),
+        "user data is never logged: {log}"
+    );
+    assert!(!node(&d, &id).to_string().contains("hello from user data"));
+
+    // Active: no second deploy without rebuild; with it, the node deploys
+    // again (aborted here).
+    let r = d.call(json!({"action": "ProvisionBMNodes", "node_ids": [id]}));
+    assert_eq!(r["ret_code"], 2300, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("rebuild: 1"), "{r}");
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id], "rebuild": 1}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_boot(&lab, &id);
+    d.ok(json!({"action": "AbortProvisionBMNodes", "node_ids": [id]}));
+    let s = job_done(&d, &job, 30);
+    assert_eq!(s["status"], "failed", "{s}");
+    assert_eq!(node(&d, &id)["status"], "provision_failed");
+
+    // Unprovision: a bad wipe is refused; then the ramdisk boots in clean
+    // mode, is told to wipe every disk it reported, and the node ends
+    // ready and off.
+    let r = d.call(json!({"action": "UnprovisionBMNodes", "node_ids": [id], "wipe": "shred"}));
+    assert_eq!(r["ret_code"], 1100, "{r}");
+    let job = d.ok(json!({"action": "UnprovisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while node(&d, &id)["status"] != "cleaning" {
+        assert!(Instant::now() < deadline, "{}", node(&d, &id));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, script) = curl(
+        &lab.srv,
+        &[&format!("http://10.99.0.1:8080/boot/{id}.ipxe")],
+    );
+    let url = loop {
+        if let Some(u) = boot(&lab, &id) {
+            break u;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (_, script_now) = curl(
+        &lab.srv,
+        &[&format!("http://10.99.0.1:8080/boot/{id}.ipxe")],
+    );
+    assert!(
+        script_now.contains("rackboot.mode=clean"),
+        "{script} / {script_now}"
+    );
+    let two = r#"{"disks":[{"name":"vda","size_bytes":8589934592},{"name":"vdb","size_bytes":1073741824}],"nics":[]}"#;
+    let (code, plan) = curl(
+        &lab.srv,
+        &[
+            "-X",
+            "POST",
+            "--data-binary",
+            two,
+            &format!("{url}/inventory"),
+        ],
+    );
+    assert_eq!(code, 200, "{plan}");
+    let plan: Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(
+        plan,
+        json!({"action": "wipe", "disks": ["vda", "vdb"], "how": "metadata"})
+    );
+    assert_eq!(post(&lab, &url, "done", ""), 200);
+    let s = d.ok(json!({"action": "GetUnprovisionBMNodesStatus", "job_id": job}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = s;
+    while s["status"] != "successful" && s["status"] != "failed" {
+        assert!(Instant::now() < deadline, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+        s = d.ok(json!({"action": "GetUnprovisionBMNodesStatus", "job_id": job}));
+    }
+    assert_eq!(s["status"], "successful", "{s}");
+    let log = d
+        .ok(json!({"action": "GetUnprovisionBMNodesLog", "job_id": job}))
+        .to_string();
+    assert!(log.contains("wiping (metadata) vda"), "{log}");
+    assert_eq!(node(&d, &id)["status"], "ready");
+    assert!(ipmitool(&lab, 0, &["power", "status"]).contains("off"));
 }

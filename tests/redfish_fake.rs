@@ -161,7 +161,8 @@ fn power_boot_inventory_sessions_etags_and_tasks() {
             st.boot_enabled.clone(),
             st.boot_mode.clone()
         )),
-        ("Cd".into(), "Continuous".into(), "Legacy".into())
+        // No `efi` in the request: the node's boot_mode (uefi by default).
+        ("Cd".into(), "Continuous".into(), "UEFI".into())
     );
     assert_eq!(
         bmc.with(|st| st.etag_refusals),

@@ -43,6 +43,8 @@ fn ramdisk() -> PathBuf {
         let out = Command::new(BIN)
             .args(["ramdisk", "build", "--out"])
             .arg(&dir)
+            .arg("--agent")
+            .arg(common::agent())
             .output()
             .unwrap();
         assert!(

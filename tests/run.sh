@@ -28,6 +28,7 @@ declare -A needs=(
   [python3]=python3                 # tests/images.rs: an HTTP server for URL images
   [xorriso]=xorriso                 # tests/vmedia_iso.rs, redfish_sushy.rs: the virtual-media ISO
   [libvirtd]=libvirt-daemon-system  # tests/redfish_sushy.rs: libvirtd + virtlogd under sushy-tools (started by the test)
+  [ssh]=openssh-client              # tests/debian.rs: logs in to the deployed Debian with the key given
 )
 missing=()
 for cmd in "${!needs[@]}"; do

@@ -22,6 +22,8 @@ fn ramdisk() -> PathBuf {
         let out = Command::new(BIN)
             .args(["ramdisk", "build", "--out"])
             .arg(&dir)
+            .arg("--agent")
+            .arg(agent())
             .output()
             .unwrap();
         assert!(
@@ -31,6 +33,21 @@ fn ramdisk() -> PathBuf {
         );
     }
     dir
+}
+
+/// The statically linked agent tests/run.sh builds before the tests.
+fn agent() -> PathBuf {
+    let agent = Path::new(BIN)
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|t| t.join("release/rackboot-agent"))
+        .expect("the rackboot binary lives in target/<profile>/");
+    assert!(
+        agent.is_file(),
+        "{} is missing: build it with `cargo rustc --release -p rackboot-agent --bin rackboot-agent -- -C target-feature=+crt-static` (tests/run.sh does)",
+        agent.display()
+    );
+    agent
 }
 
 struct Qemu(Child);

@@ -15,6 +15,9 @@ pub enum Mode {
     Deploy,
     /// Report the inventory only (introspection, discovery).
     Inspect,
+    /// Report the inventory, then wipe the disks the daemon names
+    /// (UnprovisionBMNodes).
+    Clean,
     /// Booted from an installed disk (the lab's test image): find the
     /// callback URL the deploy left on the disk and say `booted`.
     Firstboot,
@@ -83,9 +86,10 @@ impl Args {
                         "deploy" => Mode::Deploy,
                         "inspect" | "discover" => Mode::Inspect,
                         "firstboot" => Mode::Firstboot,
+                        "clean" => Mode::Clean,
                         other => {
                             return Err(format!(
-                                "rackboot.mode={other}: not deploy, inspect or firstboot"
+                                "rackboot.mode={other}: not deploy, inspect, clean or firstboot"
                             ))
                         }
                     })

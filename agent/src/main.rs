@@ -8,6 +8,7 @@
 //! reported to the daemon (`failed`) whenever the network is up.
 
 mod cmdline;
+mod disks;
 mod inventory;
 mod modules;
 mod net;
@@ -151,10 +152,20 @@ fn run() -> Result<(), String> {
                 why,
                 image,
                 first_boot,
+                seed,
             },
         ) => {
             say(&format!("writing {} to /dev/{disk} ({why})", image.path));
-            match deploy(&reporter, &args, &disk, &image, first_boot) {
+            let result = deploy(
+                &reporter,
+                &args,
+                &disk,
+                &image,
+                first_boot,
+                seed.as_ref(),
+                &mut |m| loader.load(m),
+            );
+            match result {
                 Ok(bytes) => {
                     reporter.event("done", &[])?;
                     say(&format!(
@@ -168,6 +179,40 @@ fn run() -> Result<(), String> {
                     Err(e)
                 }
             }
+        }
+        (Mode::Clean, Plan::Wipe { disks, how }) => {
+            for disk in &disks {
+                say(&format!("wiping /dev/{disk} ({how})"));
+                let t = Instant::now();
+                let result = disks::wipe(disk, &how, &mut |done, total| {
+                    if how == "zero" {
+                        let _ = reporter.event(
+                            "progress",
+                            &[("bytes", &done.to_string()), ("total", &total.to_string())],
+                        );
+                    }
+                });
+                match result {
+                    Ok(bytes) => say(&format!(
+                        "/dev/{disk}: {} MiB zeroed in {:.1} s",
+                        bytes >> 20,
+                        t.elapsed().as_secs_f64()
+                    )),
+                    Err(e) => {
+                        let _ = reporter.event("failed", &[("message", &e)]);
+                        return Err(e);
+                    }
+                }
+            }
+            reporter.event("done", &[])?;
+            say(&format!(
+                "{} disk(s) wiped; waiting for rackboot to power this machine off",
+                disks.len()
+            ));
+            Ok(())
+        }
+        (Mode::Clean, _) => {
+            Err("the daemon sent no wipe plan (is the node still cleaning?)".into())
         }
         (Mode::Deploy, Plan::Wait) => {
             Err("the daemon sent no image to write (is the node still provisioning?)".into())
@@ -186,6 +231,8 @@ fn deploy(
     disk: &str,
     image: &report::Image,
     first_boot: bool,
+    seed: Option<&disks::Seed>,
+    load: &mut dyn FnMut(&str) -> bool,
 ) -> Result<u64, String> {
     if disk.is_empty() || disk.contains('/') {
         return Err(format!("the daemon named no usable disk (`{disk}`)"));
@@ -237,7 +284,39 @@ fn deploy(
         }
     })?;
     let mut file = target.file;
-    if first_boot {
+    file.sync_all()
+        .map_err(|e| format!("flushing /dev/{disk}: {e}"))?;
+    // The installed OS's cloud-init seed (hostname, keys, network) goes into
+    // its root file system; an image without one (not Linux) gets none.
+    let mut seeded = false;
+    if let Some(seed) = seed {
+        disks::reread(&file)?;
+        match disks::write_seed(disk, seed, load) {
+            Ok(at) => {
+                seeded = true;
+                say(&format!("cloud-init seed written to {at}"));
+                let _ = reporter.event(
+                    "log",
+                    &[("message", &format!("cloud-init seed written to {at}"))],
+                );
+            }
+            Err(e) => {
+                say(&format!("no cloud-init seed: {e}"));
+                let _ = reporter.event("log", &[("message", &format!("no cloud-init seed: {e}"))]);
+            }
+        }
+    }
+    // The lab's test image (no cloud-init) finds its first-boot callback in
+    // sector 1; never over a GPT header.
+    let gpt = {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut head = [0u8; 8];
+        file.seek(SeekFrom::Start(512))
+            .and_then(|_| file.read_exact(&mut head))
+            .is_ok()
+            && &head == b"EFI PART"
+    };
+    if first_boot && !seeded && !gpt {
         use std::io::{Seek, SeekFrom, Write};
         let mut sector = format!("rackboot-firstboot {}\n", args.callback).into_bytes();
         sector.resize(512, 0);

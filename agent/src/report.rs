@@ -31,7 +31,13 @@ pub enum Plan {
         /// boot (the lab's test image).
         #[serde(default)]
         first_boot: bool,
+        /// The cloud-init NoCloud seed for the installed OS's root file
+        /// system (image deploys of a Linux image).
+        #[serde(default)]
+        seed: Option<crate::disks::Seed>,
     },
+    /// Wipe `disks` (`how`: `metadata` or `zero`): UnprovisionBMNodes.
+    Wipe { disks: Vec<String>, how: String },
     /// Nothing more to do (inspection, discovery).
     Wait,
 }
@@ -161,7 +167,8 @@ mod tests {
                     data_bytes: 1024,
                     digest: "ab".into()
                 },
-                first_boot: true
+                first_boot: true,
+                seed: None,
             }
         );
         assert_eq!(

@@ -18,6 +18,10 @@ pub enum Callback {
     },
     /// The installed OS's first boot (images with `first_boot_callback`).
     Booted,
+    /// `message=…`: a line for the job's log (what the ramdisk did).
+    Log {
+        message: String,
+    },
     /// A JSON object.
     Inventory(String),
 }
@@ -90,6 +94,16 @@ pub fn parse_callback(event: &str, body: &[u8]) -> Result<Callback, String> {
         }
         "done" => Ok(Callback::Done),
         "booted" => Ok(Callback::Booted),
+        "log" => {
+            let f = form(text.trim());
+            let message = f.get("message").map(String::as_str).unwrap_or("").trim();
+            if message.is_empty() {
+                return Err("give message=…".into());
+            }
+            Ok(Callback::Log {
+                message: clean(message),
+            })
+        }
         "failed" => {
             let f = form(text.trim());
             let message = f
@@ -112,7 +126,7 @@ pub fn parse_callback(event: &str, body: &[u8]) -> Result<Callback, String> {
             }
             Ok(Callback::Inventory(v.to_string()))
         }
-        _ => Err("unknown event: progress, done, failed, inventory or booted".into()),
+        _ => Err("unknown event: progress, done, failed, log, inventory or booted".into()),
     }
 }
 

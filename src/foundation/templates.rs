@@ -177,6 +177,8 @@ pub enum Mode {
     Install,
     /// Boot the deploy ramdisk to report the inventory only.
     Inspect,
+    /// Boot the deploy ramdisk to wipe the disks (UnprovisionBMNodes).
+    Clean,
 }
 
 impl Mode {
@@ -184,7 +186,7 @@ impl Mode {
     pub fn ipxe_template(self) -> &'static str {
         match self {
             Mode::Local => "ipxe/local.ipxe",
-            Mode::Deploy | Mode::Inspect => "ipxe/deploy.ipxe",
+            Mode::Deploy | Mode::Inspect | Mode::Clean => "ipxe/deploy.ipxe",
             Mode::Install => "ipxe/install.ipxe",
         }
     }
@@ -552,7 +554,7 @@ impl Templates {
             http_port: cfg.http.port,
         };
         let vars = |mode, image| BootVars::new(mode, &node, image, cfg, &urls, "0123abcd");
-        for mode in [Mode::Local, Mode::Inspect] {
+        for mode in [Mode::Local, Mode::Inspect, Mode::Clean] {
             let v = vars(mode, None);
             for name in [
                 mode.ipxe_template(),

@@ -228,6 +228,14 @@ pub const PROVISION_ISO_FAILED: Event = Event {
            [deploy] kernel/initrd and the ISO tools (xorriso, isolinux, grub-efi-amd64-bin, mtools, dosfstools).",
 };
 
+/// UnprovisionBMNodes failed or timed out.
+pub const CLEAN_FAILED: Event = Event {
+    event_id: "RB-PRV-0012",
+    level: MessageLevel::Error,
+    text: "Cleaning of node {node_id} failed at {step}: {detail}. The node is clean_failed: its disks may still \
+           hold data. Check its PXE MAC and the deploy ramdisk, then run UnprovisionBMNodes again.",
+};
+
 /// Every event, for documentation and tests.
 pub const CATALOGUE: &[Event] = &[
     JOB_INTERRUPTED,
@@ -254,6 +262,7 @@ pub const CATALOGUE: &[Event] = &[
     PROVISION_INTERRUPTED,
     INSPECT_FAILED,
     PROVISION_NO_DISK,
+    CLEAN_FAILED,
     PROVISION_NO_VMEDIA_BOOT,
     PROVISION_ISO_FAILED,
 ];

@@ -533,7 +533,10 @@ async fn follow_job(session: &Session, first: &Value) -> i32 {
             .get("node_progress")
             .and_then(Value::as_object)
             .filter(|n| {
-                n.len() > 1 || job_action == "ProvisionBMNodes" || job_action == "IntrospectBMNodes"
+                n.len() > 1
+                    || job_action == "ProvisionBMNodes"
+                    || job_action == "IntrospectBMNodes"
+                    || job_action == "UnprovisionBMNodes"
             });
         if let Some(nodes) = nodes {
             // A bar per node: redrawn in place on a terminal, else a block

@@ -380,7 +380,8 @@ impl Power {
         Ok(text)
     }
 
-    /// One power-sync round: reads every node's power state (within the
+    /// One power-sync round: reads every node's power state but those in
+    /// maintenance (within the
     /// controller's budgets), records it, marks nodes whose BMC failed
     /// `ipmi.power_sync_failures` polls in a row unreachable (one message), and
     /// clears the mark when they answer (one message). Returns (ok, failed).
@@ -398,7 +399,9 @@ impl Power {
             }
         };
         let mut set = JoinSet::new();
-        for node in nodes.into_iter().filter(|n| n.has_bmc()) {
+        // A node in maintenance is left alone (its BMC may be down for
+        // service, or someone is working on it).
+        for node in nodes.into_iter().filter(|n| n.has_bmc() && !n.maintenance) {
             let power = self.clone();
             set.spawn(async move {
                 let result = match power.controller.target(&node) {

@@ -200,6 +200,24 @@ pub fn as_node_inventory(
 /// it (`bm_node_id`), with the inventory its ramdisk reported; updates the
 /// Node when one is linked already. Its address: the management address
 /// when registered, else the address its PXE MAC leased.
+/// Drops the Node (seed §1) linked to `node`, if any: its OS was wiped.
+pub async fn unlink_node(
+    store: &Store,
+    node: &crate::foundation::store::BmNode,
+) -> Result<(), StoreError> {
+    let ids: Vec<String> = store
+        .list_nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.bm_node_id == node.node_id)
+        .map(|n| n.node_id)
+        .collect();
+    if !ids.is_empty() {
+        store.delete_nodes(ids).await?;
+    }
+    Ok(())
+}
+
 pub async fn link_node(
     store: &Store,
     node: &crate::foundation::store::BmNode,

@@ -30,6 +30,7 @@ mod run;
 pub mod settings;
 
 pub use run::Kind;
+pub use settings::{DeploySettings, Wipe};
 
 use crate::foundation::callbacks::Callback;
 use crate::foundation::config::{Config, ImageConfig, ImageMethod};
@@ -71,7 +72,7 @@ impl Provisioner {
     pub async fn start(
         self: &Arc<Self>,
         kind: Kind,
-        nodes: Vec<BmNode>,
+        nodes: Vec<(BmNode, DeploySettings)>,
         user_id: &str,
         request_id: &str,
     ) -> Result<Job, StoreError> {
@@ -81,7 +82,7 @@ impl Provisioner {
     /// Starts listening for what `node_id` does on the network (a provision
     /// or inspection task does this before it powers the node on).
     pub fn watch(&self, node_id: &str) -> Watch {
-        self.deploys.watch(node_id)
+        self.deploys.watch(node_id, DeploySettings::default())
     }
 
     /// Whether a task works on `node_id` now.
@@ -169,10 +170,22 @@ impl Provisioner {
                     let image = cfg.images.iter().find(|i| {
                         i.os_version == node.os_version && i.method == ImageMethod::Image
                     });
-                    if let (BmNodeStatus::Provisioning, Some(image)) = (node.status, image) {
-                        let (r, event) = match self.images.ready(image) {
-                            Some(prepared) => plan(&node, image, &prepared, &seen.disks),
-                            None => {
+                    if node.status == BmNodeStatus::Cleaning {
+                        let settings = self.deploys.settings(node_id);
+                        let (r, event) = wipe_plan(settings.wipe, &seen.disks);
+                        reply = r;
+                        after = Some(event);
+                    } else if let (BmNodeStatus::Provisioning, Some(image)) = (node.status, image) {
+                        let seed = self.seed(&node, image, &cfg).await;
+                        let (r, event) = match (self.images.ready(image), seed) {
+                            (_, Err(why)) => (
+                                Reply::Refused(why.clone()),
+                                DeployEvent::Callback(Callback::Failed { message: why }),
+                            ),
+                            (Some(prepared), Ok(seed)) => {
+                                plan(&node, image, &prepared, &seen.disks, seed)
+                            }
+                            (None, Ok(_)) => {
                                 let why = "the image is not prepared (it changed since step0?)";
                                 (
                                     Reply::Refused(why.into()),
@@ -193,6 +206,72 @@ impl Provisioner {
             self.deploys.notify(node_id, event);
         }
         Ok(reply)
+    }
+
+    /// The cloud-init seed of `node`'s deploy of `image`: the run's SSH keys
+    /// and rackboot's own (so CollectNodes logs in with no extra step), its
+    /// user data, and the host name asked (else the node's).
+    async fn seed(
+        &self,
+        node: &BmNode,
+        image: &ImageConfig,
+        cfg: &Config,
+    ) -> Result<settings::Seed, String> {
+        use crate::foundation::templates::{BootVars, NodeVars, Urls};
+        let run = self.deploys.settings(&node.node_id);
+        let (address, port) = self
+            .shared
+            .http_address()
+            .unwrap_or_else(|| ("0.0.0.0".to_string(), cfg.http.port));
+        let token = self
+            .shared
+            .store
+            .deploy_token(&node.node_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let urls = Urls {
+            address: &address,
+            http_port: port,
+        };
+        let vars = BootVars::new(
+            Mode::Deploy,
+            &NodeVars::from(node),
+            Some(image),
+            cfg,
+            &urls,
+            &token,
+        );
+        let mut keys = run.ssh_keys.clone();
+        let path = crate::service::collect::key_path(&self.shared);
+        match tokio::task::spawn_blocking(move || crate::foundation::ssh::load_or_create_key(&path))
+            .await
+        {
+            Ok(Ok(key)) => {
+                if let Ok(public) = key.public_key().to_openssh() {
+                    keys.push(format!("{} rackboot", public.trim()));
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(
+                "rackboot's SSH key: {e}: the installed OS gets only the caller's keys"
+            ),
+            Err(_) => {}
+        }
+        let hostname = if run.hostname.is_empty() {
+            node.hostname.clone()
+        } else {
+            run.hostname.clone()
+        };
+        let instance_id = format!("{}-{}", node.node_id, crate::foundation::ids::now_secs());
+        settings::seed(
+            &self.shared.templates(),
+            &vars,
+            &hostname,
+            &instance_id,
+            &keys,
+            &run.user_data,
+        )
+        .map_err(|e| format!("the cloud-init seed does not render: {e}"))
     }
 
     async fn node(&self, node_id: &str) -> Result<Option<BmNode>, StoreError> {
@@ -312,6 +391,7 @@ pub fn plan(
     image: &ImageConfig,
     prepared: &Prepared,
     disks: &[hints::Disk],
+    seed: settings::Seed,
 ) -> (Reply, DeployEvent) {
     match hints::choose(&node.hints(), disks) {
         Ok((disk, why)) => {
@@ -327,6 +407,7 @@ pub fn plan(
                     "digest": prepared.digest,
                 },
                 "first_boot": image.first_boot_callback,
+                "seed": seed,
             });
             (
                 Reply::Plan(body.to_string()),
@@ -355,6 +436,31 @@ pub fn plan(
     }
 }
 
+/// The plan for a cleaning ramdisk that reported `disks`: wipe them all
+/// (`wipe`); no disk at all fails the cleaning, naming that.
+pub fn wipe_plan(wipe: Wipe, disks: &[hints::Disk]) -> (Reply, DeployEvent) {
+    if disks.is_empty() && wipe != Wipe::None {
+        let why = "the ramdisk found no disk to wipe".to_string();
+        return (
+            Reply::Refused(why.clone()),
+            DeployEvent::Callback(Callback::Failed { message: why }),
+        );
+    }
+    let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+    let body = serde_json::json!({
+        "action": "wipe",
+        "disks": if wipe == Wipe::None { Vec::new() } else { names.clone() },
+        "how": wipe.as_str(),
+    });
+    (
+        Reply::Plan(body.to_string()),
+        DeployEvent::WipePlanned {
+            disks: hints::list(disks),
+            how: wipe,
+        },
+    )
+}
+
 /// What a node that network-boots in `status` is told to do with `image`
 /// (its os_version's catalogue entry), while a task wants it to netboot.
 pub fn mode_for(status: BmNodeStatus, image: Option<&ImageConfig>) -> Mode {
@@ -364,6 +470,7 @@ pub fn mode_for(status: BmNodeStatus, image: Option<&ImageConfig>) -> Mode {
         }
         (BmNodeStatus::Provisioning, Some(_)) => Mode::Deploy,
         (BmNodeStatus::Inspecting, _) => Mode::Inspect,
+        (BmNodeStatus::Cleaning, _) => Mode::Clean,
         _ => Mode::Local,
     }
 }
@@ -385,6 +492,8 @@ pub enum DeployEvent {
         data_bytes: u64,
         virtual_size: u64,
     },
+    /// A cleaning ramdisk was told to wipe `disks` (`how`).
+    WipePlanned { disks: String, how: Wipe },
     /// No disk could be chosen (`why`), with the hints and the disks found.
     NoDisk {
         why: String,
@@ -401,6 +510,8 @@ pub struct Watch {
 
 struct Entry {
     events: mpsc::UnboundedSender<DeployEvent>,
+    /// What this run was asked for beyond the node's record.
+    settings: Arc<DeploySettings>,
     cancel: CancellationToken,
     /// The deploy has ended (step4 on): a network boot gets the local disk.
     deployed: bool,
@@ -414,12 +525,13 @@ struct Registry {
 
 impl Registry {
     /// Starts listening for `node_id` (replacing an older listener).
-    pub fn watch(&self, node_id: &str) -> Watch {
+    pub fn watch(&self, node_id: &str, settings: DeploySettings) -> Watch {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         self.lock().insert(
             node_id.to_string(),
             Entry {
+                settings: Arc::new(settings),
                 events: tx,
                 cancel: cancel.clone(),
                 deployed: false,
@@ -469,6 +581,14 @@ impl Registry {
         self.lock().contains_key(node_id)
     }
 
+    /// The settings of the run on `node_id` (defaults when none runs).
+    pub fn settings(&self, node_id: &str) -> Arc<DeploySettings> {
+        self.lock()
+            .get(node_id)
+            .map(|e| e.settings.clone())
+            .unwrap_or_default()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -486,8 +606,12 @@ mod tests {
         assert_eq!(mode_for(BmNodeStatus::Provisioning, inst), Mode::Install);
         assert_eq!(mode_for(BmNodeStatus::Provisioning, None), Mode::Local);
         assert_eq!(mode_for(BmNodeStatus::Inspecting, None), Mode::Inspect);
+        assert_eq!(mode_for(BmNodeStatus::Cleaning, tiny), Mode::Clean);
         for s in BmNodeStatus::ALL {
-            if !matches!(s, BmNodeStatus::Provisioning | BmNodeStatus::Inspecting) {
+            if !matches!(
+                s,
+                BmNodeStatus::Provisioning | BmNodeStatus::Inspecting | BmNodeStatus::Cleaning
+            ) {
                 assert_eq!(mode_for(s, tiny), Mode::Local, "{s:?}");
             }
         }

@@ -2,7 +2,7 @@
 //! [`super`]): steps, waits on the node's deploy events, failures with their
 //! user messages, and the start-up recovery of nodes left mid-work.
 
-use super::{DeployEvent, Provisioner, Watch};
+use super::{DeployEvent, DeploySettings, Provisioner, Watch};
 use crate::foundation::callbacks::Callback;
 use crate::foundation::config::{Config, ImageConfig, ImageMethod};
 use crate::foundation::errors::RetCode;
@@ -27,6 +27,8 @@ use tokio::task::JoinSet;
 pub enum Kind {
     Provision,
     Inspect,
+    /// UnprovisionBMNodes: wipe the disks, power off, `ready`.
+    Clean,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::Provision => "ProvisionBMNodes",
             Kind::Inspect => "IntrospectBMNodes",
+            Kind::Clean => "UnprovisionBMNodes",
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
         match self {
             Kind::Provision => Trigger::ProvisionFailed,
             Kind::Inspect => Trigger::InspectFailed,
+            Kind::Clean => Trigger::CleanFailed,
         }
     }
 }
@@ -189,11 +193,12 @@ fn share(node: &BmNode, status: &str, progress: u8, ret_code: i64, message: Stri
 pub async fn start(
     pv: Arc<Provisioner>,
     kind: Kind,
-    nodes: Vec<BmNode>,
+    nodes: Vec<(BmNode, DeploySettings)>,
     user_id: &str,
     request_id: &str,
 ) -> Result<Job, StoreError> {
     let action = kind.action();
+    let (nodes, settings): (Vec<BmNode>, Vec<DeploySettings>) = nodes.into_iter().unzip();
     let ids: Vec<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
     let job = pv
         .shared
@@ -207,7 +212,11 @@ pub async fn start(
         )
         .await?;
     // Listen before anything can happen to the nodes.
-    let watches: Vec<Watch> = nodes.iter().map(|n| pv.deploys.watch(&n.node_id)).collect();
+    let watches: Vec<Watch> = nodes
+        .iter()
+        .zip(settings)
+        .map(|(n, s)| pv.deploys.watch(&n.node_id, s))
+        .collect();
     let tracker = Arc::new(Tracker {
         job_id: job.job_id.clone(),
         started_ms: now_secs() * 1000,
@@ -309,6 +318,7 @@ async fn node_task(
             match t.kind {
                 Kind::Provision => provision_steps(pv, t, &node, &mut watch).await,
                 Kind::Inspect => inspect_steps(pv, t, &node, &mut watch).await,
+                Kind::Clean => clean_steps(pv, t, &node, &mut watch).await,
             }
         } => r,
         _ = cancel.cancelled() => Err(Stop::Aborted),
@@ -319,6 +329,7 @@ async fn node_task(
             let line = match t.kind {
                 Kind::Provision => format!("{}: active", label(&node)),
                 Kind::Inspect => format!("{}: inspected, ready", label(&node)),
+                Kind::Clean => format!("{}: cleaned, powered off, ready", label(&node)),
             };
             pv.shared
                 .store
@@ -610,7 +621,7 @@ fn validate(
             )));
         }
     }
-    let needs_ramdisk = kind == Kind::Inspect
+    let needs_ramdisk = matches!(kind, Kind::Inspect | Kind::Clean)
         || image
             .as_ref()
             .is_some_and(|i| i.method == ImageMethod::Image);
@@ -623,6 +634,7 @@ fn validate(
     }
     let mode = match (kind, image.as_ref().map(|i| i.method)) {
         (Kind::Inspect, _) => templates::Mode::Inspect,
+        (Kind::Clean, _) => templates::Mode::Clean,
         (_, Some(ImageMethod::Installer)) => templates::Mode::Install,
         _ => templates::Mode::Deploy,
     };
@@ -942,7 +954,13 @@ async fn provision_steps(
     if image.method == ImageMethod::Image {
         prepare_image(pv, t, node, &image).await?;
     }
-    verify_and_enter(pv, node, Trigger::Provision).await?;
+    // Rebuild: an active node (ProvisionBMNodes with rebuild: 1).
+    let enter = if current_status(pv, &node.node_id).await? == BmNodeStatus::Active {
+        Trigger::Rebuild
+    } else {
+        Trigger::Provision
+    };
+    verify_and_enter(pv, node, enter).await?;
     let mode = match image.method {
         ImageMethod::Image => templates::Mode::Deploy,
         ImageMethod::Installer => templates::Mode::Install,
@@ -986,6 +1004,12 @@ async fn provision_steps(
                 }
             }
             Ok(Some(DeployEvent::Callback(Callback::Done))) => break,
+            Ok(Some(DeployEvent::Callback(Callback::Log { message }))) => {
+                pv.shared
+                    .store
+                    .append_job_log(&t.job_id, format!("{}: step3: {message}", label(node)))
+                    .await?;
+            }
             Ok(Some(DeployEvent::Callback(Callback::Failed { message }))) => {
                 return Err(failure(
                     RetCode::ProvisionDeployFailed,
@@ -1197,6 +1221,103 @@ async fn inspect_steps(
     Ok(())
 }
 
+/// UnprovisionBMNodes on one node: boot the ramdisk in clean mode, which
+/// reports its disks and wipes them as the run's `wipe` says (progress for
+/// `zero`), then power off and `ready`. `wipe: none` only powers off.
+async fn clean_steps(
+    pv: &Arc<Provisioner>,
+    t: &Tracker,
+    node: &BmNode,
+    watch: &mut Watch,
+) -> Result<(), Stop> {
+    let cfg = pv.shared.config();
+    let wipe = pv.deploys.settings(&node.node_id).wipe;
+    t.step(pv, node, 0, 0, "validate (ramdisk, templates, BMC login)")
+        .await?;
+    if wipe == super::Wipe::None {
+        verify_and_enter(pv, node, Trigger::Clean).await?;
+    } else {
+        validate(pv, &cfg, node, Kind::Clean)?;
+        verify_and_enter(pv, node, Trigger::Clean).await?;
+        let mut events = boot_ramdisk(pv, t, node, templates::Mode::Clean, watch).await?;
+        let secs = cfg.provision.deploy_timeout;
+        t.step(
+            pv,
+            node,
+            3,
+            10,
+            &format!("wiping the disks ({})", wipe.as_str()),
+        )
+        .await?;
+        let mut shown = 10u8;
+        let failed = |detail: String| {
+            failure(
+                RetCode::ProvisionDeployFailed,
+                &usermsg::CLEAN_FAILED,
+                &[("step", "step3"), ("detail", &clean(&detail))],
+            )
+        };
+        loop {
+            match tokio::time::timeout(Duration::from_secs(secs), events.next()).await {
+                Err(_) => {
+                    return Err(failure(
+                        RetCode::ProvisionTimeout,
+                        &usermsg::CLEAN_FAILED,
+                        &[
+                            ("step", "step3"),
+                            (
+                                "detail",
+                                &format!("no progress from the ramdisk within {secs} s"),
+                            ),
+                        ],
+                    ))
+                }
+                Ok(None) => return Err(Stop::Aborted),
+                Ok(Some(DeployEvent::Callback(Callback::Progress { percent, .. }))) => {
+                    let p = 10 + (u32::from(percent.min(100)) * 80 / 100) as u8;
+                    if p > shown {
+                        shown = p;
+                        t.progress(pv, node, 3, p).await?;
+                    }
+                }
+                Ok(Some(DeployEvent::WipePlanned { disks, how })) => {
+                    pv.shared
+                        .store
+                        .append_job_log(
+                            &t.job_id,
+                            format!("{}: step3: wiping ({}) {disks}", label(node), how.as_str()),
+                        )
+                        .await?;
+                }
+                Ok(Some(DeployEvent::Callback(Callback::Log { message }))) => {
+                    pv.shared
+                        .store
+                        .append_job_log(&t.job_id, format!("{}: step3: {message}", label(node)))
+                        .await?;
+                }
+                Ok(Some(DeployEvent::Callback(Callback::Done))) => break,
+                Ok(Some(DeployEvent::Callback(Callback::Failed { message }))) => {
+                    return Err(failed(message))
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+        pv.deploys.set_deployed(&node.node_id);
+    }
+    t.step(pv, node, 4, 90, "power off").await?;
+    bmc(pv, node, 4, "power off", PowerOp::Off { hard: true }).await?;
+    vmedia_done(pv, node, 4, true).await?;
+    pv.shared
+        .store
+        .transition_bm_node(&node.node_id, Trigger::Cleaned)
+        .await?;
+    // The machine's OS is gone: it is no longer a Node of seed §1.
+    if let Err(e) = super::inventory::unlink_node(&pv.shared.store, node).await {
+        tracing::warn!(node_id = %node.node_id, "could not drop the node's Node: {e}");
+    }
+    Ok(())
+}
+
 /// At start-up: nodes left verifying, provisioning or inspecting by a stop
 /// of the daemon go to their failed state, each with a user message.
 pub async fn fail_interrupted_nodes(shared: &Shared) -> Result<Vec<String>, StoreError> {
@@ -1206,6 +1327,7 @@ pub async fn fail_interrupted_nodes(shared: &Shared) -> Result<Vec<String>, Stor
             BmNodeStatus::Verifying,
             BmNodeStatus::Provisioning,
             BmNodeStatus::Inspecting,
+            BmNodeStatus::Cleaning,
         ])
         .await?;
     for id in &ids {

@@ -61,6 +61,13 @@ const MODULE_DIRS: &[&str] = &[
     "drivers/char/ipmi/",
     "net/8021q/",
     "fs/efivarfs/",
+    // The installed OS's root file system, where the cloud-init seed goes.
+    "fs/ext4/",
+    "fs/xfs/",
+    // Their checksums: the crypto API's crc32c (a module on Debian's
+    // kernel, requested by name, which needs modprobe: the agent loads them).
+    "crypto/crc32c_generic.ko",
+    "arch/x86/crypto/crc32c-intel.ko",
 ];
 
 /// Left out of `drivers/scsi/`: Fibre Channel, FCoE and iSCSI initiators

@@ -7,10 +7,11 @@
 use super::bmnodes::check_node_ids;
 use super::{fields, jobs, Call, Fields, HandlerFuture};
 use crate::foundation::errors::{ApiError, RetCode};
-use crate::foundation::states::{can_inspect, can_provision};
+use crate::foundation::states::{can_clean, can_inspect, can_provision, can_rebuild};
 use crate::foundation::store::{BmNode, BmNodeFilter, BmNodeStatus};
 use crate::service::app::App;
-use crate::service::provision::Kind;
+use crate::service::provision::settings::MAX_USER_DATA;
+use crate::service::provision::{DeploySettings, Kind, Wipe};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -35,6 +36,20 @@ async fn load(
         })
         .await?;
     for n in &nodes {
+        if n.maintenance {
+            let why = if n.maintenance_reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", n.maintenance_reason)
+            };
+            return Err(ApiError::new(
+                RetCode::WrongState,
+                format!(
+                    "node {} is in maintenance{why}: take it out first (ModifyBMNodeAttributes maintenance 0); no job was started",
+                    n.node_id
+                ),
+            ));
+        }
         if !allowed(n.status) || app.provision.is_running(&n.node_id) {
             return Err(ApiError::new(
                 RetCode::WrongState,
@@ -49,13 +64,15 @@ async fn load(
     Ok(nodes)
 }
 
-/// Checks the nodes of `call` against `allowed` and starts a `kind` job.
+/// Checks the nodes of `call` against `allowed` and starts a `kind` job,
+/// each node with the settings `settings` gives it.
 fn start_job(
     app: Arc<App>,
     call: Call,
     kind: Kind,
     allowed: fn(BmNodeStatus) -> bool,
     refusal: &'static str,
+    settings: fn(&Call, &[BmNode]) -> Result<Vec<DeploySettings>, ApiError>,
 ) -> HandlerFuture {
     Box::pin(async move {
         let nodes = load(
@@ -66,9 +83,15 @@ fn start_job(
             refusal,
         )
         .await?;
+        let per_node = settings(&call, &nodes)?;
         let job = app
             .provision
-            .start(kind, nodes, &call.caller.user_id, &call.caller.request_id)
+            .start(
+                kind,
+                nodes.into_iter().zip(per_node).collect(),
+                &call.caller.user_id,
+                &call.caller.request_id,
+            )
             .await?;
         Ok(Fields::new()
             .with("job_id", job.job_id)
@@ -76,14 +99,191 @@ fn start_job(
     })
 }
 
+fn no_settings(_: &Call, nodes: &[BmNode]) -> Result<Vec<DeploySettings>, ApiError> {
+    Ok(vec![DeploySettings::default(); nodes.len()])
+}
+
+/// Checks OpenSSH public keys (`field` names them in errors).
+fn ssh_keys(field: &str, keys: Vec<String>) -> Result<Vec<String>, ApiError> {
+    keys.into_iter()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, k)| {
+            russh::keys::PublicKey::from_openssh(&k)
+                .map(|_| k)
+                .map_err(|e| {
+                    ApiError::field(
+                        field,
+                        format!(
+                            "key {} is not an OpenSSH public key ({e}): give lines like \"ssh-ed25519 AAAA… user@host\"",
+                            i + 1
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn user_data(field: &str, text: &str) -> Result<String, ApiError> {
+    if text.len() > MAX_USER_DATA {
+        return Err(ApiError::new(
+            RetCode::TooLarge,
+            format!(
+                "{field}: {} bytes of user data, more than the {MAX_USER_DATA} bytes cloud-init's NoCloud seed takes here: shorten it or have it #include a URL",
+                text.len()
+            ),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn hostname(field: &str, name: &str) -> Result<String, ApiError> {
+    if !name.is_empty() {
+        crate::foundation::validate::hostname(name).map_err(|e| ApiError::field(field, e))?;
+    }
+    Ok(name.to_string())
+}
+
+/// ProvisionBMNodes' cloud-init settings: `ssh_keys`, `user_data` and
+/// `hostname` for every node of the call, overridden per node by
+/// `node_settings` entries (`node_id` and any of the three).
+fn deploy_settings(call: &Call, nodes: &[BmNode]) -> Result<Vec<DeploySettings>, ApiError> {
+    let p = &call.params;
+    let common = DeploySettings {
+        ssh_keys: ssh_keys("ssh_keys", p.list("ssh_keys"))?,
+        user_data: user_data("user_data", p.str("user_data").unwrap_or(""))?,
+        hostname: hostname("hostname", p.str("hostname").unwrap_or(""))?,
+        ..Default::default()
+    };
+    if !common.hostname.is_empty() && nodes.len() > 1 {
+        return Err(ApiError::field(
+            "hostname",
+            "one host name for several nodes: give it per node in node_settings ([{\"node_id\": …, \"hostname\": …}])",
+        ));
+    }
+    let mut per: std::collections::HashMap<String, DeploySettings> = Default::default();
+    for (i, o) in p
+        .objects("node_settings")
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let field = |k: &str| format!("node_settings[{i}].{k}");
+        let id = o.get("node_id").and_then(Value::as_str).ok_or_else(|| {
+            ApiError::missing(&field("node_id"), " (the node these settings are for)")
+        })?;
+        if !nodes.iter().any(|n| n.node_id == id) {
+            return Err(ApiError::field(
+                &field("node_id"),
+                format!("{id} is not among node_ids"),
+            ));
+        }
+        let mut s = common.clone();
+        for (k, v) in &o {
+            match k.as_str() {
+                "node_id" => {}
+                "ssh_keys" => {
+                    let keys = match v {
+                        Value::Array(a) => a
+                            .iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect(),
+                        Value::String(t) => t.lines().map(String::from).collect(),
+                        _ => {
+                            return Err(ApiError::field(&field(k), "a list of OpenSSH public keys"))
+                        }
+                    };
+                    s.ssh_keys = ssh_keys(&field(k), keys)?;
+                }
+                "user_data" => {
+                    s.user_data = user_data(
+                        &field(k),
+                        v.as_str()
+                            .ok_or_else(|| ApiError::field(&field(k), "a string"))?,
+                    )?
+                }
+                "hostname" => {
+                    s.hostname = hostname(
+                        &field(k),
+                        v.as_str()
+                            .ok_or_else(|| ApiError::field(&field(k), "a string"))?,
+                    )?
+                }
+                other => return Err(ApiError::field(
+                    &field(other),
+                    "unknown: node_settings entries take node_id, ssh_keys, user_data and hostname",
+                )),
+            }
+        }
+        per.insert(id.to_string(), s);
+    }
+    Ok(nodes
+        .iter()
+        .map(|n| per.remove(&n.node_id).unwrap_or_else(|| common.clone()))
+        .collect())
+}
+
 pub fn provision(app: Arc<App>, call: Call) -> HandlerFuture {
+    if call.params.int("rebuild") == Some(1) {
+        return start_job(
+            app,
+            call,
+            Kind::Provision,
+            can_rebuild,
+            "only new, ready, active (rebuild), provision_failed, inspect_failed and clean_failed nodes can be provisioned",
+            deploy_settings,
+        );
+    }
     start_job(
         app,
         call,
         Kind::Provision,
         can_provision,
-        "only new, ready, provision_failed and inspect_failed nodes can be provisioned (an active node is never redeployed)",
+        "only new, ready, provision_failed, inspect_failed and clean_failed nodes can be provisioned (an active node only with rebuild: 1, which reinstalls it)",
+        deploy_settings,
     )
+}
+
+/// UnprovisionBMNodes' `wipe`.
+fn wipe_settings(call: &Call, nodes: &[BmNode]) -> Result<Vec<DeploySettings>, ApiError> {
+    let wipe = match call.params.str("wipe") {
+        None | Some("") => Wipe::Metadata,
+        Some(w) => Wipe::parse(w).ok_or_else(|| {
+            ApiError::field(
+                "wipe",
+                format!("`{w}`: give metadata (default), zero or none"),
+            )
+        })?,
+    };
+    Ok(vec![
+        DeploySettings {
+            wipe,
+            ..Default::default()
+        };
+        nodes.len()
+    ])
+}
+
+pub fn unprovision(app: Arc<App>, call: Call) -> HandlerFuture {
+    start_job(
+        app,
+        call,
+        Kind::Clean,
+        can_clean,
+        "only active, ready, provision_failed, inspect_failed and clean_failed nodes can be unprovisioned",
+        wipe_settings,
+    )
+}
+
+pub fn unprovision_status(app: Arc<App>, mut call: Call) -> HandlerFuture {
+    call.fixed_job_action = Some("UnprovisionBMNodes");
+    jobs::get_status(app, call)
+}
+
+pub fn unprovision_log(app: Arc<App>, mut call: Call) -> HandlerFuture {
+    call.fixed_job_action = Some("UnprovisionBMNodes");
+    jobs::get_log(app, call)
 }
 
 pub fn introspect(app: Arc<App>, call: Call) -> HandlerFuture {
@@ -92,7 +292,8 @@ pub fn introspect(app: Arc<App>, call: Call) -> HandlerFuture {
         call,
         Kind::Inspect,
         can_inspect,
-        "only new, ready, provision_failed and inspect_failed nodes can be inspected",
+        "only new, ready, provision_failed, inspect_failed and clean_failed nodes can be inspected",
+        no_settings,
     )
 }
 

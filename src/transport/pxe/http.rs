@@ -446,6 +446,7 @@ async fn boot_script(State(h): State<Http>, Path(file): Path<String>) -> Respons
                 Mode::Deploy => "deploy boot script",
                 Mode::Install => "installer boot script",
                 Mode::Inspect => "inspection boot script",
+                Mode::Clean => "cleaning boot script",
             };
             record(
                 &h.app,
@@ -1008,6 +1009,7 @@ async fn callback(
         Callback::Done => "done".to_string(),
         Callback::Booted => "booted (first boot of the installed OS)".to_string(),
         Callback::Failed { message } => format!("failed: {message}"),
+        Callback::Log { message } => format!("log: {message}"),
         Callback::Inventory(json) => format!("inventory ({} bytes)", json.len()),
     };
     tracing::info!(%node_id, "callback: {detail}");
