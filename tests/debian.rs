@@ -265,8 +265,9 @@ fn a_real_debian_is_deployed_logged_into_collected_and_wiped() {
     assert!(log.contains("wiping (metadata)"), "{log}");
     let n = lab.ok(json!({"action": "DescribeBMNodes", "node_ids": [id]}));
     assert_eq!(n["node_set"][0]["status"], "ready", "{n}");
-    assert!(!lab.ipmitool(0, &["power", "status"]).contains("on"));
-    let disk = lab.path("vm0/disk0.raw");
+    let power = lab.ipmitool(0, &["power", "status"]);
+    assert!(power.contains("Power is off"), "{power}");
+    let disk = lab.path("vm0/disk1.raw");
     // No partition table is left: no MBR signature or GPT header at the
     // start, no backup GPT header at the end (the first and last MiB are
     // zero, as the metadata wipe promises).
