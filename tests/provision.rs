@@ -490,6 +490,9 @@ fn introspection_stores_the_inventory_and_readies_the_node() {
         .unwrap()
         .to_string();
     let url = wait_boot(&lab, &id);
+    // A node mid-job is never deleted, not even with force.
+    let r = d.call(json!({"action": "DeleteBMNodes", "node_ids": [id], "force": 1}));
+    assert_eq!(r["ret_code"], 2300, "{r}");
     let (_, script) = curl(
         &lab.srv,
         &[&format!("http://10.99.0.1:8080/boot/{id}.ipxe")],
@@ -864,6 +867,31 @@ fn cloud_init_settings_reach_the_plan_and_the_life_after_active_follows_the_rule
             "{r}"
         );
     }
+    let shown = d.ok(json!({"action": "DescribeBMNodes", "maintenance": 1}));
+    assert_eq!(shown["node_set"][0]["node_id"], id.as_str(), "{shown}");
+    assert_eq!(shown["node_set"][0]["maintenance"], 1, "{shown}");
+    assert_eq!(
+        shown["node_set"][0]["maintenance_reason"], "disk swap",
+        "{shown}"
+    );
+    let none = d.ok(json!({"action": "DescribeBMNodes", "maintenance": 0}));
+    assert_eq!(none["node_set"], json!([]), "{none}");
+    let start = d.ok(json!({"action": "StartBMNodes", "node_ids": [id]}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = d.ok(
+            json!({"action": "GetStatus", "job_action": "StartBMNodes", "job_id": start["job_id"]}),
+        );
+        if s["status"] == "successful" {
+            break;
+        }
+        assert!(
+            s["status"] != "failed" && Instant::now() < deadline,
+            "power actions work in maintenance: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ipmitool(&lab, 0, &["power", "status"]).contains("on"));
     d.ok(json!({"action": "ModifyBMNodeAttributes", "node_id": id, "maintenance": 0}));
 
     // The plan the ramdisk gets carries the cloud-init seed: the host name
@@ -938,6 +966,13 @@ fn cloud_init_settings_reach_the_plan_and_the_life_after_active_follows_the_rule
         "user data is never logged: {log}"
     );
     assert!(!node(&d, &id).to_string().contains("hello from user data"));
+
+    // Active: never deleted without force (rackboot would lose track of a
+    // running machine).
+    let r = d.call(json!({"action": "DeleteBMNodes", "node_ids": [id]}));
+    assert_eq!(r["ret_code"], 2300, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("force"), "{r}");
+    assert_eq!(node(&d, &id)["status"], "active");
 
     // Active: no second deploy without rebuild; with it, the node deploys
     // again (aborted here).
