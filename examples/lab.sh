@@ -33,7 +33,8 @@ shift
 
 dir=/var/lib/rackboot-lab
 key=$(bash tests/images/debian12.sh --cache-key)
-image=/var/cache/rackboot-lab/debian/$key/debian12.qcow2
+# The same cache as tests/debian.rs: one build per recipe on this machine.
+image=/var/cache/rackboot/debian/$key/debian12.qcow2
 if [ ! -e "$image" ]; then
   echo "lab: building the Debian 12 image (mmdebstrap; ~3.5 min the first time)"
   bash tests/images/debian12.sh "$image"

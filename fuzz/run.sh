@@ -15,7 +15,10 @@ targets=("$@")
 jobs=${RB_FUZZ_JOBS:-1}
 # The build is kept under the repository's target/ (one build for all).
 target_dir=../target/fuzz
-nice -n 19 cargo +nightly fuzz build -O --target-dir "$target_dir" >/dev/null
+if ! nice -n 19 cargo +nightly fuzz build -O --target-dir "$target_dir" >/dev/null; then
+  echo "fuzz: BUILD FAILED: the fuzz targets do not compile (errors above)"
+  exit 1
+fi
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
@@ -43,7 +46,7 @@ wait || true
 status=0
 for t in "${targets[@]}"; do
   rc=$(cat "$logs/$t.rc" 2>/dev/null || echo 1)
-  execs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$logs/$t.log")
+  execs=$(awk '/stat::number_of_executed_units/ { print $NF }' "$logs/$t.log")
   files=$(find "corpus/$t" -type f | wc -l)
   if [ "$rc" -ne 0 ]; then
     echo "fuzz $t: CRASH after ${execs:-?} executions (rc $rc); input in fuzz/artifacts/$t/:"

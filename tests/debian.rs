@@ -1,6 +1,6 @@
 //! A real OS end to end: a Debian 12 image built from Debian's packages
 //! (tests/images/debian12.sh, mmdebstrap; cached under
-//! /var/cache/rackboot-tests/debian/<recipe key>/) is provisioned into a lab
+//! /var/cache/rackboot/debian/<recipe key>/) is provisioned into a lab
 //! VM that boots UEFI (OVMF), with an SSH key and a host name given in
 //! ProvisionBMNodes and a management address from registration. Checked
 //! from outside: the installed Debian boots and calls back (cloud-init's
@@ -33,7 +33,7 @@ fn debian_image() -> PathBuf {
         .unwrap();
     let key = String::from_utf8_lossy(&key.stdout).trim().to_string();
     assert!(!key.is_empty(), "debian12.sh --cache-key printed nothing");
-    let image = PathBuf::from("/var/cache/rackboot-tests/debian")
+    let image = PathBuf::from("/var/cache/rackboot/debian")
         .join(&key)
         .join("debian12.qcow2");
     if !image.exists() {

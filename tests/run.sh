@@ -117,7 +117,7 @@ fuzz_status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run (each fuzz target counts as a test).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     /^fuzz [a-z_]+: .* no crash/ { p += 1 } /^fuzz [a-z_]+: CRASH/ { f += 1 }
+     /^fuzz [a-z_]+: .* no crash/ { p += 1 } /^fuzz [a-z_]+: CRASH/ { f += 1 } /^fuzz: BUILD FAILED/ { f += 1 }
      END { printf "rackboot: %d passed, %d failed\n", p, f }' "$log"
 [ "$status" -eq 0 ] || exit "$status"
 exit "$fuzz_status"

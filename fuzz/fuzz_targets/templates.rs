@@ -1,6 +1,7 @@
 //! Boot templates with hostile inputs: a node's fields (host name, MAC,
 //! disk, networks), an image's paths and command line, and the deploy
-//! command line, rendered through every template in every mode. Rendering
+//! command line, rendered through every template in every mode, and the
+//! cloud-init seed with hostile host names, keys and user data. Rendering
 //! may refuse a value, never panic.
 #![no_main]
 
@@ -48,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         file: field(13),
         url: field(18),
         sha256: field(19),
+        sha512: field(20),
         kernel: field(14),
         initrd: field(15),
         cmdline: field(16),
@@ -58,10 +60,21 @@ fuzz_target!(|data: &[u8]| {
         address: "10.99.0.1",
         http_port: 8080,
     };
-    for mode in [Mode::Local, Mode::Deploy, Mode::Install, Mode::Inspect] {
+    for mode in [Mode::Local, Mode::Deploy, Mode::Install, Mode::Inspect, Mode::Clean] {
         let vars = BootVars::new(mode, &node, Some(&image), &cfg, &urls, "tok");
         for name in names() {
             let _ = templates().render(name, &vars);
         }
     }
+    // The cloud-init seed: a host name, SSH keys and user data from the API.
+    let vars = BootVars::new(Mode::Deploy, &node, Some(&image), &cfg, &urls, "tok");
+    let keys = vec![field(21), field(22)];
+    let _ = rackboot::service::provision::settings::seed(
+        templates(),
+        &vars,
+        &field(23),
+        &field(24),
+        &keys,
+        &field(25),
+    );
 });
