@@ -290,8 +290,9 @@ fn deploy(
     // its root file system; an image without one (not Linux) gets none.
     let mut seeded = false;
     if let Some(seed) = seed {
-        disks::reread(&file)?;
-        match disks::write_seed(disk, seed, load) {
+        // A disk the kernel cannot re-read (busy) gets no seed; the image
+        // is written all the same.
+        match disks::reread(&file).and_then(|()| disks::write_seed(disk, seed, load)) {
             Ok(at) => {
                 seeded = true;
                 say(&format!("cloud-init seed written to {at}"));
