@@ -151,7 +151,12 @@ fn dhcp_full_mode_and_tftp_with_real_clients() {
     let text = loop {
         let t = d.ok(json!({"action": "DescribeBootEvents", "mac": "52-54-00-99-00-10"}));
         let text = t["event_set"].to_string();
-        if text.contains("undionly.kpxe: 100000 bytes") {
+        // The DHCP thread's lines reach the store after its answers (a
+        // batching writer): wait for them too, not only the TFTP one.
+        if text.contains("undionly.kpxe: 100000 bytes")
+            && text.contains("→ ACK")
+            && text.contains("boot undionly.kpxe")
+        {
             break text;
         }
         assert!(std::time::Instant::now() < deadline, "{t}");
