@@ -133,6 +133,37 @@ impl Tracker {
             .await
     }
 
+    /// Step3's share of a ramdisk's `percent` (10–90 %), shown when it
+    /// moved past `shown`.
+    async fn step3_progress(
+        &self,
+        pv: &Provisioner,
+        node: &BmNode,
+        shown: &mut u8,
+        percent: u8,
+    ) -> Result<(), StoreError> {
+        let p = 10 + (u32::from(percent.min(100)) * 80 / 100) as u8;
+        if p > *shown {
+            *shown = p;
+            self.progress(pv, node, 3, p).await?;
+        }
+        Ok(())
+    }
+
+    /// A step3 line in the job's log about `node`.
+    async fn step3_log(
+        &self,
+        pv: &Provisioner,
+        node: &BmNode,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        pv.shared
+            .store
+            .append_job_log(&self.job_id, format!("{}: step3: {text}", label(node)))
+            .await?;
+        Ok(())
+    }
+
     /// The step `node_id` last reached (0 before it started).
     fn step_of(&self, node_id: &str) -> u32 {
         self.steps
@@ -997,18 +1028,11 @@ async fn provision_steps(
             }
             Ok(None) => return Err(Stop::Aborted),
             Ok(Some(DeployEvent::Callback(Callback::Progress { percent, .. }))) => {
-                let p = 10 + (u32::from(percent.min(100)) * 80 / 100) as u8;
-                if p > shown {
-                    shown = p;
-                    t.progress(pv, node, 3, p).await?;
-                }
+                t.step3_progress(pv, node, &mut shown, percent).await?;
             }
             Ok(Some(DeployEvent::Callback(Callback::Done))) => break,
             Ok(Some(DeployEvent::Callback(Callback::Log { message }))) => {
-                pv.shared
-                    .store
-                    .append_job_log(&t.job_id, format!("{}: step3: {message}", label(node)))
-                    .await?;
+                t.step3_log(pv, node, &message).await?;
             }
             Ok(Some(DeployEvent::Callback(Callback::Failed { message }))) => {
                 return Err(failure(
@@ -1274,26 +1298,14 @@ async fn clean_steps(
                 }
                 Ok(None) => return Err(Stop::Aborted),
                 Ok(Some(DeployEvent::Callback(Callback::Progress { percent, .. }))) => {
-                    let p = 10 + (u32::from(percent.min(100)) * 80 / 100) as u8;
-                    if p > shown {
-                        shown = p;
-                        t.progress(pv, node, 3, p).await?;
-                    }
+                    t.step3_progress(pv, node, &mut shown, percent).await?;
                 }
                 Ok(Some(DeployEvent::WipePlanned { disks, how })) => {
-                    pv.shared
-                        .store
-                        .append_job_log(
-                            &t.job_id,
-                            format!("{}: step3: wiping ({}) {disks}", label(node), how.as_str()),
-                        )
+                    t.step3_log(pv, node, &format!("wiping ({}) {disks}", how.as_str()))
                         .await?;
                 }
                 Ok(Some(DeployEvent::Callback(Callback::Log { message }))) => {
-                    pv.shared
-                        .store
-                        .append_job_log(&t.job_id, format!("{}: step3: {message}", label(node)))
-                        .await?;
+                    t.step3_log(pv, node, &message).await?;
                 }
                 Ok(Some(DeployEvent::Callback(Callback::Done))) => break,
                 Ok(Some(DeployEvent::Callback(Callback::Failed { message }))) => {
