@@ -140,7 +140,7 @@ fn dummy_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| {
         auth::hash_password(&auth::generate_password())
-            .unwrap_or_else(|_| "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$MzJieXRlc29mb3V0cHV0MzJieXRlc29mb3V0cA".into())
+            .unwrap_or_else(|_| "$argon2id$v=19$m=7168,t=5,p=1$c2FsdHNhbHRzYWx0$MzJieXRlc29mb3V0cHV0MzJieXRlc29mb3V0cA".into())
     })
 }
 
@@ -207,7 +207,8 @@ impl Logins {
         }
         if ok {
             if let Some(u) = &user {
-                self.cache.remember(user_id, &u.password_hash, password);
+                let hash = self.upgrade_hash(user_id, &u.password_hash, password).await;
+                self.cache.remember(user_id, &hash, password);
             }
             let mut b = self.backoff();
             b.peers.remove(&peer.key());
@@ -278,6 +279,29 @@ impl Logins {
     /// How many argon2 verifications have run.
     pub fn argon2_runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)
+    }
+
+    /// After a good login with a hash of older argon2 parameters: stores a
+    /// new one (see [`auth::ARGON2_M_COST_KIB`]) and returns the hash in force.
+    async fn upgrade_hash(&self, user_id: &str, hash: &str, password: &str) -> String {
+        if !auth::needs_rehash(hash) {
+            return hash.to_string();
+        }
+        let pw = password.to_string();
+        let new = match tokio::task::spawn_blocking(move || auth::hash_password(&pw)).await {
+            Ok(Ok(h)) => h,
+            _ => return hash.to_string(),
+        };
+        match self.store.set_user_password(user_id, new.clone()).await {
+            Ok(()) => {
+                tracing::info!(user = %user_id, "password hash moved to the current argon2 parameters");
+                new
+            }
+            Err(e) => {
+                tracing::warn!(user = %user_id, "cannot store the upgraded password hash: {e}");
+                hash.to_string()
+            }
+        }
     }
 
     /// Drops what the cache knows of `user_id` (password changed, user
@@ -387,6 +411,61 @@ mod tests {
             auth::hash_password("x").unwrap().split('$').nth(3),
             dummy_hash().split('$').nth(3),
             "same argon2 parameters"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hash_of_older_parameters_is_replaced_at_the_next_good_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        // As rackboot hashed before: argon2's defaults (19 MiB, 2 passes).
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        let old = argon2::Argon2::default()
+            .hash_password(b"right password", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(old.contains("m=19456,t=2"), "{old}");
+        assert!(auth::needs_rehash(&old));
+        store.insert_user("admin", old.clone()).await.unwrap();
+        let l = Logins::new(store.clone());
+        // A wrong password changes nothing.
+        assert_eq!(
+            l.verify("admin", "wrong", ADMIN).await.unwrap(),
+            Verdict::Wrong
+        );
+        assert_eq!(
+            store
+                .get_user("admin")
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            old
+        );
+        assert_eq!(
+            l.verify("admin", "right password", ADMIN).await.unwrap(),
+            Verdict::Ok
+        );
+        let new = store
+            .get_user("admin")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        assert!(new.contains("m=7168,t=5,p=1"), "{new}");
+        assert!(!auth::needs_rehash(&new));
+        // The new hash holds the same password, for a fresh daemon too.
+        let fresh = Logins::new(store.clone());
+        assert_eq!(
+            fresh
+                .verify("admin", "right password", ADMIN)
+                .await
+                .unwrap(),
+            Verdict::Ok
+        );
+        assert_eq!(
+            fresh.verify("admin", "wrong", ADMIN).await.unwrap(),
+            Verdict::Wrong
         );
     }
 

@@ -37,6 +37,19 @@ impl LeaseDb {
     }
 }
 
+/// The DHCP connection's busy handler: tries again every 50 µs, for at most
+/// about five seconds (as the store's busy timeout), then gives up (the batch
+/// is not acknowledged; the clients retry).
+fn wait_briefly(tries: i32) -> bool {
+    const TRY_EVERY: std::time::Duration = std::time::Duration::from_micros(50);
+    const TRIES: i32 = 5_000_000 / 60;
+    if tries >= TRIES {
+        return false;
+    }
+    std::thread::sleep(TRY_EVERY);
+    true
+}
+
 fn nodes_by_macs(
     conn: &Connection,
     macs: &[String],
@@ -154,8 +167,11 @@ impl Store {
 
     /// A connection of its own for the DHCP responder's thread ([`LeaseDb`]).
     pub fn lease_db(&self) -> Result<LeaseDb, StoreError> {
-        let conn = Connection::open(self.path())?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut conn = Connection::open(self.path())?;
+        // SQLite's own busy timeout sleeps 1, 2, 5, 10… ms between tries:
+        // a lease write that meets the store's writer (a timeline batch of
+        // well under a millisecond) would wait milliseconds before its ACK.
+        conn.busy_handler(Some(wait_briefly))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // Checkpoints (which sync the disk) stay with the store's writer
