@@ -8,7 +8,8 @@ use rusqlite::params;
 /// Events kept per MAC; older ones are dropped.
 pub const EVENTS_PER_MAC: i64 = 200;
 /// Events kept in all. Past it, the oldest events of MACs that are no
-/// registered node's go first, then the oldest of all, down to 90 %.
+/// registered node's go first, then the oldest of all, down to 99 % (small
+/// steps: each is a pause of the DHCP thread, which writes its own lines).
 pub const EVENTS_MAX: i64 = 20_000;
 
 /// One step of a boot.
@@ -42,30 +43,7 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
-                     VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
-                )?;
-                let mut trim = tx.prepare_cached(
-                    "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                )?;
-                for (mac, kind, detail) in events {
-                    insert.execute(params![mac, kind, detail, now])?;
-                    trim.execute(params![mac, EVENTS_PER_MAC])?;
-                }
-                bound_all(&tx)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.call(move |conn| write_events(conn, events)).await
     }
 
     /// How many events the table holds in all.
@@ -135,6 +113,35 @@ impl Store {
 /// Keeps the table within [`EVENTS_MAX`] rows (see there). The span of
 /// sequence numbers bounds the count from above, so the full count runs
 /// only when the table may be over.
+/// Writes `events` (mac, kind, detail) in one transaction, stamped now,
+/// keeping the per-MAC and global bounds.
+pub(super) fn write_events(
+    conn: &mut rusqlite::Connection,
+    events: Vec<(String, &'static str, String)>,
+) -> Result<(), StoreError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
+             VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
+        )?;
+        let mut trim = tx.prepare_cached(
+            "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        )?;
+        for (mac, kind, detail) in events {
+            insert.execute(params![mac, kind, detail, now])?;
+            trim.execute(params![mac, EVENTS_PER_MAC])?;
+        }
+        bound_all(&tx)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn bound_all(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let span: i64 = conn
         .prepare_cached("SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM boot_events")?
@@ -148,7 +155,7 @@ fn bound_all(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     if count <= EVENTS_MAX {
         return Ok(());
     }
-    let excess = count - EVENTS_MAX * 9 / 10;
+    let excess = count - EVENTS_MAX * 99 / 100;
     let unknown = conn
         .prepare_cached(
             "DELETE FROM boot_events WHERE seq IN (SELECT seq FROM boot_events

@@ -35,6 +35,20 @@ impl LeaseDb {
         }
         write_leases(&mut self.conn, changes).map_err(|e| e.on_disk(&self.path))
     }
+
+    /// Writes boot timeline lines (mac, kind, detail) in one transaction
+    /// (see [`Store::record_boot_events`]). The DHCP thread writes its own:
+    /// a second writer of the same database would hold the write lock that
+    /// its lease writes, and so its ACKs, wait for.
+    pub fn record_boot_events(
+        &mut self,
+        events: Vec<(String, &'static str, String)>,
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        super::boot_events::write_events(&mut self.conn, events).map_err(|e| e.on_disk(&self.path))
+    }
 }
 
 /// The DHCP connection's busy handler: tries again every 50 µs, for at most

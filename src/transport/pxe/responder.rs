@@ -159,7 +159,6 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
         }
     };
     let db = app.store.lease_db().map_err(|e| e.to_string())?;
-    let timeline = timeline_writer(app.clone());
     let dhcp_shutdown = shutdown.clone();
     let socks = Sockets {
         dhcp: dhcp_sock,
@@ -167,7 +166,7 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
     };
     std::thread::Builder::new()
         .name("rackboot-dhcp".into())
-        .spawn(move || dhcp_loop(socks, settings, table, db, timeline, dhcp_shutdown))
+        .spawn(move || dhcp_loop(socks, settings, table, db, dhcp_shutdown))
         .map_err(|e| format!("cannot start the DHCP thread: {e}"))?;
     if cfg.tftp.enabled {
         let tftp_sock = bound_socket(SocketAddr::from((ip, cfg.tftp.port)), &iface, false)?;
@@ -321,7 +320,7 @@ struct Incoming {
 }
 
 /// Packets handled per batch: one node lookup, one lease write and one
-/// timeline write per batch, however busy the network.
+/// timeline write (at most every 64 lines) per batch, however busy the network.
 const BATCH: usize = 256;
 
 fn drain(
@@ -381,18 +380,20 @@ fn dhcp_loop(
     settings: Settings,
     mut table: Option<LeaseTable>,
     mut db: LeaseDb,
-    timeline: tokio::sync::mpsc::Sender<Vec<BootLine>>,
     shutdown: CancellationToken,
 ) {
     let mut buf = vec![0u8; 1500];
     let mut limit = dhcp::RateLimit::default();
     let started = std::time::Instant::now();
     let mut batch = Vec::with_capacity(BATCH);
+    let mut timeline = Timeline::default();
     loop {
         if shutdown.is_cancelled() {
+            timeline.flush(&mut db);
             return;
         }
-        socks.wait(250);
+        socks.wait(timeline.wait_ms());
+        timeline.flush_if_due(&mut db, true);
         let now = started.elapsed().as_secs_f64();
         drain(&socks.dhcp, false, &mut buf, &mut limit, now, &mut batch);
         if let Some(s) = &socks.boot_server {
@@ -401,6 +402,8 @@ fn dhcp_loop(
         if batch.is_empty() {
             continue;
         }
+        // A full batch: more packets are waiting; the timeline waits.
+        let backlog = batch.len() == BATCH;
         let macs: Vec<String> = batch
             .iter()
             .map(|p| p.mac.clone())
@@ -468,11 +471,15 @@ fn dhcp_loop(
                     } else {
                         message.yiaddr().to_string()
                     };
-                    events.push((
-                        p.mac.clone(),
-                        "dhcp",
-                        format!("{asked}{port}{arch} → {answer} {address}{file}"),
-                    ));
+                    if known_mac || !timeline.shedding() {
+                        events.push((
+                            p.mac.clone(),
+                            "dhcp",
+                            format!("{asked}{port}{arch} → {answer} {address}{file}"),
+                        ));
+                    } else {
+                        timeline.shed(1);
+                    }
                     let mut out = Vec::with_capacity(576);
                     if message.encode(&mut Encoder::new(&mut out)).is_err() {
                         continue;
@@ -505,9 +512,81 @@ fn dhcp_loop(
             }
         }
         send_all(&socks, after_save);
-        if !events.is_empty() {
-            let _ = timeline.try_send(events);
+        timeline.add(events);
+        timeline.flush_if_due(&mut db, backlog);
+    }
+}
+
+/// The DHCP exchanges' boot timeline lines waiting to be written. The DHCP
+/// thread writes them itself, between batches, on its own connection: a
+/// second writer of the database (the store's thread) would hold the write
+/// lock that lease writes, and so ACKs, wait for — in a discovery flood
+/// that tripled the average answer delay. Written in transactions of at
+/// most [`TIMELINE_BATCH`] lines (each a short pause of the thread), at
+/// least every [`TIMELINE_EVERY`]. While more than [`TIMELINE_SHED_AT`]
+/// lines wait (a discovery flood), lines of unregistered MACs are not kept
+/// (a registered node's always are, up to [`TIMELINE_PENDING_MAX`]): the
+/// answers come first.
+#[derive(Default)]
+struct Timeline {
+    lines: Vec<BootLine>,
+    since: Option<std::time::Instant>,
+    dropped: u64,
+}
+
+impl Timeline {
+    /// Whether lines of unregistered MACs are being left out.
+    fn shedding(&self) -> bool {
+        self.lines.len() >= TIMELINE_SHED_AT
+    }
+
+    fn shed(&mut self, lines: u64) {
+        self.dropped += lines;
+    }
+
+    fn add(&mut self, lines: Vec<BootLine>) {
+        if lines.is_empty() {
+            return;
         }
+        let room = TIMELINE_PENDING_MAX.saturating_sub(self.lines.len());
+        self.dropped += lines.len().saturating_sub(room) as u64;
+        self.lines.extend(lines.into_iter().take(room));
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// How long the loop may wait for packets before the lines are due.
+    fn wait_ms(&self) -> i32 {
+        match self.since {
+            None => 250,
+            Some(t) => TIMELINE_EVERY.saturating_sub(t.elapsed()).as_millis() as i32,
+        }
+    }
+
+    /// Writes a transaction's worth of lines when they have waited
+    /// [`TIMELINE_EVERY`], or when there are enough of them and packets are
+    /// not waiting (`busy`).
+    fn flush_if_due(&mut self, db: &mut LeaseDb, busy: bool) {
+        let due = (!busy && self.lines.len() >= TIMELINE_BATCH)
+            || self.since.is_some_and(|t| t.elapsed() >= TIMELINE_EVERY);
+        if due {
+            self.flush(db);
+        }
+    }
+
+    fn flush(&mut self, db: &mut LeaseDb) {
+        let n = self.lines.len().min(TIMELINE_BATCH);
+        let lines: Vec<BootLine> = self.lines.drain(..n).collect();
+        if let Err(e) = db.record_boot_events(lines) {
+            tracing::debug!("boot timeline: {e}");
+        }
+        if self.dropped > 0 {
+            tracing::debug!(
+                lines = self.dropped,
+                "boot timeline: dropped lines of a DHCP flood"
+            );
+            self.dropped = 0;
+        }
+        self.since = (!self.lines.is_empty()).then(std::time::Instant::now);
     }
 }
 
@@ -545,32 +624,9 @@ fn send_all(socks: &Sockets, out: Vec<Outgoing>) {
     }
 }
 
-/// Boot timeline lines of DHCP exchanges, written in the background in
-/// batches of at most [`TIMELINE_BATCH`] lines or [`TIMELINE_EVERY`]:
-/// timeline writes never hold up the lease writes the answers wait for.
-/// Lines past [`TIMELINE_QUEUE`] waiting batches are dropped (a flood).
-fn timeline_writer(app: Arc<App>) -> tokio::sync::mpsc::Sender<Vec<BootLine>> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<BootLine>>(TIMELINE_QUEUE);
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut lines = first;
-            let deadline = tokio::time::Instant::now() + TIMELINE_EVERY;
-            while lines.len() < TIMELINE_BATCH {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(more)) => lines.extend(more),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            if let Err(e) = app.store.record_boot_events(lines).await {
-                tracing::debug!("boot timeline: {e}");
-            }
-        }
-    });
-    tx
-}
-
 /// One timeline line: MAC, kind, detail.
 type BootLine = (String, &'static str, String);
-const TIMELINE_BATCH: usize = 2048;
-const TIMELINE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-const TIMELINE_QUEUE: usize = 64;
+const TIMELINE_BATCH: usize = 64;
+const TIMELINE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+const TIMELINE_SHED_AT: usize = 4 * TIMELINE_BATCH;
+const TIMELINE_PENDING_MAX: usize = 16 * 1024;
