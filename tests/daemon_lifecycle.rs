@@ -475,7 +475,7 @@ fn a_stale_socket_file_is_replaced() {
 }
 
 #[test]
-fn sd_notify_ready_after_the_socket_is_bound_and_stopping_on_sigterm() {
+fn sd_notify_ready_status_watchdog_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let notify = dir.path().join("notify.sock");
     let listener = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
@@ -483,28 +483,62 @@ fn sd_notify_ready_after_the_socket_is_bound_and_stopping_on_sigterm() {
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let state = dir.path().join("state");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--state-dir"])
+    // As systemd starts it with WatchdogSec=1 (pings every 0.5 s): the
+    // shell's pid is the daemon's once it execs.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" serve --state-dir \"$1\"")
+        .arg(BIN)
         .arg(&state)
         .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "1000000")
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Killed if an assertion below fails (no daemon left behind).
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(child);
     let mut buf = [0u8; 256];
-    let n = listener.recv(&mut buf).expect("READY=1 within 60 s");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let mut next = || {
+        let n = listener.recv(&mut buf).expect("a notification within 60 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = next();
+    assert!(first.contains("READY=1"), "{first}");
     assert!(
         std::os::unix::net::UnixStream::connect(state.join("api.sock")).is_ok(),
         "READY before the socket answers"
     );
+    // Then the status line systemctl shows, and watchdog pings.
+    let (mut status, mut pings) = (String::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pings < 2 && Instant::now() < deadline {
+        let m = next();
+        if let Some(s) = m.lines().find_map(|l| l.strip_prefix("STATUS=")) {
+            status = s.to_string();
+        }
+        pings += m.lines().filter(|l| *l == "WATCHDOG=1").count();
+    }
+    assert_eq!(status, "0 nodes, 0 jobs running, PXE off");
+    assert!(pings >= 2, "watchdog pings: {pings}");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(child.0.id() as i32),
         nix::sys::signal::SIGTERM,
     )
     .unwrap();
-    let n = listener.recv(&mut buf).expect("STOPPING=1");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
-    assert!(child.wait().unwrap().success());
+    loop {
+        let m = next();
+        if m.contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(child.0.wait().unwrap().success());
 }
 
 #[test]
@@ -524,6 +558,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "PrivateTmp=yes",
         "CAP_NET_BIND_SERVICE CAP_NET_RAW",
         "LimitNOFILE=",
+        "WatchdogSec=",
     ] {
         assert!(unit.contains(needle), "unit lacks {needle}");
     }

@@ -9,7 +9,7 @@
 mod common;
 
 use common::netns::Netns;
-use common::Daemon;
+use common::{run_ok, Daemon};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -239,6 +239,38 @@ fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
             "{bars}"
         );
     }
+    // Per node: when each step began and how long it took.
+    for id in &ids {
+        let steps = s["node_progress"][id]["steps"].as_object().expect("steps");
+        let names: Vec<&str> = steps.keys().map(String::as_str).collect();
+        assert_eq!(names, ["step1", "step2", "step3", "step4"], "{s}");
+        for (name, t) in steps {
+            assert_eq!(t["running"], false, "{name}: {t}");
+            assert!(t["seconds"].as_f64().unwrap() >= 0.0, "{name}: {t}");
+            assert_eq!(t["started_at"].as_str().unwrap().len(), 19, "{name}: {t}");
+        }
+        assert!(steps["step1"]["started_at"].as_str() <= steps["step4"]["started_at"].as_str());
+    }
+    // The job id alone finds the job; DescribeJobs and `rackboot jobs` list it.
+    let alone = d.ok(json!({"action": "GetStatus", "job_id": job_id}));
+    assert_eq!(alone["job_action"], "ProvisionBMNodes", "{alone}");
+    let jobs = d.ok(
+        json!({"action": "DescribeJobs", "job_action": "ProvisionBMNodes", "status": "successful"}),
+    );
+    let listed = jobs["job_set"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|j| j["job_id"] == job_id.as_str() && j["nodes"] == 2 && j["failed_nodes"] == 0),
+        "{jobs}"
+    );
+    let table = run_ok(&d.cli(&["jobs", "--job-action", "ProvisionBMNodes"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(job_id.as_str()) && l.contains("successful")),
+        "{table}"
+    );
     for id in &ids {
         assert_eq!(s["node_progress"][id]["progress"], "100%", "{s}");
         let n = node(&d, id);

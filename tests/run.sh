@@ -29,6 +29,7 @@ declare -A needs=(
   [xorriso]=xorriso                 # tests/vmedia_iso.rs, redfish_sushy.rs: the virtual-media ISO
   [libvirtd]=libvirt-daemon-system  # tests/redfish_sushy.rs: libvirtd + virtlogd under sushy-tools (started by the test)
   [ssh]=openssh-client              # tests/debian.rs: logs in to the deployed Debian with the key given
+  [promtool]=prometheus             # tests/operations.rs: Prometheus' own parser checks /metrics (no service)
 )
 missing=()
 for cmd in "${!needs[@]}"; do

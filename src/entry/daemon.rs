@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::{reload, EnvFilter};
 
 /// Flags of `rackboot serve`.
 #[derive(Debug, Clone, Default)]
@@ -34,28 +33,7 @@ pub const DATABASE_FILE: &str = "rackboot.db";
 /// serves it, holding its pid.
 pub const LOCK_FILE: &str = "rackboot.lock";
 
-type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
-
-fn filter_for(config: &Config) -> EnvFilter {
-    EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(config.daemon.log_level.as_str()))
-}
-
-fn init_tracing(config: &Config) -> FilterHandle {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let (filter, handle) = reload::Layer::new(filter_for(config));
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false),
-        )
-        .try_init();
-    handle
-}
+use crate::entry::logging::{self, FilterHandle};
 
 fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigError> {
     match path {
@@ -141,7 +119,7 @@ pub fn run(opts: ServeOptions) -> i32 {
             return 2;
         }
     };
-    let filter = init_tracing(&config);
+    let filter = logging::init(&config);
     match nofile {
         Ok((before, after)) if before != after => {
             tracing::info!(
@@ -253,6 +231,7 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;
     let app = Arc::new(App::new(store.clone(), config, state_dir.clone()));
     app.shared.set_templates(templates);
+    purge_jobs(&app).await;
     let fds = app.shared.fds;
     tracing::info!(
         open_files = fds.nofile,
@@ -278,10 +257,22 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
         return Err(e);
     }
     tracing::info!(socket = %socket_path.display(), "API listening");
+    app.shared
+        .set_listening("api", socket_path.display().to_string());
+    start_metrics(&app, &shutdown).await;
+    let listening = app.shared.listening();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %opts.config.as_ref().map_or("(embedded defaults)".to_string(), |p| p.display().to_string()),
+        state_dir = %state_dir.display(),
+        services = %listening.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "),
+        "rackboot started"
+    );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let systemd = tokio::spawn(systemd_status(app.clone(), shutdown.clone()));
 
     let server = tokio::spawn(server::serve(listener, app.clone(), shutdown.clone()));
-    let upkeep = tokio::spawn(upkeep(store.clone(), shutdown.clone()));
+    let upkeep = tokio::spawn(upkeep(app.clone(), shutdown.clone()));
     let power_sync = tokio::spawn(power_sync(app.clone(), shutdown.clone()));
     signals(
         signals_in,
@@ -306,6 +297,7 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
     }
     upkeep.abort();
     power_sync.abort();
+    systemd.abort();
     // Jobs get what is left of the grace period; any still running are
     // marked failed at the next start.
     app.shared.tasks.close();
@@ -411,7 +403,7 @@ fn reload(app: &App, path: Option<&Path>, filter: &FilterHandle) {
                 }
             }
             if old.daemon.log_level != new.daemon.log_level {
-                let _ = filter.modify(|f| *f = filter_for(&new));
+                let _ = filter.modify(|f| *f = logging::filter_for(&new));
             }
             app.set_config(new);
         }
@@ -441,6 +433,21 @@ fn config_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
         "daemon.shutdown_timeout",
         old.daemon.shutdown_timeout != new.daemon.shutdown_timeout,
         true,
+    );
+    check(
+        "daemon.log_format",
+        old.daemon.log_format != new.daemon.log_format,
+        false,
+    );
+    check(
+        "jobs.retention_days",
+        old.jobs.retention_days != new.jobs.retention_days,
+        true,
+    );
+    check(
+        "metrics.listen",
+        old.metrics.listen != new.metrics.listen,
+        false,
     );
     check("api.socket", old.api.socket != new.api.socket, false);
     check(
@@ -502,6 +509,18 @@ async fn purge_messages(store: &Store) {
     }
 }
 
+/// Deletes jobs that ended more than `jobs.retention_days` ago (with their
+/// nodes' results, step times and log lines).
+async fn purge_jobs(app: &App) {
+    let days = i64::from(app.config().jobs.retention_days);
+    let before = crate::foundation::ids::now_secs() - days * 86_400;
+    match app.store.purge_jobs(before).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, days, "purged finished jobs past their retention"),
+        Err(e) => tracing::warn!("purging old jobs failed: {e}"),
+    }
+}
+
 /// Polls every node's power state every `ipmi.power_sync_interval` seconds
 /// (re-read each round, so SIGHUP changes apply; 0 pauses polling).
 async fn power_sync(app: Arc<App>, shutdown: CancellationToken) {
@@ -520,7 +539,10 @@ async fn power_sync(app: Arc<App>, shutdown: CancellationToken) {
             r = app.power.sync_round() => r,
             _ = shutdown.cancelled() => return,
         };
-        tracing::info!(
+        app.shared
+            .power_sync_done(crate::foundation::ids::now_secs());
+        // Routine: at DEBUG (failed BMCs are logged at WARN when marked).
+        tracing::debug!(
             ok,
             failed,
             ms = started.elapsed().as_millis() as u64,
@@ -529,17 +551,75 @@ async fn power_sync(app: Arc<App>, shutdown: CancellationToken) {
     }
 }
 
+/// The metrics endpoint on `[metrics] listen`, when set and free (a taken
+/// port is a warning: the rest of the daemon runs; GetHealth shows it).
+async fn start_metrics(app: &Arc<App>, shutdown: &CancellationToken) {
+    let listen = app.config().metrics.listen.clone();
+    if listen.is_empty() {
+        return;
+    }
+    match tokio::net::TcpListener::bind(&listen).await {
+        Ok(listener) => {
+            let at = listener
+                .local_addr()
+                .map_or(listen.clone(), |a| a.to_string());
+            app.shared.set_listening("metrics", at.clone());
+            tracing::info!(address = %at, "metrics at http://{at}/metrics");
+            tokio::spawn(crate::transport::metrics::serve(
+                listener,
+                app.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Err(e) => tracing::warn!(
+            "no metrics: cannot listen on {listen} (metrics.listen): {e}; set another address:port or \"\" to turn them off"
+        ),
+    }
+}
+
+/// Tells systemd how things stand (`STATUS=`: "42 nodes, 1 job running,
+/// PXE on br0") every 10 s, and pings its watchdog (`WATCHDOG=1`, when the
+/// unit sets `WatchdogSec=`) at half its period — from the async runtime,
+/// after the store answered: a hung runtime or store stops the pings.
+async fn systemd_status(app: Arc<App>, shutdown: CancellationToken) {
+    let mut usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
+    let every = if watchdog {
+        Duration::from_micros(usec / 2).min(Duration::from_secs(10))
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let health = crate::service::health::health(&app.shared, false).await;
+        let status = health.status_line(&app.config().dhcp.interface);
+        let mut states = vec![sd_notify::NotifyState::Status(&status)];
+        if watchdog && health.ok() {
+            states.push(sd_notify::NotifyState::Watchdog);
+        }
+        let _ = sd_notify::notify(false, &states);
+    }
+}
+
 /// Upkeep: purge expired user messages hourly; fold the WAL into the
 /// database every 30 s (the DHCP thread's connection never checkpoints, so
 /// that no disk sync delays an answer).
-async fn upkeep(store: Store, shutdown: CancellationToken) {
+async fn upkeep(app: Arc<App>, shutdown: CancellationToken) {
+    let store = app.store.clone();
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     let mut fold = tokio::time::interval(Duration::from_secs(30));
     tick.tick().await;
     fold.tick().await;
     loop {
         tokio::select! {
-            _ = tick.tick() => purge_messages(&store).await,
+            _ = tick.tick() => {
+                purge_messages(&store).await;
+                purge_jobs(&app).await;
+            }
             _ = fold.tick() => {
                 if let Err(e) = store.checkpoint_passive().await {
                     tracing::debug!("checkpoint: {e}");

@@ -13,6 +13,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub api: ApiConfig,
     pub messages: MessagesConfig,
+    pub jobs: JobsConfig,
+    pub metrics: MetricsConfig,
     pub ipmi: IpmiConfig,
     pub redfish: RedfishConfig,
     pub scan: ScanConfig,
@@ -384,6 +386,16 @@ pub struct DaemonConfig {
     pub log_level: LogLevel,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: u64,
+    /// `text` (under journald: each line with its syslog priority and no
+    /// timestamp of its own) or `json` (one object per line).
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -429,6 +441,41 @@ pub struct ApiConfig {
 pub struct MessagesConfig {
     /// Days a user message is kept (its `guaranteed_until`) before it is purged.
     pub retention_days: u32,
+}
+
+/// How long finished jobs are kept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Days a finished job (its nodes and log lines) is kept before it is
+    /// purged.
+    pub retention_days: u32,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig { retention_days: 90 }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `address:port` of `GET /metrics` (text exposition format); "" turns
+    /// it off. Loopback by default: the numbers say what the rack holds.
+    pub listen: String,
+}
+
+/// Where the metrics endpoint listens by default.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9740";
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: DEFAULT_METRICS_LISTEN.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -551,6 +598,7 @@ impl Default for DaemonConfig {
             state_dir: String::new(),
             log_level: LogLevel::Info,
             shutdown_timeout: 5,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -672,6 +720,22 @@ impl Config {
                 "messages.retention_days",
                 self.messages.retention_days,
                 "allowed: 1 to 3650 (days)",
+            ));
+        }
+        if !(1..=3650).contains(&self.jobs.retention_days) {
+            return Err(invalid(
+                "jobs.retention_days",
+                self.jobs.retention_days,
+                "allowed: 1 to 3650 (days)",
+            ));
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics.listen",
+                format!("{:?}", self.metrics.listen),
+                &format!("allowed: an address:port such as \"{DEFAULT_METRICS_LISTEN}\", or \"\" to turn the metrics endpoint off"),
             ));
         }
         let i = &self.ipmi;

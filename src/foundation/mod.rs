@@ -6,7 +6,7 @@
 //! `callbacks`, the `ssh` client), the BMNode state table (`states`), the
 //! catalogues (`errors`: ret codes; `usermsg`: user messages), and plain
 //! helpers (`config`, `validate`, `ids`, `auth`, `budget`: connection and
-//! descriptor budgets of the listeners).
+//! descriptor budgets of the listeners), and the daemon's Prometheus `metrics`.
 
 pub mod auth;
 pub mod budget;
@@ -20,6 +20,7 @@ pub mod ids;
 pub mod inventory;
 pub mod ipmi;
 pub mod lease_table;
+pub mod metrics;
 pub mod redfish;
 pub mod shared;
 pub mod ssh;

@@ -1,8 +1,10 @@
 //! What every service and transport of the daemon shares, and nothing
 //! else: the store, the configuration and the boot templates in force
 //! (each replaced as a whole on SIGHUP), the tracker of background work
-//! (awaited at shutdown), the state directory, and where the HTTP boot
-//! server listens (the URLs handed to BMCs and ramdisks name it). Services own their own
+//! (awaited at shutdown), the state directory, where the HTTP boot
+//! server listens (the URLs handed to BMCs and ramdisks name it), and what
+//! the health check reports (which network services listen where, when the
+//! last power-sync round ended). Services own their own
 //! parts (the power controller, the deploy registry) next to it, in
 //! [`crate::service::app::App`].
 
@@ -10,7 +12,9 @@ use super::budget::FdBudget;
 use super::config::Config;
 use super::store::Store;
 use super::templates::Templates;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio_util::task::TaskTracker;
 
@@ -27,6 +31,13 @@ pub struct Shared {
     templates: RwLock<Arc<Templates>>,
     /// The HTTP boot server's address and port, once it listens.
     http: RwLock<Option<(String, u16)>>,
+    /// Network services listening: name (api, dhcp, tftp, http, metrics) →
+    /// where.
+    listening: RwLock<BTreeMap<&'static str, String>>,
+    /// When the last power-sync round ended (Unix seconds; 0: none yet).
+    last_power_sync: AtomicI64,
+    /// When the daemon started (Unix seconds).
+    pub started_at: i64,
 }
 
 impl Shared {
@@ -44,6 +55,9 @@ impl Shared {
                     .expect("the built-in templates compile (a unit test checks them)"),
             )),
             http: RwLock::new(None),
+            listening: RwLock::new(BTreeMap::new()),
+            last_power_sync: AtomicI64::new(0),
+            started_at: super::ids::now_secs(),
         }
     }
 
@@ -55,6 +69,32 @@ impl Shared {
     /// Set by the HTTP boot server when it listens.
     pub fn set_http_address(&self, address: String, port: u16) {
         *self.http.write().unwrap_or_else(|e| e.into_inner()) = Some((address, port));
+    }
+
+    /// Records that network service `name` listens at `address`.
+    pub fn set_listening(&self, name: &'static str, address: String) {
+        self.listening
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, address);
+    }
+
+    /// The network services listening, by name.
+    pub fn listening(&self) -> BTreeMap<&'static str, String> {
+        self.listening
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records the end of a power-sync round at `now` (Unix seconds).
+    pub fn power_sync_done(&self, now: i64) {
+        self.last_power_sync.store(now, Ordering::Relaxed);
+    }
+
+    /// When the last power-sync round ended (`None`: none yet).
+    pub fn last_power_sync(&self) -> Option<i64> {
+        Some(self.last_power_sync.load(Ordering::Relaxed)).filter(|t| *t > 0)
     }
 
     /// The configuration in force.

@@ -4,11 +4,13 @@
 //! (provisioning, inspection and what a network-booting node gets), `scan`
 //! (BMC discovery), `collect` (Node inventory over SSH), `images` (the image
 //! cache: download, check, convert) and `ramdisk` (the deploy ramdisk
-//! build). Services use each other and the foundations,
+//! build), `health` (the health report, the metrics' gauges, systemd's
+//! status line). Services use each other and the foundations,
 //! never a transport or the entry layer.
 
 pub mod app;
 pub mod collect;
+pub mod health;
 pub mod images;
 pub mod jobs;
 pub mod logins;

@@ -25,6 +25,9 @@ pub struct Daemon {
     pub config: Option<PathBuf>,
     runtime: tokio::runtime::Runtime,
     starts: u32,
+    /// Run as under systemd with its stderr on the journal: JOURNAL_STREAM
+    /// names the log file (from the next start).
+    pub journal_stream: bool,
 }
 
 impl Daemon {
@@ -70,6 +73,7 @@ impl Daemon {
                 .build()
                 .unwrap(),
             starts: 0,
+            journal_stream: false,
         };
         d.spawn();
         d
@@ -108,7 +112,14 @@ impl Daemon {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
-        cmd.env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
+        cmd.env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM");
+        if self.journal_stream {
+            use std::os::unix::fs::MetadataExt;
+            let m = log.metadata().unwrap();
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+        }
         let child = cmd
             .stdout(Stdio::null())
             .stderr(log)

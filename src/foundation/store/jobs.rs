@@ -57,6 +57,8 @@ pub struct Job {
     pub progress: u8,
     /// The nodes it covers, with their own status and progress.
     pub nodes: Vec<JobNode>,
+    /// When each node entered and left each step.
+    pub steps: Vec<StepTime>,
     pub user_id: String,
     pub request_id: String,
     pub created_at: i64,
@@ -74,6 +76,28 @@ pub struct JobNode {
     pub ret_code: i64,
     /// The catalogue text explaining a failure.
     pub message: String,
+}
+
+/// When a node of a job entered a step (`stepN`) and left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepTime {
+    pub node_id: String,
+    pub step: String,
+    /// Unix milliseconds.
+    pub started_ms: i64,
+    /// `None` while the node is in this step.
+    pub ended_ms: Option<i64>,
+}
+
+/// Which jobs DescribeJobs lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub job_action: Option<String>,
+    /// `running` (any step), `successful`, `failed`, or one `stepN`.
+    pub status: Option<String>,
+    /// Created at or after (Unix seconds).
+    pub since: Option<i64>,
+    pub limit: Option<u64>,
 }
 
 /// One numbered line of a job's log.
@@ -99,6 +123,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         pre_status: JobStatus::parse(&pre),
         progress: r.get(4)?,
         nodes: Vec::new(),
+        steps: Vec::new(),
         user_id: r.get(5)?,
         request_id: r.get(6)?,
         created_at: r.get(7)?,
@@ -122,6 +147,49 @@ fn load_nodes(conn: &Connection, job: &mut Job) -> rusqlite::Result<()> {
             })
         })?
         .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT node_id, step, started_ms, ended_ms FROM job_node_steps WHERE job_id = ?1 ORDER BY started_ms, rowid",
+    )?;
+    job.steps = stmt
+        .query_map([&job.job_id], |r| {
+            Ok(StepTime {
+                node_id: r.get(0)?,
+                step: r.get(1)?,
+                started_ms: r.get(2)?,
+                ended_ms: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A node's share moved to `status`: a step (`stepN`) it was not in starts
+/// now, and the step it leaves ends now.
+fn record_step(
+    conn: &Connection,
+    job_id: &str,
+    node_id: &str,
+    status: &str,
+) -> Result<(), StoreError> {
+    let now = now_ms();
+    conn.prepare_cached(
+        "UPDATE job_node_steps SET ended_ms = ?4
+         WHERE job_id = ?1 AND node_id = ?2 AND step != ?3 AND ended_ms IS NULL",
+    )?
+    .execute(params![job_id, node_id, status, now])?;
+    if status.starts_with("step") {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO job_node_steps (job_id, node_id, step, started_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![job_id, node_id, status, now])?;
+    }
     Ok(())
 }
 
@@ -252,6 +320,7 @@ impl Store {
                  ON CONFLICT (job_id, node_id) DO UPDATE SET status = ?3, progress = ?4, ret_code = ?5, message = ?6",
                 params![job_id, node.node_id, node.status, node.progress.min(100), node.ret_code, node.message],
             )?;
+            record_step(&tx, &job_id, &node.node_id, &node.status)?;
             if let Some(line) = line {
                 append_log(&tx, &job_id, &line)?;
             }
@@ -302,6 +371,48 @@ impl Store {
                 }
                 None => Ok(None),
             }
+        })
+        .await
+    }
+
+    /// Jobs matching `filter`, newest first, without their nodes; with the
+    /// count of their nodes and of their failed nodes.
+    pub async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<(Job, u64, u64)>, StoreError> {
+        self.call_read(move |conn| {
+            let status_sql = match filter.status.as_deref() {
+                None => "1",
+                Some("running") => "ended_at IS NULL",
+                Some(_) => "status = ?2",
+            };
+            let sql = format!(
+                "SELECT {JOB_COLUMNS},
+                        (SELECT count(*) FROM job_nodes n WHERE n.job_id = jobs.job_id),
+                        (SELECT count(*) FROM job_nodes n WHERE n.job_id = jobs.job_id AND n.status = 'failed')
+                 FROM jobs
+                 WHERE (?1 IS NULL OR job_action = ?1) AND {status_sql} AND created_at >= ?3
+                 ORDER BY created_at DESC, rowid DESC LIMIT ?4"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let limit = filter.limit.map_or(-1, |l| l as i64);
+            let rows = stmt
+                .query_map(
+                    params![filter.job_action, filter.status, filter.since.unwrap_or(0), limit],
+                    |r| Ok((job_from_row(r)?, r.get::<_, i64>(10)? as u64, r.get::<_, i64>(11)? as u64)),
+                )?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Deletes jobs that ended before `before` (Unix seconds), with their
+    /// nodes, steps and log lines; returns how many.
+    pub async fn purge_jobs(&self, before: i64) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM jobs WHERE ended_at IS NOT NULL AND ended_at < ?1",
+                [before],
+            )?)
         })
         .await
     }

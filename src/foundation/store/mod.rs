@@ -6,6 +6,7 @@
 
 mod bmnodes;
 mod boot_events;
+mod counts;
 mod deploy;
 mod jobs;
 mod leases;
@@ -17,7 +18,8 @@ mod users;
 pub use crate::foundation::states::BmNodeStatus;
 pub use bmnodes::{BmNode, BmNodeFilter, BootMode, NetworkSettings, PowerState};
 pub use boot_events::{BootEvent, EVENTS_MAX, EVENTS_PER_MAC};
-pub use jobs::{Job, JobNode, JobStatus, LogLine};
+pub use counts::Counts;
+pub use jobs::{Job, JobFilter, JobNode, JobStatus, LogLine, StepTime};
 pub use leases::{LeaseDb, PxeNode};
 pub use messages::{MessageFilter, MessageLevel, StoredMessage};
 pub use nodes::{Node, NodeStatus};

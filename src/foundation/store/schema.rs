@@ -328,6 +328,7 @@ const MIGRATIONS: &[&str] = &[
     REDFISH,
     // 8: discovery leases (hardening).
     MIGRATION_LEASE_DISCOVERY,
+    MIGRATION_JOB_STEPS,
 ];
 
 /// Redfish BMCs (migration 7): the node's BMC URL when it is not plain IPMI (`bmc_address`,
@@ -350,6 +351,21 @@ const MIGRATION_LEASE_DISCOVERY: &str = r#"
     ALTER TABLE leases ADD COLUMN discovery INTEGER NOT NULL DEFAULT 0 CHECK (discovery IN (0, 1));
 "#;
 
+/// Migration 9 (operations): when each node of a job entered and left each
+/// step (GetStatus' per-step times), and finished jobs found by age (the
+/// retention purge).
+const MIGRATION_JOB_STEPS: &str = r#"
+    CREATE TABLE job_node_steps (
+        job_id      TEXT NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+        node_id     TEXT NOT NULL,
+        step        TEXT NOT NULL,
+        started_ms  INTEGER NOT NULL,
+        ended_ms    INTEGER,
+        PRIMARY KEY (job_id, node_id, step)
+    );
+    CREATE INDEX jobs_ended ON jobs (ended_at) WHERE ended_at IS NOT NULL;
+"#;
+
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -365,6 +381,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
             "the database is at schema version {current}, newer than this rackboot knows ({SCHEMA_VERSION}): run a newer rackboot or restore a backup"
         ));
     }
+    if current > 0 && current < SCHEMA_VERSION {
+        keep_a_copy(conn, current)?;
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         tx.execute_batch(sql)
@@ -377,9 +396,68 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     Ok(())
 }
 
+/// Before migrating a database of schema `version`: a consistent copy of
+/// it next to it (`<file>.pre-migration-<version>`), so that a failed or
+/// unwanted upgrade can be undone by putting it back (and running the older
+/// rackboot). In-memory databases have no file and get no copy.
+fn keep_a_copy(conn: &Connection, version: i64) -> Result<(), String> {
+    let Some(path) = conn.path().filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let copy = format!("{path}.pre-migration-{version}");
+    let _ = std::fs::remove_file(&copy);
+    conn.execute("VACUUM INTO ?1", [&copy]).map_err(|e| {
+        format!("cannot copy the database to {copy} before upgrading its schema: {e} (free some disk space, or move the file away)")
+    })?;
+    tracing::info!(copy = %copy, from_version = version, to_version = SCHEMA_VERSION, "copied the database before upgrading its schema");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_database_is_copied_before_it_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rackboot.db");
+        let mut conn = Connection::open(&path).unwrap();
+        // A database of schema 8, as the previous release left it.
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(8) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        conn.execute(
+            "INSERT INTO users (user_id, password_hash, created_at, updated_at) VALUES ('admin', 'h', 0, 0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let copy = Connection::open(dir.path().join("rackboot.db.pre-migration-8")).unwrap();
+        let v: i64 = copy
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 8, "the copy is the database before the upgrade");
+        let users: i64 = copy
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(users, 1);
+        // A fresh database is not copied; an up-to-date one neither.
+        migrate(&mut conn).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("pre-migration"))
+                .count(),
+            1
+        );
+    }
 
     #[test]
     fn migrations_apply_once_and_refuse_a_newer_database() {

@@ -46,6 +46,17 @@ pub enum PowerError {
 }
 
 impl PowerError {
+    /// A short name of the failure's kind (a metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            e if e.is_unreachable() => "unreachable",
+            PowerError::Bmc(_) | PowerError::Redfish(_) => "error",
+            PowerError::Busy => "busy",
+            PowerError::BackingOff(_) => "backing_off",
+            PowerError::BadAddress(_) => "bad_address",
+        }
+    }
+
     /// The BMC did not answer (what starts the backoff).
     pub fn is_unreachable(&self) -> bool {
         matches!(
@@ -177,6 +188,24 @@ impl PowerController {
 
     /// Runs `op` against `target` within the budgets.
     pub async fn run(&self, target: &BmcTarget, op: PowerOp) -> Result<PowerOutcome, PowerError> {
+        let timer = crate::foundation::metrics::Timer::start();
+        let result = self.run_untimed(target, op).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        timer.observe(
+            &crate::foundation::metrics::metrics().bmc_operations,
+            &[op.name(), outcome],
+        );
+        result
+    }
+
+    async fn run_untimed(
+        &self,
+        target: &BmcTarget,
+        op: PowerOp,
+    ) -> Result<PowerOutcome, PowerError> {
         match target {
             BmcTarget::Ipmi(t) => {
                 self.with_session(t, async |s: &mut Session| perform(s, op).await)

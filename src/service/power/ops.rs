@@ -22,6 +22,22 @@ pub enum PowerOp {
     GetBoot,
 }
 
+impl PowerOp {
+    /// A short name (a metrics label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            PowerOp::Status => "status",
+            PowerOp::On => "on",
+            PowerOp::Off { hard: true } => "off_hard",
+            PowerOp::Off { hard: false } => "off_soft",
+            PowerOp::Cycle => "cycle",
+            PowerOp::Reset => "reset",
+            PowerOp::SetBoot(_) => "set_boot",
+            PowerOp::GetBoot => "get_boot",
+        }
+    }
+}
+
 /// The outcome of a [`PowerOp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerOutcome {

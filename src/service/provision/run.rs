@@ -86,7 +86,9 @@ struct Tracker {
     started_ms: i64,
     request_id: String,
     kind: Kind,
-    steps: Mutex<HashMap<String, u32>>,
+    /// Per running node: its step and when it began (the step durations
+    /// of the metrics).
+    steps: Mutex<HashMap<String, (u32, std::time::Instant)>>,
     job_step: tokio::sync::Mutex<u32>,
 }
 
@@ -100,10 +102,14 @@ impl Tracker {
         progress: u8,
         what: &str,
     ) -> Result<(), StoreError> {
-        self.steps
+        let previous = self
+            .steps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(node.node_id.clone(), step);
+            .insert(node.node_id.clone(), (step, std::time::Instant::now()));
+        if let Some((was, since)) = previous.filter(|(was, _)| *was != step) {
+            self.observe_step(was, since, "ok");
+        }
         pv.shared
             .store
             .set_job_node(
@@ -170,16 +176,32 @@ impl Tracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(node_id)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |(step, _)| *step)
     }
 
-    /// `node` is done (either way): it no longer holds the job's status back.
-    async fn finish(&self, pv: &Provisioner, node: &BmNode) -> Result<(), StoreError> {
-        self.steps
+    fn observe_step(&self, step: u32, since: std::time::Instant, result: &str) {
+        crate::foundation::metrics::metrics()
+            .provision_steps
+            .with_label_values(&[self.kind.action(), &format!("step{step}"), result])
+            .observe(since.elapsed().as_secs_f64());
+    }
+
+    /// `node` is done (`result`: ok, failed): it no longer holds the job's
+    /// status back.
+    async fn finish(
+        &self,
+        pv: &Provisioner,
+        node: &BmNode,
+        result: &str,
+    ) -> Result<(), StoreError> {
+        let last = self
+            .steps
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&node.node_id);
+        if let Some((step, since)) = last {
+            self.observe_step(step, since, result);
+        }
         self.sync_job_status(pv).await
     }
 
@@ -189,8 +211,8 @@ impl Tracker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .min()
-            .copied();
+            .map(|(step, _)| *step)
+            .min();
         let mut current = self.job_step.lock().await;
         if let Some(step) = lowest {
             if step > *current {
@@ -253,7 +275,12 @@ pub async fn start(
         started_ms: now_secs() * 1000,
         request_id: request_id.to_string(),
         kind,
-        steps: Mutex::new(nodes.iter().map(|n| (n.node_id.clone(), 0)).collect()),
+        steps: Mutex::new(
+            nodes
+                .iter()
+                .map(|n| (n.node_id.clone(), (0, std::time::Instant::now())))
+                .collect(),
+        ),
         job_step: tokio::sync::Mutex::new(0),
     });
     let runner = pv.clone();
@@ -417,7 +444,8 @@ async fn node_task(
             false
         }
     };
-    t.finish(pv, &node).await?;
+    t.finish(pv, &node, if outcome { "ok" } else { "failed" })
+        .await?;
     Ok(outcome)
 }
 
@@ -481,7 +509,7 @@ async fn fail_after_store_error(pv: &Provisioner, t: &Tracker, node: &BmNode, e:
             Some(format!("{}: failed at step{step}: {text}", label(node))),
         )
         .await;
-    let _ = t.finish(pv, node).await;
+    let _ = t.finish(pv, node, "failed").await;
 }
 
 /// After a failure or an abort: powers the node off if the work had begun,

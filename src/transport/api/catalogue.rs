@@ -4,7 +4,9 @@
 //! (and its handler).
 
 use super::params::{p, Param, Ty, BM_NODE_FIELDS};
-use super::{bmnodes, boot_events, jobs, messages, nodes, power, provision, scan, users, Handler};
+use super::{
+    bmnodes, boot_events, health, jobs, messages, nodes, power, provision, scan, users, Handler,
+};
 
 /// One action of the API.
 pub struct Action {
@@ -513,7 +515,7 @@ pub static ACTIONS: &[Action] = &[
         request_type: "Node",
         about: "Status of an asynchronous job (the newest of job_action when no job_id)",
         params: &[
-            p("job_action", Ty::Str, true, "the action that started the job, e.g. CollectNodes"),
+            p("job_action", Ty::Str, false, "the action that started the job, e.g. CollectNodes (needed without job_id)"),
             p("job_id", Ty::Str, false, "the job (j-…); default: the newest job of job_action"),
         ],
         positional: Some("job_id"),
@@ -527,7 +529,7 @@ pub static ACTIONS: &[Action] = &[
         request_type: "Node",
         about: "Numbered log lines of an asynchronous job",
         params: &[
-            p("job_action", Ty::Str, true, "the action that started the job, e.g. CollectNodes"),
+            p("job_action", Ty::Str, false, "the action that started the job, e.g. CollectNodes (needed without job_id)"),
             p("job_id", Ty::Str, false, "the job (j-…); default: the newest job of job_action"),
             p("job_status", Ty::Str, false, "only lines written while the job had this status (step<N>, successful, failed)"),
         ],
@@ -535,6 +537,45 @@ pub static ACTIONS: &[Action] = &[
         job: false,
         table: None,
         handler: jobs::get_log,
+    },
+    Action {
+        name: "DescribeJobs",
+        command: "jobs",
+        request_type: "Node",
+        about: "List the jobs kept (newest first): action, status, progress, nodes, failures, times",
+        params: &[
+            p("job_action", Ty::Str, false, "only jobs of this action, e.g. ProvisionBMNodes"),
+            p("status", Ty::Str, false, "only jobs with this status: running, step<N>, successful or failed"),
+            p("since", Ty::Str, false, "only jobs created since: Unix seconds, or an age such as 30m, 2h, 7d"),
+            p("limit", Ty::Int, false, "return at most this many (1 to 100000; default 100)"),
+        ],
+        positional: None,
+        job: false,
+        table: Some(Table {
+            field: "job_set",
+            columns: &[
+                ("JOB_ID", "job_id"),
+                ("ACTION", "job_action"),
+                ("STATUS", "status"),
+                ("PROGRESS", "progress"),
+                ("NODES", "nodes"),
+                ("FAILED", "failed_nodes"),
+                ("CREATED", "created_at"),
+                ("SECONDS", "seconds"),
+            ],
+        }),
+        handler: jobs::describe_jobs,
+    },
+    Action {
+        name: "GetHealth",
+        command: "health",
+        request_type: "Node",
+        about: "Health of the daemon: version, schema, store check, services listening, last power sync, nodes and jobs",
+        params: &[],
+        positional: None,
+        job: false,
+        table: None,
+        handler: health::get_health,
     },
     Action {
         name: "DescribeMessages",

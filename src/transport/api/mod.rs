@@ -11,6 +11,7 @@ pub mod server;
 
 mod bmnodes;
 mod boot_events;
+mod health;
 mod jobs;
 mod messages;
 mod nodes;

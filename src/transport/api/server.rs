@@ -260,6 +260,13 @@ async fn api(
         ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
         "request"
     );
+    // Names outside the catalogue are one label: a client cannot grow the
+    // metrics without end.
+    let action = super::catalogue::find_action(&outcome.action).map_or("unknown", |a| a.name);
+    crate::foundation::metrics::metrics()
+        .api_requests
+        .with_label_values(&[action, &outcome.ret_code.to_string()])
+        .observe(started.elapsed().as_secs_f64());
     let size: usize = response.iter().map(Vec::len).sum();
     let large = size >= RELEASE_AFTER_BYTES || bytes.len() >= RELEASE_AFTER_BYTES;
     let reply = (

@@ -107,6 +107,8 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Arc<App>, shutdown: C
         Err(_) => return,
     };
     app.shared.set_http_address(address.clone(), port);
+    app.shared
+        .set_listening("http", format!("{address}:{port}"));
     let budget = Budget::new(
         app.shared.fds.http_connections,
         app.config().http.max_connections_per_client,
@@ -200,6 +202,10 @@ async fn connection(
         }
         let started = Instant::now();
         let sent = super::sendfile::send(&stream, &file, len, g.keep_alive, || state.moved()).await;
+        match &sent {
+            Ok(n) => counted(if *n == len { "ok" } else { "incomplete" }, *n),
+            Err(_) => counted("failed", 0),
+        }
         if let Some(mac) = mac {
             let ms = started.elapsed().as_millis();
             let detail = match &sent {
@@ -577,6 +583,7 @@ async fn stream(
         bytes: 0,
         started: Instant::now(),
         done: Some(Box::new(move |bytes, ms, complete| {
+            counted(if complete { "ok" } else { "incomplete" }, bytes);
             let how = if complete { "" } else { " (client went away)" };
             let part = if range { " (range)" } else { "" };
             record_later(
@@ -590,6 +597,13 @@ async fn stream(
 }
 
 type Done = Box<dyn FnOnce(u64, u64, bool) + Send>;
+
+/// Counts a boot file transfer for the metrics.
+fn counted(result: &str, bytes: u64) {
+    let m = crate::foundation::metrics::metrics();
+    m.http_transfers.with_label_values(&[result]).inc();
+    m.http_bytes.with_label_values(&[result]).inc_by(bytes);
+}
 
 /// A body that counts what it sent and reports once, at its end or drop.
 struct Counted {

@@ -168,6 +168,11 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
         .name("rackboot-dhcp".into())
         .spawn(move || dhcp_loop(socks, settings, table, db, dhcp_shutdown))
         .map_err(|e| format!("cannot start the DHCP thread: {e}"))?;
+    let dhcp_where = match d.mode {
+        DhcpMode::Full => format!("{iface} {ip}:67 (full)"),
+        DhcpMode::Proxy => format!("{iface} {ip}:67 and :4011 (proxy)"),
+    };
+    app.shared.set_listening("dhcp", dhcp_where);
     if cfg.tftp.enabled {
         let tftp_sock = bound_socket(SocketAddr::from((ip, cfg.tftp.port)), &iface, false)?;
         let t = TftpSettings {
@@ -192,6 +197,8 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
                 t.root.display()
             ));
         }
+        app.shared
+            .set_listening("tftp", format!("{iface} {ip}:{}", cfg.tftp.port));
         let tftp_shutdown = shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = tftp::serve(tftp_sock, t, tftp_shutdown).await {
@@ -232,6 +239,10 @@ fn tftp_reporter(app: Arc<App>) -> crate::transport::pxe::tftp::TransferHook {
     Arc::new(
         move |peer: SocketAddr, file: String, bytes: u64, ms: u64, outcome: Result<(), String>| {
             let app = app.clone();
+            let result = if outcome.is_ok() { "ok" } else { "failed" };
+            let m = crate::foundation::metrics::metrics();
+            m.tftp_transfers.with_label_values(&[result]).inc();
+            m.tftp_bytes.with_label_values(&[result]).inc_by(bytes);
             handle.spawn(async move {
                 let Ok(Some(mac)) = app.store.mac_of_lease(peer.ip().to_string()).await else {
                     return;
@@ -341,6 +352,7 @@ fn drain(
             }
         };
         let Some(msg) = dhcp::decode(&buf[..n]) else {
+            counted("malformed", "ignored");
             tracing::debug!(%peer, "dhcp: dropped a malformed packet");
             continue;
         };
@@ -349,6 +361,7 @@ fn drain(
             continue;
         };
         if !limit.allow(&mac, now) {
+            counted(&upper(dhcp::message_type(&msg)), "rate_limited");
             tracing::debug!(%mac, "dhcp: rate limited");
             continue;
         }
@@ -363,6 +376,14 @@ fn drain(
             boot_server_peer,
         });
     }
+}
+
+/// Counts a DHCP packet for the metrics.
+fn counted(kind: &str, answer: &str) {
+    crate::foundation::metrics::metrics()
+        .dhcp_packets
+        .with_label_values(&[kind, answer])
+        .inc();
 }
 
 fn upper<T: std::fmt::Debug>(t: Option<T>) -> String {
@@ -449,6 +470,7 @@ fn dhcp_loop(
                 .unwrap_or_default();
             match decision {
                 Decision::Ignore(why) => {
+                    counted(&asked, "ignored");
                     tracing::debug!(mac = %p.mac, xid = p.msg.xid(), "dhcp: no answer: {why}");
                     if known_mac {
                         events.push((
@@ -460,6 +482,7 @@ fn dhcp_loop(
                 }
                 Decision::Reply { message, to } => {
                     let answer = upper(dhcp::message_type(&message));
+                    counted(&asked, &answer.to_lowercase());
                     let file = match message.opts().get(dhcproto::v4::OptionCode::BootfileName) {
                         Some(dhcproto::v4::DhcpOption::BootfileName(f)) => {
                             format!(", boot {}", String::from_utf8_lossy(f))
