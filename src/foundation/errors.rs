@@ -208,6 +208,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn readme_documents_every_ret_code() {
+        let readme = include_str!("../../README.md");
+        let missing: Vec<i64> = RetCode::ALL
+            .iter()
+            .map(|c| c.code())
+            .filter(|c| !readme.contains(&format!("| {c} |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README's error-code table lacks {missing:?}"
+        );
+    }
+
+    #[test]
     fn a_full_disk_is_answered_with_its_code_and_the_database_path() {
         let path = std::path::PathBuf::from("/var/lib/rackboot/rackboot.db");
         let api = ApiError::from(StoreError::DiskFull(path));

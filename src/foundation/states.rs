@@ -163,6 +163,21 @@ pub const TRANSITIONS: &[(S, Trigger, S)] = &[
     (S::Cleaning, Trigger::Interrupted, S::CleanFailed),
 ];
 
+/// The state table as a Mermaid state diagram (README's; a test keeps the
+/// two equal).
+pub fn mermaid() -> String {
+    let mut out = String::from("```mermaid\nstateDiagram-v2\n    [*] --> new: RegisterBMNodes\n");
+    for (from, trigger, to) in TRANSITIONS {
+        out.push_str(&format!(
+            "    {} --> {}: {trigger:?}\n",
+            from.as_str(),
+            to.as_str()
+        ));
+    }
+    out.push_str("```\n");
+    out
+}
+
 /// Where `trigger` takes a node in `from`, if it may happen.
 pub fn next(from: S, trigger: Trigger) -> Option<S> {
     TRANSITIONS
@@ -195,6 +210,16 @@ pub fn can_clean(s: S) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readme_holds_the_state_diagram() {
+        let readme = include_str!("../../README.md");
+        let diagram = mermaid();
+        assert!(
+            readme.contains(&diagram),
+            "README.md's state diagram is out of date; replace it with:\n\n{diagram}"
+        );
+    }
 
     #[test]
     fn every_state_has_a_way_out_and_busy_states_end() {

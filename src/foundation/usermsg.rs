@@ -329,6 +329,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn readme_documents_every_event() {
+        let readme = include_str!("../../README.md");
+        let source = include_str!("usermsg.rs");
+        let ids: Vec<&str> = source
+            .split("event_id: \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(ids.len() > 20, "{ids:?}");
+        let missing: Vec<&&str> = ids
+            .iter()
+            .filter(|id| !readme.contains(&format!("| {id} |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README's user-message table lacks {missing:?}"
+        );
+    }
+
+    #[test]
     fn placeholders_are_filled_and_values_sanitised() {
         let text = render(
             &JOB_INTERRUPTED,

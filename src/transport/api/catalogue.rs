@@ -724,6 +724,26 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_actions_response() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let start = readme.find("### Responses").expect("a Responses section");
+        let end = start
+            + readme[start..]
+                .find("\n### User messages")
+                .expect("its end");
+        let section = &readme[start..end];
+        let missing: Vec<&str> = ACTIONS
+            .iter()
+            .map(|a| a.name)
+            .filter(|n| !section.contains(&format!("**{n}**")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README's Responses section lacks {missing:?}"
+        );
+    }
+
+    #[test]
     fn names_and_commands_are_unique_and_kebab() {
         let mut names: Vec<_> = ACTIONS.iter().map(|a| a.name).collect();
         names.sort();
