@@ -4,6 +4,7 @@
 //! is one transaction. No rusqlite type leaves this module: the submodules
 //! add typed methods to [`Store`] per table group.
 
+mod backup;
 mod bmnodes;
 mod boot_events;
 mod counts;
@@ -16,6 +17,7 @@ mod schema;
 mod users;
 
 pub use crate::foundation::states::BmNodeStatus;
+pub use backup::{backup, check as check_file, BackupReport};
 pub use bmnodes::{BmNode, BmNodeFilter, BootMode, NetworkSettings, PowerState};
 pub use boot_events::{BootEvent, EVENTS_MAX, EVENTS_PER_MAC};
 pub use counts::Counts;
