@@ -199,7 +199,13 @@ pub fn run(opts: ServeOptions) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(serve(opts, config, filter)) {
+    let result = runtime.block_on(serve(opts, config, filter));
+    // Blocking work still running (an image being decompressed, a password
+    // hash) would otherwise hold the exit for as long as it takes: the
+    // whole stop is bounded by 2 × daemon.shutdown_timeout (requests, then
+    // jobs) + the final checkpoint + this (see the unit's TimeoutStopSec).
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    match result {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
@@ -208,6 +214,9 @@ pub fn run(opts: ServeOptions) -> i32 {
         }
     }
 }
+
+/// How long blocking work may hold the exit after the daemon stopped.
+pub const BLOCKING_GRACE: Duration = Duration::from_secs(5);
 
 fn prepare_state_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
