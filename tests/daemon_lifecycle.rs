@@ -275,25 +275,25 @@ fn serve_with_config(text: &str) -> (Option<i32>, String) {
 #[test]
 fn bad_configs_stop_start_up_naming_key_value_and_what_is_allowed() {
     let (code, err) = serve_with_config("[daemon]\nlog_level = \"chatty\"\n");
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("log_level") && err.contains("chatty") && err.contains("debug"),
         "{err}"
     );
     let (code, err) = serve_with_config("[api]\nmax_request_bytes = 12\n");
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(78));
     assert!(
         err.contains("api.max_request_bytes = 12") && err.contains("1024"),
         "{err}"
     );
     let (code, err) = serve_with_config("[dhcpp]\ninterface = \"eth0\"\n");
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(78));
     assert!(err.contains("dhcpp"), "{err}");
     let missing = Command::new(BIN)
         .args(["serve", "--config", "/nonexistent/rackboot.toml"])
         .output()
         .unwrap();
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/rackboot.toml"));
 }
 
@@ -524,13 +524,33 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "PrivateTmp=yes",
         "CAP_NET_BIND_SERVICE CAP_NET_RAW",
         "LimitNOFILE=",
+        "User=rackboot",
+        "ExecStartPre=/usr/bin/rackboot config check",
+        "RestartPreventExitStatus=78",
     ] {
         assert!(unit.contains(needle), "unit lacks {needle}");
     }
+    // systemd must not kill a stop the daemon is still allowed to take:
+    // requests, then jobs (shutdown_timeout each), then blocking work.
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .expect("the unit sets TimeoutStopSec")
+        .trim()
+        .parse()
+        .unwrap();
+    let worst = 2 * rackboot::foundation::config::Config::default()
+        .daemon
+        .shutdown_timeout
+        + rackboot::entry::daemon::BLOCKING_GRACE.as_secs();
+    assert!(
+        stop >= worst + 5,
+        "TimeoutStopSec={stop} is shorter than the worst-case stop ({worst} s) plus the checkpoint"
+    );
     // verify checks that ExecStart exists: point it at the binary under test.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rackboot.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/rackboot", BIN)).unwrap();
+    std::fs::write(&path, unit.replace("/usr/bin/rackboot", BIN)).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)

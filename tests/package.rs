@@ -6,7 +6,8 @@
 //! installed unit. Needs root (mmdebstrap, chroot) and cargo-deb, as CI has.
 //!
 //! The root is minbase + systemd (systemd-sysusers, systemd-analyze,
-//! deb-systemd-helper), made once by mmdebstrap and kept as a tarball under
+//! deb-systemd-helper) and procps (/bin/kill, the unit's ExecReload): the
+//! package's dependencies, made once by mmdebstrap and kept as a tarball under
 //! /var/cache/rackboot/package-root/<recipe key>.tar; each run unpacks it
 //! afresh.
 
@@ -40,9 +41,10 @@ fn stdout(out: &Output) -> String {
 fn recipe(tarball: &Path) -> Vec<String> {
     let mut args: Vec<String> = [
         "--mode=root",
+        "--format=tar",
         "--variant=minbase",
         "--components=main",
-        "--include=systemd",
+        "--include=systemd,procps",
         "--aptopt=Acquire::Languages \"none\"",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
         // Nothing a package installs may start (deb-systemd-invoke asks).
@@ -61,10 +63,7 @@ fn recipe(tarball: &Path) -> Vec<String> {
 /// The cached root tarball, made with mmdebstrap when missing.
 fn base_root() -> PathBuf {
     let key_args = recipe(Path::new("OUT"));
-    let key = format!(
-        "{:x}",
-        sha2::Sha256::digest(key_args.join("\n").as_bytes())
-    );
+    let key = format!("{:x}", sha2::Sha256::digest(key_args.join("\n").as_bytes()));
     let tarball = PathBuf::from(CACHE).join(format!("bookworm-{}.tar", &key[..16]));
     if tarball.exists() {
         return tarball;
@@ -93,14 +92,15 @@ fn chroot(root: &Path, args: &[&str]) -> Output {
         .env_remove("RACKBOOT_STATE_DIR"))
 }
 
-/// Whether the ELF file has any debug or symbol section.
+/// The ELF file's debug-info and symbol-table sections.
 fn debug_sections(path: &Path) -> Vec<String> {
     use object::{Object, ObjectSection};
     let bytes = std::fs::read(path).unwrap();
     let elf = object::File::parse(&*bytes).unwrap();
     elf.sections()
         .filter_map(|s| s.name().ok().map(str::to_string))
-        .filter(|n| n.starts_with(".debug") || n == ".symtab")
+        // .debug_gdb_scripts is loaded (a pointer to pretty-printers), not debug info.
+        .filter(|n| n == ".symtab" || (n.starts_with(".debug_") && n != ".debug_gdb_scripts"))
         .collect()
 }
 
@@ -113,9 +113,27 @@ fn the_deb_installs_into_a_fresh_debian_12_root() {
     let started = Instant::now();
 
     // The package, built as README says.
-    let out = run(Command::new("bash")
+    // In a clean environment: the variables cargo sets for this test would
+    // make the release build's build scripts run again (and the next
+    // build outside the test too).
+    let mut build = Command::new("bash");
+    build
         .arg("packaging/build-deb.sh")
-        .current_dir(MANIFEST));
+        .current_dir(MANIFEST)
+        .env_clear();
+    for var in [
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "RUSTUP_HOME",
+        "CARGO_HOME",
+        "RUSTUP_TOOLCHAIN",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            build.env(var, v);
+        }
+    }
+    let out = run(&mut build);
     let deb = PathBuf::from(MANIFEST).join(stdout(&out).lines().last().unwrap_or("").trim());
     assert!(deb.is_file(), "build-deb.sh printed no package: {deb:?}");
     let release = Path::new(MANIFEST).join("target/release/rackboot");
@@ -174,14 +192,14 @@ fn the_deb_installs_into_a_fresh_debian_12_root() {
     let conffiles = std::fs::read_to_string(root.join("var/lib/dpkg/info/rackboot.conffiles"))
         .expect("the package has conffiles");
     assert!(
-        conffiles.lines().any(|l| l.trim() == "/etc/rackboot/rackboot.toml"),
+        conffiles
+            .lines()
+            .any(|l| l.trim() == "/etc/rackboot/rackboot.toml"),
         "{conffiles}"
     );
-    assert!(
-        root.join("etc/systemd/system/multi-user.target.wants/rackboot.service")
-            .exists(),
-        "the unit is not enabled"
-    );
+    let wants = root.join("etc/systemd/system/multi-user.target.wants/rackboot.service");
+    let link = std::fs::read_link(&wants).expect("the unit is not enabled");
+    assert!(link.ends_with("system/rackboot.service"), "{link:?}");
 
     // Stripped binaries; the agent static (it runs in the ramdisk).
     for bin in ["usr/bin/rackboot", "usr/lib/rackboot/rackboot-agent"] {
@@ -191,10 +209,16 @@ fn the_deb_installs_into_a_fresh_debian_12_root() {
     let file = stdout(&run(Command::new("file")
         .arg("-L")
         .arg(root.join("usr/lib/rackboot/rackboot-agent"))));
-    assert!(file.contains("statically linked") || file.contains("static-pie"), "{file}");
+    assert!(
+        file.contains("statically linked") || file.contains("static-pie"),
+        "{file}"
+    );
     eprintln!(
         "installed binary {:.1} MB (stripped), agent {:.1} MB",
-        std::fs::metadata(root.join("usr/bin/rackboot")).unwrap().len() as f64 / 1e6,
+        std::fs::metadata(root.join("usr/bin/rackboot"))
+            .unwrap()
+            .len() as f64
+            / 1e6,
         std::fs::metadata(root.join("usr/lib/rackboot/rackboot-agent"))
             .unwrap()
             .len() as f64
@@ -208,14 +232,23 @@ fn the_deb_installs_into_a_fresh_debian_12_root() {
         "{passwd}"
     );
     chroot(root, &["getent", "group", "rackboot"]);
-    let mode = stdout(&chroot(root, &["stat", "-c", "%a %U %G", "/etc/rackboot/rackboot.toml"]));
+    let mode = stdout(&chroot(
+        root,
+        &["stat", "-c", "%a %U %G", "/etc/rackboot/rackboot.toml"],
+    ));
     assert_eq!(mode.trim(), "640 root rackboot");
 
     // It runs; its config check passes on the conffile (the unit's ExecStartPre).
     let version = stdout(&chroot(root, &["rackboot", "--version"]));
-    assert_eq!(version.trim(), format!("rackboot {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("rackboot {}", env!("CARGO_PKG_VERSION"))
+    );
     let check = stdout(&chroot(root, &["rackboot", "config", "check"]));
-    assert_eq!(check.trim(), "configuration OK: /etc/rackboot/rackboot.toml");
+    assert_eq!(
+        check.trim(),
+        "configuration OK: /etc/rackboot/rackboot.toml"
+    );
 
     // The completions are the binary's own.
     for (shell, path) in [
@@ -266,8 +299,14 @@ fn the_deb_installs_into_a_fresh_debian_12_root() {
         assert!(text.contains(needle), "the installed unit lacks {needle}");
     }
     let rel = unit.strip_prefix(root).unwrap();
-    let out = chroot(root, &["systemd-analyze", "verify", &format!("/{}", rel.display())]);
+    let out = chroot(
+        root,
+        &["systemd-analyze", "verify", &format!("/{}", rel.display())],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("rackboot.service:"), "{stderr}");
-    eprintln!("package test: {:.0} s in all", started.elapsed().as_secs_f64());
+    eprintln!(
+        "package test: {:.0} s in all",
+        started.elapsed().as_secs_f64()
+    );
 }
