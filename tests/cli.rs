@@ -562,7 +562,12 @@ fn switches_detail_view_piped_tables_and_grouped_help() {
 
     // Exactly one id: key: value lines; two ids: the table.
     let one = run_ok(&d.cli(&["describe-bm-nodes", &ids[0]]));
-    assert!(one.starts_with("node_id:"), "{one}");
+    assert!(!one.starts_with("NODE_ID"), "{one}");
+    assert!(
+        one.lines()
+            .any(|l| l.starts_with("node_id:") && l.ends_with(ids[0].as_str())),
+        "{one}"
+    );
     assert!(
         one.lines()
             .any(|l| l.starts_with("general.hostname:") && l.ends_with("rack1n00000")),
