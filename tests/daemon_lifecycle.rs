@@ -605,3 +605,52 @@ fn templates_are_checked_at_start_up_and_on_sighup() {
     assert!(d.log().contains("template ipxe/local.ipxe"), "{}", d.log());
     d.ok(json!({"action": "DescribeBMNodes"}));
 }
+
+#[test]
+fn under_a_runtime_directory_the_socket_lives_there_and_the_cli_finds_it() {
+    // systemd's RuntimeDirectory= sets RUNTIME_DIRECTORY (the packaged unit:
+    // /run/rackboot); the state stays in the state directory.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    std::fs::create_dir_all(&run).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--state-dir"])
+        .arg(&state)
+        .env("RUNTIME_DIRECTORY", &run)
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = run.join("api.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket in the runtime directory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!state.join("api.sock").exists());
+    assert!(state.join("rackboot.db").exists());
+    let password = std::fs::read_to_string(state.join("admin.password")).unwrap();
+    let out = Command::new(BIN)
+        .arg("describe-users")
+        .env("RACKBOOT_SOCKET", &socket)
+        .env("RACKBOOT_PASSWORD", password.trim())
+        .env_remove("RACKBOOT_USER")
+        .env_remove("RACKBOOT_STATE_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket is removed at stop");
+}

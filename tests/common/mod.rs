@@ -108,7 +108,11 @@ impl Daemon {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
-        cmd.env_remove("RUST_LOG").env_remove("NOTIFY_SOCKET");
+        // RUNTIME_DIRECTORY (set when this runs under a systemd unit) would
+        // move the socket out of the test's state directory.
+        cmd.env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUNTIME_DIRECTORY");
         let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
@@ -238,6 +242,7 @@ impl Daemon {
             .args(args)
             .env_remove("RACKBOOT_USER")
             .env_remove("RACKBOOT_PASSWORD")
+            .env_remove("RACKBOOT_SOCKET")
             .output()
             .expect("run cli")
     }
