@@ -597,6 +597,31 @@ fn switches_detail_view_piped_tables_and_grouped_help() {
         "{table}"
     );
 
+    // On a terminal (a pty from script(1)), 60 columns wide: every line fits.
+    let cmdline = format!(
+        "{BIN} --state-dir {} describe-bm-nodes",
+        d.state_dir().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .env("COLUMNS", "60")
+        .env_remove("RACKBOOT_USER")
+        .env_remove("RACKBOOT_PASSWORD")
+        .env_remove("RACKBOOT_SOCKET")
+        .output()
+        .expect("script(1) (bsdutils) runs the CLI on a pty");
+    let shown = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        shown.starts_with("NODE_") && shown.contains("10.20") && shown.contains('…'),
+        "{shown}"
+    );
+    for line in shown.lines() {
+        assert!(
+            line.chars().count() <= 60,
+            "{line:?} is wider than the terminal"
+        );
+    }
+
     // --help: groups, each action's subcommand exactly once.
     let help = run_ok(&Command::new(BIN).arg("--help").output().unwrap());
     for heading in [
