@@ -6,11 +6,9 @@
 # Needs cargo-deb (cargo install cargo-deb --locked --version 3.8.0). Builds
 # the release binary and the static deploy agent, writes the man pages and
 # the shell completions from the binary into target/package/, then packs
-# everything [package.metadata.deb] in Cargo.toml lists. The binaries in
-# the package are stripped (the line tables the release profile keeps for
-# backtraces stay in target/release; `bash packaging/build-deb.sh --dbgsym`
-# packs them into a rackboot-dbgsym_*.ddeb beside the package instead, at
-# about a minute more of compression). Prints the package's path.
+# everything [package.metadata.deb] in Cargo.toml lists. The release profile
+# has no debug info; cargo-deb strips the symbols too. Prints the package's
+# path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo deb --version >/dev/null 2>&1; then
@@ -27,5 +25,5 @@ gzip -9n "$out"/man/*.1
 target/release/rackboot completions bash > "$out/completions/rackboot.bash"
 target/release/rackboot completions zsh > "$out/completions/_rackboot"
 target/release/rackboot completions fish > "$out/completions/rackboot.fish"
-cargo deb --no-build --locked --quiet "${1:---strip}"
+cargo deb --no-build --locked --quiet --strip
 ls -1t target/debian/rackboot_*.deb | head -1

@@ -138,7 +138,7 @@ fn the_deb_installs_into_a_fresh_debian_12_root() {
     assert!(deb.is_file(), "build-deb.sh printed no package: {deb:?}");
     let release = Path::new(MANIFEST).join("target/release/rackboot");
     eprintln!(
-        "package {} ({:.1} MB); release binary {:.1} MB with line tables",
+        "package {} ({:.1} MB); release binary {:.1} MB",
         deb.display(),
         std::fs::metadata(&deb).unwrap().len() as f64 / 1e6,
         std::fs::metadata(&release).unwrap().len() as f64 / 1e6
