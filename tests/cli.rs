@@ -297,12 +297,349 @@ fn get_status_wait_follows_a_job_to_its_end() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    // Not a terminal: one plain line per change, no bars redrawn with \r.
     assert!(
-        err.contains("j-Wait0001")
-            && err.contains("failed")
-            && err.contains("[...................."),
+        err.contains("j-Wait0001 failed 0%\n")
+            && err.contains("rackboot: job j-Wait0001 (ProvisionBMNodes) failed")
+            && !err.contains('\r')
+            && !err.contains("[...."),
         "{err}"
     );
+}
+
+/// A node whose BMC is a closed UDP port on loopback: every power
+/// operation on it fails at once (nothing leaves the machine).
+fn dead_bmc_node(d: &Daemon) -> String {
+    let mut n = node(7);
+    n["ipmi_network_address"] = "127.0.0.1".into();
+    n["ipmi_port"] = 9.into();
+    let r = d.ok(json!({"action": "RegisterBMNodes", "bm_nodes": [n]}));
+    r["node_ids"][0].as_str().unwrap().to_string()
+}
+
+#[test]
+fn wait_names_each_failed_node_and_json_prints_the_final_status() {
+    let d = Daemon::start_with(
+        Some("[ipmi]\ntimeout_ms = 200\nattempts = 1\npower_sync_interval = 0\nunreachable_backoff = 0\n"),
+        |_| {},
+    );
+    let id = dead_bmc_node(&d);
+    let out = d.cli(&["stop-bm-nodes", &id, "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    // One line per change, then the job's failure and the node's reason.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("j-") && l.ends_with(" failed 100%")),
+        "{err}"
+    );
+    let reason = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("  {id}: ret_code ")))
+        .unwrap_or_else(|| panic!("no reason for {id}:\n{err}"));
+    let status = json_out(&d.cli(&["get-status", "--job-action", "StopBMNodes", "--json"]));
+    let node = &status["node_progress"][&id];
+    assert_ne!(node["ret_code"], 0, "{status}");
+    assert_eq!(
+        *reason,
+        format!(
+            "  {id}: ret_code {}: {}",
+            node["ret_code"],
+            node["message"].as_str().unwrap()
+        )
+    );
+
+    // --wait --json: the final status is the one JSON document on stdout.
+    let out = d.cli(&["stop-bm-nodes", &id, "--force", "--wait", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let last = json_out(&out);
+    assert_eq!(last["status"], "failed", "{last}");
+    assert_eq!(last["job_action"], "StopBMNodes", "{last}");
+    assert_ne!(last["node_progress"][&id]["ret_code"], 0, "{last}");
+}
+
+#[test]
+fn config_check_and_show_name_what_is_wrong_and_print_every_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[api]\nmax_request_bytes = 12\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api.max_request_bytes = 12") && err.contains("1024"),
+        "{err}"
+    );
+
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[daemon]\nshutdown_timeout = 9\n\n[[scan.default_credentials]]\nusername = \"ADMIN\"\npassword = \"s3cret-pw\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run_ok(&out).trim(),
+        format!("configuration OK: {}", good.display())
+    );
+    let shown = run_ok(
+        &Command::new(BIN)
+            .args(["config", "show", "--config"])
+            .arg(&good)
+            .output()
+            .unwrap(),
+    );
+    // The file's value, the defaults filled in, the password hidden.
+    assert!(shown.contains("shutdown_timeout = 9\n"), "{shown}");
+    assert!(shown.contains("max_request_bytes = 1048576\n"), "{shown}");
+    assert!(
+        shown.contains("[tftp]") && shown.contains("[provision]"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("s3cret-pw") && shown.contains("\"********\""),
+        "{shown}"
+    );
+    // What it prints is a valid configuration, equal to the file's but for the password.
+    let copy = dir.path().join("shown.toml");
+    std::fs::write(&copy, &shown).unwrap();
+    let mut expected = rackboot::foundation::config::Config::load(&good).unwrap();
+    expected.scan.default_credentials[0].password = "********".into();
+    assert_eq!(
+        rackboot::foundation::config::Config::load(&copy).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_tree() {
+    let bash = run_ok(
+        &Command::new(BIN)
+            .args(["completions", "bash"])
+            .output()
+            .unwrap(),
+    );
+    assert!(bash.contains("describe-bm-nodes") && bash.contains("--pxe-network-mac-addr"));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("rackboot.bash");
+    std::fs::write(&script, &bash).unwrap();
+    run_ok(
+        &Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .unwrap(),
+    );
+    let zsh = run_ok(
+        &Command::new(BIN)
+            .args(["completions", "zsh"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        zsh.starts_with("#compdef rackboot"),
+        "{}",
+        &zsh[..40.min(zsh.len())]
+    );
+    let fish = run_ok(
+        &Command::new(BIN)
+            .args(["completions", "fish"])
+            .output()
+            .unwrap(),
+    );
+    assert!(fish.contains("complete -c rackboot"));
+    assert_eq!(
+        Command::new(BIN)
+            .args(["completions", "tcsh"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let man = dir.path().join("man");
+    let out = run_ok(
+        &Command::new(BIN)
+            .arg("manpages")
+            .arg(&man)
+            .output()
+            .unwrap(),
+    );
+    let pages = std::fs::read_dir(&man).unwrap().count();
+    assert_eq!(
+        out.trim(),
+        format!("{pages} man pages written to {}", man.display())
+    );
+    for action in rackboot::transport::api::catalogue::ACTIONS {
+        let page = std::fs::read_to_string(man.join(format!("rackboot-{}.1", action.command)))
+            .unwrap_or_else(|e| panic!("no man page for {}: {e}", action.command));
+        assert!(
+            page.contains(".TH") && page.contains(action.name),
+            "{}",
+            action.command
+        );
+    }
+    let top = std::fs::read_to_string(man.join("rackboot.1")).unwrap();
+    assert!(
+        top.contains("config") && top.contains("\\-\\-state\\-dir"),
+        "{top}"
+    );
+    assert!(
+        man.join("rackboot-config-check.1").is_file() && man.join("rackboot-user-add.1").is_file()
+    );
+}
+
+#[test]
+fn environment_finds_the_daemon_and_a_password_alone_is_admins() {
+    let d = Daemon::start();
+    let password = std::fs::read_to_string(d.state_dir().join("admin.password")).unwrap();
+    let bare = || {
+        let mut c = Command::new(BIN);
+        c.env_remove("RACKBOOT_USER")
+            .env_remove("RACKBOOT_PASSWORD")
+            .env_remove("RACKBOOT_SOCKET")
+            .env_remove("RACKBOOT_STATE_DIR");
+        c
+    };
+    // RACKBOOT_SOCKET + RACKBOOT_PASSWORD without RACKBOOT_USER: admin.
+    let out = bare()
+        .arg("describe-users")
+        .env("RACKBOOT_SOCKET", d.socket())
+        .env("RACKBOOT_PASSWORD", password.trim())
+        .output()
+        .unwrap();
+    assert!(run_ok(&out).contains("admin"));
+    // RACKBOOT_STATE_DIR: the socket and admin.password in it.
+    let out = bare()
+        .arg("describe-users")
+        .env("RACKBOOT_STATE_DIR", d.state_dir())
+        .output()
+        .unwrap();
+    assert!(run_ok(&out).contains("admin"));
+    // A wrong password alone is refused as admin's.
+    let out = bare()
+        .arg("describe-users")
+        .env("RACKBOOT_SOCKET", d.socket())
+        .env("RACKBOOT_PASSWORD", "not-the-password")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ret_code 1200"));
+}
+
+#[test]
+fn switches_detail_view_piped_tables_and_grouped_help() {
+    let d = Daemon::start();
+    let ids = register(&d, 0, 3);
+    // A switch alone sends 1; `=0` sends 0; the older `--flag 1` still works.
+    run_ok(&d.cli(&["modify-bm-node-attributes", &ids[0], "--maintenance"]));
+    run_ok(&d.cli(&["modify-bm-node-attributes", &ids[1], "--maintenance", "1"]));
+    let on = json_out(&d.cli(&["describe-bm-nodes", "--maintenance", "--json"]));
+    assert_eq!(on["total_count"], 2, "{on}");
+    let off = json_out(&d.cli(&["describe-bm-nodes", "--maintenance=0", "--json"]));
+    assert_eq!(off["total_count"], 1, "{off}");
+    assert_eq!(off["node_set"][0]["node_id"], ids[2].as_str());
+    run_ok(&d.cli(&["modify-bm-node-attributes", &ids[1], "--maintenance=0"]));
+    let on = json_out(&d.cli(&["describe-bm-nodes", "--maintenance", "1", "--json"]));
+    assert_eq!(on["total_count"], 1, "{on}");
+    assert_eq!(
+        d.cli(&["describe-bm-nodes", "--maintenance=2"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    // Exactly one id: key: value lines; two ids: the table.
+    let one = run_ok(&d.cli(&["describe-bm-nodes", &ids[0]]));
+    assert!(!one.starts_with("NODE_ID"), "{one}");
+    assert!(
+        one.lines()
+            .any(|l| l.starts_with("node_id:") && l.ends_with(ids[0].as_str())),
+        "{one}"
+    );
+    assert!(
+        one.lines()
+            .any(|l| l.starts_with("general.hostname:") && l.ends_with("rack1n00000")),
+        "{one}"
+    );
+    let two = run_ok(&d.cli(&["describe-bm-nodes", &format!("{},{}", ids[0], ids[1])]));
+    assert!(two.starts_with("NODE_ID"), "{two}");
+
+    // Piped: never cut, whatever COLUMNS says (a terminal 40 wide would).
+    let out = Command::new(BIN)
+        .arg("--state-dir")
+        .arg(d.state_dir())
+        .arg("describe-bm-nodes")
+        .env("COLUMNS", "40")
+        .env_remove("RACKBOOT_USER")
+        .env_remove("RACKBOOT_PASSWORD")
+        .output()
+        .unwrap();
+    let table = run_ok(&out);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.len() > 40 && header.ends_with("OS_VERSION"),
+        "{table}"
+    );
+    assert!(
+        table.contains("52:54:00:00:00:02") && table.contains("10.20.0.2") && !table.contains('…'),
+        "{table}"
+    );
+
+    // On a terminal (a pty from script(1)), 60 columns wide: every line fits.
+    let cmdline = format!(
+        "{BIN} --state-dir {} describe-bm-nodes",
+        d.state_dir().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .env("COLUMNS", "60")
+        .env_remove("RACKBOOT_USER")
+        .env_remove("RACKBOOT_PASSWORD")
+        .env_remove("RACKBOOT_SOCKET")
+        .output()
+        .expect("script(1) (bsdutils) runs the CLI on a pty");
+    let shown = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        shown.starts_with("NODE_") && shown.contains("10.20") && shown.contains('…'),
+        "{shown}"
+    );
+    for line in shown.lines() {
+        assert!(
+            line.chars().count() <= 60,
+            "{line:?} is wider than the terminal"
+        );
+    }
+
+    // --help: groups, each action's subcommand exactly once.
+    let help = run_ok(&Command::new(BIN).arg("--help").output().unwrap());
+    for heading in [
+        "Daemon and setup:",
+        "Bare-metal nodes:",
+        "Provisioning:",
+        "Jobs:",
+        "Users:",
+    ] {
+        assert!(help.contains(heading), "{heading} missing:\n{help}");
+    }
+    for action in rackboot::transport::api::catalogue::ACTIONS {
+        let listed = help
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(action.command))
+            .count();
+        assert_eq!(listed, 1, "{} listed {listed} times", action.command);
+    }
 }
 
 #[test]

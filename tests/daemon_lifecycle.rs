@@ -275,25 +275,25 @@ fn serve_with_config(text: &str) -> (Option<i32>, String) {
 #[test]
 fn bad_configs_stop_start_up_naming_key_value_and_what_is_allowed() {
     let (code, err) = serve_with_config("[daemon]\nlog_level = \"chatty\"\n");
-    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(
         err.contains("log_level") && err.contains("chatty") && err.contains("debug"),
         "{err}"
     );
     let (code, err) = serve_with_config("[api]\nmax_request_bytes = 12\n");
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(78));
     assert!(
         err.contains("api.max_request_bytes = 12") && err.contains("1024"),
         "{err}"
     );
     let (code, err) = serve_with_config("[dhcpp]\ninterface = \"eth0\"\n");
-    assert_eq!(code, Some(2));
+    assert_eq!(code, Some(78));
     assert!(err.contains("dhcpp"), "{err}");
     let missing = Command::new(BIN)
         .args(["serve", "--config", "/nonexistent/rackboot.toml"])
         .output()
         .unwrap();
-    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(missing.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/rackboot.toml"));
 }
 
@@ -559,13 +559,33 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "CAP_NET_BIND_SERVICE CAP_NET_RAW",
         "LimitNOFILE=",
         "WatchdogSec=",
+        "User=rackboot",
+        "ExecStartPre=/usr/bin/rackboot config check",
+        "RestartPreventExitStatus=78",
     ] {
         assert!(unit.contains(needle), "unit lacks {needle}");
     }
+    // systemd must not kill a stop the daemon is still allowed to take:
+    // requests, then jobs (shutdown_timeout each), then blocking work.
+    let stop: u64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .expect("the unit sets TimeoutStopSec")
+        .trim()
+        .parse()
+        .unwrap();
+    let worst = 2 * rackboot::foundation::config::Config::default()
+        .daemon
+        .shutdown_timeout
+        + rackboot::entry::daemon::BLOCKING_GRACE.as_secs();
+    assert!(
+        stop >= worst + 5,
+        "TimeoutStopSec={stop} is shorter than the worst-case stop ({worst} s) plus the checkpoint"
+    );
     // verify checks that ExecStart exists: point it at the binary under test.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rackboot.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/rackboot", BIN)).unwrap();
+    std::fs::write(&path, unit.replace("/usr/bin/rackboot", BIN)).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
@@ -619,4 +639,53 @@ fn templates_are_checked_at_start_up_and_on_sighup() {
     }
     assert!(d.log().contains("template ipxe/local.ipxe"), "{}", d.log());
     d.ok(json!({"action": "DescribeBMNodes"}));
+}
+
+#[test]
+fn under_a_runtime_directory_the_socket_lives_there_and_the_cli_finds_it() {
+    // systemd's RuntimeDirectory= sets RUNTIME_DIRECTORY (the packaged unit:
+    // /run/rackboot); the state stays in the state directory.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    std::fs::create_dir_all(&run).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--state-dir"])
+        .arg(&state)
+        .env("RUNTIME_DIRECTORY", &run)
+        .env_remove("NOTIFY_SOCKET")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = run.join("api.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "no socket in the runtime directory"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!state.join("api.sock").exists());
+    assert!(state.join("rackboot.db").exists());
+    let password = std::fs::read_to_string(state.join("admin.password")).unwrap();
+    let out = Command::new(BIN)
+        .arg("describe-users")
+        .env("RACKBOOT_SOCKET", &socket)
+        .env("RACKBOOT_PASSWORD", password.trim())
+        .env_remove("RACKBOOT_USER")
+        .env_remove("RACKBOOT_STATE_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket is removed at stop");
 }

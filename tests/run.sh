@@ -30,6 +30,9 @@ declare -A needs=(
   [libvirtd]=libvirt-daemon-system  # tests/redfish_sushy.rs: libvirtd + virtlogd under sushy-tools (started by the test)
   [ssh]=openssh-client              # tests/debian.rs: logs in to the deployed Debian with the key given
   [promtool]=prometheus             # tests/operations.rs: Prometheus' own parser checks /metrics (no service)
+  [mmdebstrap]=mmdebstrap           # tests/package.rs: the fresh Debian 12 root the .deb is installed into
+  [man]=man-db                      # tests/package.rs: the installed man pages render
+  [file]=file                       # tests/package.rs: the packaged agent is static
 )
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -98,6 +101,12 @@ fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "tests/run.sh: installing cargo-fuzz"
   cargo install cargo-fuzz --locked --quiet
+fi
+
+# cargo-deb builds the .deb tests/package.rs installs (packaging/build-deb.sh).
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "tests/run.sh: installing cargo-deb"
+  cargo install cargo-deb --locked --quiet --version 3.8.0
 fi
 
 cargo fmt --all -- --check

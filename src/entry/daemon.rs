@@ -35,10 +35,39 @@ pub const LOCK_FILE: &str = "rackboot.lock";
 
 use crate::entry::logging::{self, FilterHandle};
 
-fn load_config(path: Option<&Path>) -> Result<Config, config::ConfigError> {
-    match path {
-        Some(p) => Config::load(p),
-        None => Ok(Config::default()),
+/// Exit status of `rackboot serve` and `rackboot config check` when the
+/// configuration is invalid (sysexits' EX_CONFIG). The unit's
+/// `RestartPreventExitStatus=` names it: restarting cannot fix a bad file.
+pub const EXIT_CONFIG: i32 = 78;
+
+/// Loads and checks the configuration `serve` would run with: the file of
+/// `--config`, else [`config::DEFAULT_CONFIG_FILE`] when it exists, else the
+/// embedded defaults; every key validated, the boot templates rendered for
+/// every mode and image, the socket mode parsed. Returns the file read
+/// (None: embedded defaults) and the configuration.
+pub fn check_config(flag: Option<&Path>) -> Result<(Option<PathBuf>, Config), String> {
+    let path = config::resolve_config_path(flag);
+    let config = match &path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    config.socket_mode().map_err(|e| e.to_string())?;
+    load_templates(&config)?;
+    Ok((path, config))
+}
+
+/// The API socket `serve` listens on: `api.socket`, else
+/// `$RUNTIME_DIRECTORY/api.sock` under systemd's `RuntimeDirectory=`
+/// (`/run/rackboot/api.sock` with the packaged unit), else
+/// `<state-dir>/api.sock`.
+fn api_socket(state_dir: &Path, config: &Config) -> PathBuf {
+    match std::env::var_os("RUNTIME_DIRECTORY").filter(|v| !v.is_empty()) {
+        // systemd may list several directories, colon-separated: the first.
+        Some(dirs) if config.api.socket.is_empty() => {
+            let dirs = dirs.to_string_lossy().into_owned();
+            PathBuf::from(dirs.split(':').next().unwrap_or_default()).join("api.sock")
+        }
+        _ => config::socket_path(state_dir, config),
     }
 }
 
@@ -112,12 +141,18 @@ pub fn run(opts: ServeOptions) -> i32 {
     tune_allocator();
     // Before any thread: every thread inherits the limit.
     let nofile = crate::foundation::budget::raise_nofile_limit();
-    let config = match load_config(opts.config.as_deref()) {
+    let (path, config) = match check_config(opts.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rackboot: {e}");
-            return 2;
+            eprintln!("rackboot: not started (exit status {EXIT_CONFIG}: configuration error; `rackboot config check` tells the same without starting)");
+            return EXIT_CONFIG;
         }
+    };
+    // SIGHUP re-reads the file actually read, the default one included.
+    let opts = ServeOptions {
+        config: path,
+        ..opts
     };
     let filter = logging::init(&config);
     match nofile {
@@ -142,7 +177,13 @@ pub fn run(opts: ServeOptions) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(serve(opts, config, filter)) {
+    let result = runtime.block_on(serve(opts, config, filter));
+    // Blocking work still running (an image being decompressed, a password
+    // hash) would otherwise hold the exit for as long as it takes: the
+    // whole stop is bounded by 2 × daemon.shutdown_timeout (requests, then
+    // jobs) + the final checkpoint + this (see the unit's TimeoutStopSec).
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    match result {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
@@ -151,6 +192,9 @@ pub fn run(opts: ServeOptions) -> i32 {
         }
     }
 }
+
+/// How long blocking work may hold the exit after the daemon stopped.
+pub const BLOCKING_GRACE: Duration = Duration::from_secs(5);
 
 fn prepare_state_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
@@ -225,7 +269,7 @@ async fn serve(opts: ServeOptions, config: Config, filter: FilterHandle) -> Resu
     purge_messages(&store).await;
 
     let templates = load_templates(&config)?;
-    let socket_path = config::socket_path(&state_dir, &config);
+    let socket_path = api_socket(&state_dir, &config);
     let mode = config.socket_mode().map_err(|e| e.to_string())?;
     let listener = server::bind(&socket_path, mode)
         .map_err(|e| format!("cannot listen on {}: {e}", socket_path.display()))?;

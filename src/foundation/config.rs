@@ -3,11 +3,11 @@
 //! invalid values are refused with a message naming the key, the value and
 //! what is allowed. `examples/rackboot.toml` documents every key.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Everything `rackboot serve` can be configured with.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub daemon: DaemonConfig,
@@ -29,7 +29,7 @@ pub struct Config {
     pub images: Vec<ImageConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IpmiConfig {
     /// Milliseconds to wait for one reply before retransmitting.
@@ -54,7 +54,7 @@ pub struct IpmiConfig {
 
 /// Redfish BMCs (the `[ipmi]` session budgets, queue and backoff apply to
 /// them too).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedfishConfig {
     /// CA certificates (PEM) trusted for BMC certificates besides the
@@ -76,14 +76,14 @@ impl Default for RedfishConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PrivilegeLevel {
     Operator,
     Administrator,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScanConfig {
     /// Credentials tried in order on each BMC a scan finds, when the scan
@@ -100,7 +100,7 @@ pub struct ScanConfig {
     pub probe_timeout_ms: u64,
 }
 
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ScanCredentials {
     pub username: String,
@@ -115,7 +115,7 @@ impl std::fmt::Debug for ScanCredentials {
 
 /// The PXE responder's DHCP side. With no `interface`, no PXE service
 /// starts (never guess an interface).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DhcpConfig {
     /// The provisioning interface; DHCP and TFTP serve on it only.
@@ -155,7 +155,7 @@ impl Default for DhcpConfig {
 }
 
 /// How the DHCP side answers.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum DhcpMode {
     /// Hands out addresses from the range and boot information.
@@ -166,7 +166,7 @@ pub enum DhcpMode {
 }
 
 /// The TFTP server (on the provisioning interface's address).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TftpConfig {
     pub enabled: bool,
@@ -193,7 +193,7 @@ impl Default for TftpConfig {
 }
 
 /// Where boot files come from.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BootConfig {
     /// undionly.kpxe, ipxe.efi, snp.efi (Debian package `ipxe`).
@@ -290,7 +290,7 @@ impl Config {
 
 /// The HTTP boot server's port (the URLs DHCP hands to iPXE and HTTP-boot
 /// clients point there).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub port: u16,
@@ -317,7 +317,7 @@ impl Default for HttpConfig {
 }
 
 /// How the daemon reaches hosts that already run an OS (Node actions).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SshConfig {
     /// User to log in as.
@@ -376,7 +376,7 @@ impl Default for ScanConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
     /// Where the database, the API socket and admin.password live. Empty:
@@ -391,14 +391,14 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Error,
@@ -420,7 +420,7 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// The API's Unix socket. Empty: `<state_dir>/api.sock`.
@@ -436,7 +436,7 @@ pub struct ApiConfig {
     pub max_connections: usize,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MessagesConfig {
     /// Days a user message is kept (its `guaranteed_until`) before it is purged.
@@ -444,7 +444,7 @@ pub struct MessagesConfig {
 }
 
 /// How long finished jobs are kept.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {
     /// Days a finished job (its nodes and log lines) is kept before it is
@@ -459,7 +459,7 @@ impl Default for JobsConfig {
 }
 
 /// The Prometheus endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// `address:port` of `GET /metrics` (text exposition format); "" turns
@@ -478,7 +478,7 @@ impl Default for MetricsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ImageConfig {
     /// The name RegisterBMNodes' `os_version` refers to.
@@ -519,7 +519,7 @@ pub struct ImageConfig {
 
 /// The deploy ramdisk (`rackboot ramdisk build --out DIR` writes both
 /// files) that writes images and reports inventories.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeployConfig {
     pub kernel: String,
@@ -539,7 +539,7 @@ impl Default for DeployConfig {
 }
 
 /// How provisioning and inspection run.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvisionConfig {
     /// Nodes worked on at once (the rest of a job waits its turn).
@@ -581,7 +581,7 @@ pub fn kernel_cmdline_ok(s: &str) -> bool {
     !s.chars().any(char::is_control)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageMethod {
     Image,
@@ -1112,6 +1112,32 @@ impl Config {
     /// Whether `os_version` names an entry of the image catalogue.
     pub fn knows_os_version(&self, os_version: &str) -> bool {
         self.images.iter().any(|i| i.os_version == os_version)
+    }
+}
+
+/// The configuration file read when `--config` is not given, if it exists
+/// (the .deb installs it as a conffile).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/rackboot/rackboot.toml";
+
+/// The configuration file to read: `--config`, else [`DEFAULT_CONFIG_FILE`]
+/// when it exists, else none (embedded defaults).
+pub fn resolve_config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    match flag {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+    }
+}
+
+impl Config {
+    /// The configuration as TOML, every key present (defaults filled in),
+    /// scan passwords replaced by `********`.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        for c in &mut shown.scan.default_credentials {
+            c.password = "********".to_string();
+        }
+        toml::to_string(&shown)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 }
 

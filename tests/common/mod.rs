@@ -112,8 +112,11 @@ impl Daemon {
         if let Some(c) = &self.config {
             cmd.arg("--config").arg(c);
         }
+        // RUNTIME_DIRECTORY (set when this runs under a systemd unit) would
+        // move the socket out of the test's state directory.
         cmd.env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUNTIME_DIRECTORY")
             .env_remove("JOURNAL_STREAM");
         if self.journal_stream {
             use std::os::unix::fs::MetadataExt;
@@ -249,6 +252,7 @@ impl Daemon {
             .args(args)
             .env_remove("RACKBOOT_USER")
             .env_remove("RACKBOOT_PASSWORD")
+            .env_remove("RACKBOOT_SOCKET")
             .output()
             .expect("run cli")
     }

@@ -1,21 +1,27 @@
 //! The command-line interface. `rackboot serve` runs the daemon; every other
 //! subcommand is an API client: one subcommand per action of
 //! [`crate::transport::api::catalogue::ACTIONS`] (kebab-case, flags from the action's
-//! declared parameters), plus `call` (any JSON as is) and `user`
-//! (add|passwd|delete|list, mapped onto the user actions).
+//! declared parameters), plus `call` (any JSON as is), `user`
+//! (add|passwd|delete|list, mapped onto the user actions), `config
+//! check|show` (the configuration `serve` would run with), `completions
+//! SHELL` and `manpages DIR`. `--help` lists the subcommands in groups
+//! ([`group_of`]).
 //!
 //! Exit status: 0 success, 1 the API answered a non-zero `ret_code` (its
-//! message on stderr), 2 bad usage, 3 the daemon could not be reached.
+//! message on stderr), 2 bad usage, 3 the daemon could not be reached,
+//! 78 ([`daemon::EXIT_CONFIG`]) an invalid configuration.
 
 pub mod client;
 pub mod output;
 
-use crate::entry::daemon::{self, ServeOptions, ADMIN_PASSWORD_FILE};
+use crate::entry::daemon::{self, ServeOptions, ADMIN_PASSWORD_FILE, EXIT_CONFIG};
 use crate::foundation::config;
 use crate::transport::api::catalogue::{find_action, Action, ACTIONS};
 use crate::transport::api::params::Ty;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,8 +32,126 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit status when the daemon cannot be reached.
 pub const EXIT_UNREACHABLE: i32 = 3;
 
+/// Where the packaged unit's daemon listens (systemd's RuntimeDirectory);
+/// the CLI's default socket when it exists.
+pub const RUNTIME_SOCKET: &str = "/run/rackboot/api.sock";
+
 fn kebab(name: &str) -> String {
     name.replace('_', "-")
+}
+
+/// The `--long` names of every 0/1 parameter: switches on the command line.
+fn switch_names() -> std::collections::BTreeSet<String> {
+    ACTIONS
+        .iter()
+        .flat_map(|a| a.params.iter())
+        .filter(|p| p.ty == Ty::Flag)
+        .map(|p| format!("--{}", kebab(p.name)))
+        .collect()
+}
+
+/// Keeps the older `--force 1` / `--force 0` spelling of a switch working:
+/// rewritten to `--force=1` / `--force=0` before parsing.
+fn normalise_switches(args: Vec<OsString>) -> Vec<OsString> {
+    let names = switch_names();
+    let mut out = Vec::with_capacity(args.len());
+    let mut it = args.into_iter().peekable();
+    while let Some(arg) = it.next() {
+        let is_switch = arg.to_str().is_some_and(|a| names.contains(a));
+        match it.peek().and_then(|n| n.to_str()) {
+            Some(v @ ("0" | "1")) if is_switch => {
+                let mut joined = arg.clone();
+                joined.push(format!("={v}"));
+                out.push(joined);
+                it.next();
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+/// The `--help` group of a top-level subcommand.
+pub fn group_of(command: &str) -> &'static str {
+    const SETUP: &[&str] = &[
+        "serve",
+        "config",
+        "completions",
+        "manpages",
+        "lab",
+        "ramdisk",
+        "call",
+        "help",
+    ];
+    if SETUP.contains(&command) {
+        "Daemon and setup"
+    } else if command == "user"
+        || command.ends_with("-user")
+        || command.ends_with("-users")
+        || command.contains("user-password")
+    {
+        "Users"
+    } else if command.contains("message") {
+        "Messages"
+    } else if command.contains("provision")
+        || command.contains("introspect")
+        || command.contains("boot-events")
+    {
+        "Provisioning"
+    } else if command.contains("bm-node") {
+        "Bare-metal nodes"
+    } else if command.contains("node") || command == "ssh-key" {
+        "Hosts over SSH"
+    } else if command.contains("status") || command.contains("log") || command.contains("job") {
+        "Jobs"
+    } else {
+        "Other"
+    }
+}
+
+const GROUPS: &[&str] = &[
+    "Daemon and setup",
+    "Bare-metal nodes",
+    "Provisioning",
+    "Jobs",
+    "Hosts over SSH",
+    "Users",
+    "Messages",
+    "Other",
+];
+
+/// The subcommands of `cmd`, grouped, for the top-level `--help`.
+fn grouped_subcommands(cmd: &Command) -> String {
+    let mut groups: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+    let mut entries: Vec<(String, String)> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| {
+            (
+                c.get_name().to_string(),
+                c.get_about().map(|a| a.to_string()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    entries.push((
+        "help".into(),
+        "Print this message or the help of the given subcommand(s)".into(),
+    ));
+    let width = entries.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, about) in entries {
+        let g = group_of(&name);
+        let i = GROUPS.iter().position(|x| *x == g).unwrap_or(GROUPS.len());
+        groups.entry(i).or_default().push((name, about));
+    }
+    let mut out = String::new();
+    for (i, cmds) in groups {
+        out.push_str(&format!("{}:\n", GROUPS.get(i).copied().unwrap_or("Other")));
+        for (name, about) in cmds {
+            out.push_str(&format!("  {name:<width$}  {about}\n"));
+        }
+        out.push('\n');
+    }
+    out.trim_end().to_string()
 }
 
 fn action_command(action: &'static Action) -> Command {
@@ -46,7 +170,15 @@ fn action_command(action: &'static Action) -> Command {
         }
         arg = match param.ty {
             Ty::Str => arg.num_args(1),
-            Ty::Int | Ty::Flag => arg.num_args(1).value_parser(clap::value_parser!(i64)),
+            Ty::Int => arg.num_args(1).value_parser(clap::value_parser!(i64)),
+            // A switch: `--force` sends 1, `--force=0` sends 0 (and the
+            // older `--force 1` still works, see normalise_switches).
+            Ty::Flag => arg
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("1")
+                .value_name("0|1")
+                .value_parser(clap::value_parser!(i64).range(0..=1)),
             Ty::List => arg
                 .num_args(1..)
                 .value_delimiter(',')
@@ -82,15 +214,40 @@ pub fn command() -> Command {
         .about("Bare-metal provisioning agent: `rackboot serve` runs the daemon; the other subcommands call its API")
         .subcommand_required(true)
         .arg_required_else_help(true)
-        .arg(Arg::new("socket").long("socket").global(true).value_name("PATH").help("the API socket (default: <state-dir>/api.sock)"))
-        .arg(Arg::new("state_dir").long("state-dir").global(true).value_name("DIR").help("the state directory (default: /var/lib/rackboot as root, else $XDG_STATE_HOME/rackboot)"))
+        .arg(Arg::new("socket").long("socket").global(true).env("RACKBOOT_SOCKET").value_name("PATH").help("the API socket (default: <state-dir>/api.sock when --state-dir is given, else /run/rackboot/api.sock when it exists, else <state-dir>/api.sock)"))
+        .arg(Arg::new("state_dir").long("state-dir").global(true).env("RACKBOOT_STATE_DIR").value_name("DIR").help("the state directory (default: /var/lib/rackboot as root, else $XDG_STATE_HOME/rackboot)"))
         .arg(Arg::new("user").long("user").global(true).env("RACKBOOT_USER").value_name("USER").help("API user (default: admin, with <state-dir>/admin.password)"))
-        .arg(Arg::new("password").long("password").global(true).env("RACKBOOT_PASSWORD").hide_env_values(true).value_name("PASSWORD").help("API password"))
-        .arg(Arg::new("json").long("json").global(true).action(ArgAction::SetTrue).help("print the raw JSON response"))
+        .arg(Arg::new("password").long("password").global(true).env("RACKBOOT_PASSWORD").hide_env_values(true).value_name("PASSWORD").help("API password (of admin unless --user)"))
+        .arg(Arg::new("json").long("json").global(true).action(ArgAction::SetTrue).help("print the raw JSON response (with --wait: the job's final status)"))
         .subcommand(
             Command::new("serve")
-                .about("Run the daemon (embedded defaults when no --config)")
-                .arg(Arg::new("config").long("config").value_name("FILE").help("TOML configuration file (see examples/rackboot.toml)")),
+                .about("Run the daemon")
+                .arg(Arg::new("config").long("config").value_name("FILE").help(config_help())),
+        )
+        .subcommand(
+            Command::new("config")
+                .about("Check or show the configuration `serve` would run with")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("check")
+                        .about("Load and validate the configuration (keys, values, boot templates); exit 78 naming what is wrong")
+                        .arg(Arg::new("config").long("config").value_name("FILE").help(config_help())),
+                )
+                .subcommand(
+                    Command::new("show")
+                        .about("Print the effective configuration as TOML, every default filled in (passwords hidden)")
+                        .arg(Arg::new("config").long("config").value_name("FILE").help(config_help())),
+                ),
+        )
+        .subcommand(
+            Command::new("completions")
+                .about("Print the shell completion script for SHELL")
+                .arg(Arg::new("shell").required(true).value_name("SHELL").value_parser(clap::value_parser!(clap_complete::Shell))),
+        )
+        .subcommand(
+            Command::new("manpages")
+                .about("Write the man pages (rackboot.1 and one per subcommand) into DIR")
+                .arg(Arg::new("dir").required(true).value_name("DIR")),
         )
         .subcommand(
             Command::new("lab")
@@ -158,12 +315,78 @@ pub fn command() -> Command {
     for action in ACTIONS {
         cmd = cmd.subcommand(action_command(action));
     }
-    cmd
+    let grouped = grouped_subcommands(&cmd);
+    cmd.before_help(grouped).help_template(
+        "{about-with-newline}\n{usage-heading} {usage}\n\n{before-help}Options:\n{options}{after-help}",
+    )
+}
+
+fn config_help() -> String {
+    format!(
+        "TOML configuration file (default: {} when it exists, else the embedded defaults; every key: examples/rackboot.toml)",
+        config::DEFAULT_CONFIG_FILE
+    )
+}
+
+/// Writes `rackboot.1` and `rackboot-<sub>.1` (nested: `rackboot-<sub>-<sub>.1`)
+/// into `dir`; returns how many.
+pub fn write_man_pages(dir: &Path) -> std::io::Result<usize> {
+    fn walk(cmd: &Command, name: String, dir: &Path, n: &mut usize) -> std::io::Result<()> {
+        let page = cmd
+            .clone()
+            .name(name.clone())
+            .bin_name(name.replace('-', " "));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page).render(&mut buf)?;
+        std::fs::write(dir.join(format!("{name}.1")), buf)?;
+        *n += 1;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+        {
+            walk(sub, format!("{name}-{}", sub.get_name()), dir, n)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = command();
+    cmd.build();
+    let mut n = 0;
+    walk(&cmd, "rackboot".into(), dir, &mut n)?;
+    Ok(n)
+}
+
+/// `rackboot config check|show`.
+fn config_command(verb: &str, args: &ArgMatches) -> i32 {
+    let flag = args.get_one::<String>("config").map(PathBuf::from);
+    match daemon::check_config(flag.as_deref()) {
+        Err(e) => {
+            eprintln!("rackboot: {e}");
+            EXIT_CONFIG
+        }
+        Ok((path, config)) => {
+            let source = match &path {
+                Some(p) => p.display().to_string(),
+                None => format!(
+                    "embedded defaults ({} does not exist)",
+                    config::DEFAULT_CONFIG_FILE
+                ),
+            };
+            if verb == "check" {
+                println!("configuration OK: {source}");
+            } else {
+                println!("# effective configuration: {source}");
+                print!("{}", config.to_toml_redacted());
+            }
+            0
+        }
+    }
 }
 
 /// Entry point of the binary; returns the exit status.
 pub fn main() -> i32 {
-    let matches = match command().try_get_matches() {
+    let args = normalise_switches(std::env::args_os().collect());
+    let matches = match command().try_get_matches_from(args) {
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
@@ -177,6 +400,33 @@ pub fn main() -> i32 {
             config: sub.get_one::<String>("config").map(PathBuf::from),
             state_dir,
         });
+    }
+    if name == "config" {
+        let (verb, args) = sub.subcommand().expect("subcommand_required");
+        return config_command(verb, args);
+    }
+    if name == "completions" {
+        let shell = *sub
+            .get_one::<clap_complete::Shell>("shell")
+            .expect("required");
+        clap_complete::generate(shell, &mut command(), "rackboot", &mut std::io::stdout());
+        return 0;
+    }
+    if name == "manpages" {
+        let dir = PathBuf::from(sub.get_one::<String>("dir").expect("required"));
+        return match write_man_pages(&dir) {
+            Ok(n) => {
+                println!("{n} man pages written to {}", dir.display());
+                0
+            }
+            Err(e) => {
+                eprintln!(
+                    "rackboot: manpages: cannot write into {}: {e}",
+                    dir.display()
+                );
+                1
+            }
+        };
     }
     if name == "lab" {
         let (verb, args) = sub.subcommand().expect("subcommand_required");
@@ -290,13 +540,22 @@ struct Session {
 
 impl Session {
     fn new(matches: &ArgMatches, state_dir: Option<PathBuf>) -> Session {
+        // --socket / RACKBOOT_SOCKET; else the given state directory's;
+        // else the packaged daemon's in /run when it is there; else the
+        // default state directory's.
+        let socket = match (matches.get_one::<String>("socket"), &state_dir) {
+            (Some(s), _) => PathBuf::from(s),
+            (None, Some(dir)) => dir.join("api.sock"),
+            (None, None) if Path::new(RUNTIME_SOCKET).exists() => PathBuf::from(RUNTIME_SOCKET),
+            (None, None) => config::default_state_dir().join("api.sock"),
+        };
         let state_dir = state_dir.unwrap_or_else(config::default_state_dir);
-        let socket = matches
-            .get_one::<String>("socket")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| state_dir.join("api.sock"));
         let mut user = matches.get_one::<String>("user").cloned();
         let mut password = matches.get_one::<String>("password").cloned();
+        if password.is_some() && user.is_none() {
+            // RACKBOOT_PASSWORD alone is admin's, as admin is the default user.
+            user = Some("admin".to_string());
+        }
         if password.is_none() {
             if let Ok(text) = std::fs::read_to_string(state_dir.join(ADMIN_PASSWORD_FILE)) {
                 if user.as_deref().unwrap_or("admin") == "admin" {
@@ -337,8 +596,9 @@ impl Session {
             })
     }
 
-    /// Prints `response` (JSON or human) and maps its ret_code to an exit status.
-    fn report(&self, response: &Value, action: Option<&Action>) -> i32 {
+    /// Prints `response` (JSON or human; `one`: the detail view of a single
+    /// item) and maps its ret_code to an exit status.
+    fn report(&self, response: &Value, action: Option<&Action>, one: bool) -> i32 {
         let code = response
             .get("ret_code")
             .and_then(Value::as_i64)
@@ -351,7 +611,12 @@ impl Session {
         } else if code == 0 {
             print!(
                 "{}",
-                output::human(response, action.and_then(|a| a.table.as_ref()))
+                output::human(
+                    response,
+                    action.and_then(|a| a.table.as_ref()),
+                    output::terminal_width(),
+                    one
+                )
             );
         }
         if code != 0 {
@@ -452,7 +717,7 @@ async fn run_client(
                 .and_then(Value::as_str)
                 .and_then(find_action);
             match session.send(req).await {
-                Ok(resp) => session.report(&resp, action),
+                Ok(resp) => session.report(&resp, action, false),
                 Err(code) => code,
             }
         }
@@ -474,7 +739,7 @@ async fn run_client(
                 }
             }
             match session.send(req).await {
-                Ok(resp) => session.report(&resp, Some(action)),
+                Ok(resp) => session.report(&resp, Some(action), false),
                 Err(code) => code,
             }
         }
@@ -492,11 +757,23 @@ async fn run_client(
                 .flatten()
                 .copied()
                 .unwrap_or(false);
+            // Exactly one id asked of a describe action: its detail view.
+            let one = action.table.is_some()
+                && action
+                    .positional
+                    .and_then(|p| req.get(p))
+                    .and_then(Value::as_array)
+                    .is_some_and(|ids| ids.len() == 1);
             let resp = match session.send(req.clone()).await {
                 Ok(r) => r,
                 Err(code) => return code,
             };
-            let status = session.report(&resp, Some(action));
+            let ok = resp.get("ret_code").and_then(Value::as_i64) == Some(0);
+            if wait && session.json && ok {
+                // --wait --json prints the final status only (one document).
+                return follow_job(&session, &resp).await;
+            }
+            let status = session.report(&resp, Some(action), one);
             if status != 0 || !wait {
                 return status;
             }
@@ -505,8 +782,11 @@ async fn run_client(
     }
 }
 
-/// `--wait`: polls GetStatus for the job in `first` until it ends, drawing a
-/// progress bar on stderr; 0 when it succeeded, 1 otherwise.
+/// `--wait`: polls GetStatus for the job in `first` until it ends. On a
+/// terminal, progress bars redrawn in place on stderr; otherwise one line
+/// per change (the job's or a node's status or progress). At the end, each
+/// failed node's ret_code and message; with `--json`, the final status on
+/// stdout. 0 when the job succeeded, 1 otherwise.
 async fn follow_job(session: &Session, first: &Value) -> i32 {
     let job_action = first
         .get("job_action")
@@ -525,7 +805,8 @@ async fn follow_job(session: &Session, first: &Value) -> i32 {
     }
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut drawn = 0usize;
-    let mut printed = String::new();
+    // What was last printed, per job ("") and node, when not on a terminal.
+    let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
     loop {
         let status = last.get("status").and_then(Value::as_str).unwrap_or("");
         let progress = last.get("progress").and_then(Value::as_str).unwrap_or("0%");
@@ -538,36 +819,81 @@ async fn follow_job(session: &Session, first: &Value) -> i32 {
                     || job_action == "IntrospectBMNodes"
                     || job_action == "UnprovisionBMNodes"
             });
-        if let Some(nodes) = nodes {
-            // A bar per node: redrawn in place on a terminal, else a block
-            // of lines each time something changed.
+        let node_state = |n: &Value| {
+            (
+                n.get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                n.get("progress")
+                    .and_then(Value::as_str)
+                    .unwrap_or("0%")
+                    .to_string(),
+            )
+        };
+        if !tty {
+            let mut changes = vec![(String::new(), (status.to_string(), progress.to_string()))];
+            for (id, n) in nodes.into_iter().flatten() {
+                changes.push((id.clone(), node_state(n)));
+            }
+            for (id, state) in changes {
+                if seen.get(&id) != Some(&state) {
+                    if id.is_empty() {
+                        eprintln!("{job_id} {} {}", state.0, state.1);
+                    } else {
+                        eprintln!("{job_id} {id} {} {}", state.0, state.1);
+                    }
+                    seen.insert(id, state);
+                }
+            }
+        } else if let Some(nodes) = nodes {
+            // A bar per node, redrawn in place.
             let mut lines = vec![format!("{} {job_id} {status}", progress_bar(progress))];
             for (id, n) in nodes {
-                lines.push(format!(
-                    "  {id} {} {}",
-                    progress_bar(n.get("progress").and_then(Value::as_str).unwrap_or("0%")),
-                    n.get("status").and_then(Value::as_str).unwrap_or("")
-                ));
+                let (s, p) = node_state(n);
+                lines.push(format!("  {id} {} {s}", progress_bar(&p)));
             }
-            let block = lines.join("\n");
-            if tty {
-                if drawn > 0 {
-                    eprint!("\x1b[{drawn}A");
-                }
-                for l in &lines {
-                    eprintln!("\r{l}\x1b[K");
-                }
-                drawn = lines.len();
-            } else if block != printed {
-                eprintln!("{block}");
-                printed = block;
+            if drawn > 0 {
+                eprint!("\x1b[{drawn}A");
             }
+            for l in &lines {
+                eprintln!("\r{l}\x1b[K");
+            }
+            drawn = lines.len();
         } else {
             eprint!("\r{} {job_id} {status:<12}", progress_bar(progress));
         }
         if status == "successful" || status == "failed" {
-            if nodes.is_none() {
+            if tty && nodes.is_none() {
                 eprintln!();
+            }
+            if status == "failed" {
+                eprintln!("rackboot: job {job_id} ({job_action}) failed");
+                let failed = last
+                    .get("node_progress")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, n)| {
+                        n.get("status").and_then(Value::as_str) == Some("failed")
+                            || n.get("ret_code").and_then(Value::as_i64).unwrap_or(0) != 0
+                    });
+                for (id, n) in failed {
+                    eprintln!(
+                        "  {id}: ret_code {}: {}",
+                        n.get("ret_code").and_then(Value::as_i64).unwrap_or(-1),
+                        n.get("message")
+                            .and_then(Value::as_str)
+                            .filter(|m| !m.is_empty())
+                            .unwrap_or("(no message)")
+                    );
+                }
+            }
+            if session.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&last).unwrap_or_default()
+                );
             }
             return if status == "successful" {
                 0
@@ -583,10 +909,10 @@ async fn follow_job(session: &Session, first: &Value) -> i32 {
         last = match session.send(req).await {
             Ok(r) if r.get("ret_code").and_then(Value::as_i64) == Some(0) => r,
             Ok(r) => {
-                if drawn == 0 {
+                if tty && drawn == 0 {
                     eprintln!();
                 }
-                return session.report(&r, None);
+                return session.report(&r, None, false);
             }
             Err(code) => return code,
         };

@@ -222,7 +222,7 @@ impl SessionKeys {
 
     /// Reverses [`SessionKeys::encrypt`]; `None` when the data is malformed.
     pub fn decrypt(&self, data: &[u8]) -> Option<Vec<u8>> {
-        if data.len() < 32 || data.len() % 16 != 0 {
+        if data.len() < 32 || !data.len().is_multiple_of(16) {
             return None;
         }
         let (iv, ct) = data.split_at(16);

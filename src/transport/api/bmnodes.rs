@@ -400,8 +400,9 @@ fn apply_fields(node: &mut BmNode, p: &Params) -> Result<(), ApiError> {
                 node.ipmi_cipher_suite = suite as u8;
             }
             "ipmi_bmc_key" => {
-                let ok =
-                    s.len() <= 40 && s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit());
+                let ok = s.len() <= 40
+                    && s.len().is_multiple_of(2)
+                    && s.bytes().all(|b| b.is_ascii_hexdigit());
                 if !ok {
                     return Err(ApiError::field(
                         key,
