@@ -293,3 +293,57 @@ fn jobs_are_listed_filtered_and_found_by_id_alone() {
         "{table}"
     );
 }
+
+#[test]
+fn db_backup_copies_a_live_database_and_check_finds_damage() {
+    let d = Daemon::start_with(Some(CONFIG), |_| {});
+    register(&d, 0, 4);
+    let dest = d.state_dir().join("backup.db");
+    let out = run_ok(&d.cli(&["db", "backup", dest.to_str().unwrap()]));
+    assert!(
+        out.contains("4 BMNodes") && out.contains("checked: ok"),
+        "{out}"
+    );
+    // The copy is a database a daemon starts on, with the nodes in it.
+    let password = d.state_dir().join("admin.password");
+    let copy = Daemon::start_with(Some(CONFIG), |dir| {
+        std::fs::copy(&dest, dir.join("rackboot.db")).unwrap();
+        std::fs::copy(&password, dir.join("admin.password")).unwrap();
+    });
+    assert_eq!(
+        copy.ok(json!({"action": "DescribeBMNodes"}))["total_count"],
+        4
+    );
+    // Never over a file.
+    let again = d.cli(&["db", "backup", dest.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let out = run_ok(&d.cli(&["db", "check"]));
+    assert!(out.trim_end().ends_with(": ok"), "{out}");
+    // A damaged file: check says so and exits 1.
+    let broken = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&dest).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid..mid + 2048].fill(0x55);
+    std::fs::write(broken.path().join("rackboot.db"), bytes).unwrap();
+    let out = Command::new(common::BIN)
+        .args([
+            "--state-dir",
+            broken.path().to_str().unwrap(),
+            "db",
+            "check",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rackboot.db"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -76,6 +76,8 @@ pub fn group_of(command: &str) -> &'static str {
     const SETUP: &[&str] = &[
         "serve",
         "config",
+        "health",
+        "db",
         "completions",
         "manpages",
         "lab",
@@ -240,6 +242,20 @@ pub fn command() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("db")
+                .about("Back up or check the database file (works with the daemon running or stopped)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("backup")
+                        .about("Write a consistent, checked copy of <state-dir>/rackboot.db to FILE (mode 0600; never over an existing file)")
+                        .arg(Arg::new("file").required(true).value_name("FILE")),
+                )
+                .subcommand(
+                    Command::new("check")
+                        .about("SQLite's integrity and foreign-key checks of <state-dir>/rackboot.db; exit 1 naming the problems"),
+                ),
+        )
+        .subcommand(
             Command::new("completions")
                 .about("Print the shell completion script for SHELL")
                 .arg(Arg::new("shell").required(true).value_name("SHELL").value_parser(clap::value_parser!(clap_complete::Shell))),
@@ -383,6 +399,61 @@ fn config_command(verb: &str, args: &ArgMatches) -> i32 {
     }
 }
 
+/// `rackboot db backup FILE` and `rackboot db check`, on the state
+/// directory's database file.
+fn db_command(verb: &str, args: &ArgMatches, state_dir: Option<&std::path::Path>) -> i32 {
+    // The state directory `serve` would use (its config file's state_dir too).
+    let config = daemon::check_config(None)
+        .map(|(_, c)| c)
+        .unwrap_or_default();
+    let dir = config::resolve_state_dir(state_dir, &config);
+    let db = dir.join(daemon::DATABASE_FILE);
+    if verb == "backup" {
+        let dest = PathBuf::from(args.get_one::<String>("file").expect("required"));
+        return match crate::foundation::store::backup(&db, &dest) {
+            Ok(r) => {
+                println!(
+                    "backed up {} to {}: {} bytes, schema {}, {} BMNodes, {} jobs; checked: ok",
+                    db.display(),
+                    dest.display(),
+                    r.bytes,
+                    r.schema_version,
+                    r.bm_nodes,
+                    r.jobs
+                );
+                println!("restore: stop the daemon, copy the file to {} (mode 0600, owned by the daemon's user), start it", db.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("rackboot: db backup: {e}");
+                1
+            }
+        };
+    }
+    match crate::foundation::store::check_file(&db) {
+        Ok(p) if p.is_empty() => {
+            println!("{}: ok", db.display());
+            0
+        }
+        Ok(p) => {
+            eprintln!(
+                "rackboot: db check: {} has {} problem(s):",
+                db.display(),
+                p.len()
+            );
+            for line in p {
+                eprintln!("  {line}");
+            }
+            eprintln!("restore the last backup (`rackboot db backup` makes one) or the copy made before the last schema upgrade");
+            1
+        }
+        Err(e) => {
+            eprintln!("rackboot: db check: {e}");
+            1
+        }
+    }
+}
+
 /// Entry point of the binary; returns the exit status.
 pub fn main() -> i32 {
     let args = normalise_switches(std::env::args_os().collect());
@@ -404,6 +475,10 @@ pub fn main() -> i32 {
     if name == "config" {
         let (verb, args) = sub.subcommand().expect("subcommand_required");
         return config_command(verb, args);
+    }
+    if name == "db" {
+        let (verb, args) = sub.subcommand().expect("subcommand_required");
+        return db_command(verb, args, state_dir.as_deref());
     }
     if name == "completions" {
         let shell = *sub

@@ -70,6 +70,15 @@ pub fn backup(db: &Path, dest: &Path) -> Result<BackupReport, String> {
 /// SQLite's full integrity check and the foreign-key check of `db`: the
 /// problems found (empty: none).
 pub fn check(db: &Path) -> Result<Vec<String>, String> {
+    check_inner(db).map_err(|e| {
+        format!(
+            "{}: {e} (restore the last backup, or the copy made before the last schema upgrade)",
+            db.display()
+        )
+    })
+}
+
+fn check_inner(db: &Path) -> Result<Vec<String>, String> {
     let conn = open_read_only(db)?;
     let mut problems = Vec::new();
     let mut stmt = conn
@@ -77,7 +86,7 @@ pub fn check(db: &Path) -> Result<Vec<String>, String> {
         .map_err(|e| e.to_string())?;
     let rows = stmt
         .query_map([], |r| r.get::<_, String>(0))
-        .map_err(|e| format!("cannot check {}: {e}", db.display()))?;
+        .map_err(|e| e.to_string())?;
     for r in rows {
         let line = r.map_err(|e| e.to_string())?;
         if line != "ok" {
