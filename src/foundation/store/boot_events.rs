@@ -119,30 +119,39 @@ pub(super) fn write_events(
     conn: &mut rusqlite::Connection,
     events: Vec<(String, &'static str, String)>,
 ) -> Result<(), StoreError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
     let tx = conn.transaction()?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
-             VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
-        )?;
-        let mut trim = tx.prepare_cached(
-            "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-        )?;
-        for (mac, kind, detail) in events {
-            insert.execute(params![mac, kind, detail, now])?;
-            trim.execute(params![mac, EVENTS_PER_MAC])?;
-        }
-        bound_all(&tx)?;
-    }
+    insert_events(&tx, events)?;
+    bound_all(&tx)?;
     tx.commit()?;
     Ok(())
 }
 
-fn bound_all(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+/// Inserts `events` stamped now, each MAC kept to [`EVENTS_PER_MAC`], in
+/// the caller's transaction; the global bound is the caller's
+/// ([`bound_all`]).
+pub(super) fn insert_events(
+    conn: &rusqlite::Connection,
+    events: Vec<(String, &'static str, String)>,
+) -> Result<(), StoreError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO boot_events (mac, node_id, kind, detail, created_ms)
+         VALUES (?1, COALESCE((SELECT node_id FROM bm_nodes WHERE pxe_mac = ?1), ''), ?2, ?3, ?4)",
+    )?;
+    let mut trim = conn.prepare_cached(
+        "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+    )?;
+    for (mac, kind, detail) in events {
+        insert.execute(params![mac, kind, detail, now])?;
+        trim.execute(params![mac, EVENTS_PER_MAC])?;
+    }
+    Ok(())
+}
+
+pub(super) fn bound_all(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     let span: i64 = conn
         .prepare_cached("SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM boot_events")?
         .query_row([], |r| r.get(0))?;

@@ -15,7 +15,13 @@ use std::path::PathBuf;
 pub struct LeaseDb {
     conn: Connection,
     path: PathBuf,
+    /// Timeline lines written since the global bound was last kept.
+    lines_since_bound: usize,
 }
+
+/// Timeline lines written between two checks of the global bound (the check
+/// counts the table: not on every ACK).
+const BOUND_EVERY: usize = 256;
 
 impl LeaseDb {
     /// The registered nodes among `macs` (PXE MAC → node id, fixed address).
@@ -27,27 +33,35 @@ impl LeaseDb {
         r.map_err(|e| e.on_disk(&self.path))
     }
 
-    /// Writes a batch's lease changes in one transaction (see
-    /// [`Store::save_leases`]).
-    pub fn save_leases(&mut self, changes: Vec<(String, Option<Lease>)>) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        write_leases(&mut self.conn, changes).map_err(|e| e.on_disk(&self.path))
-    }
-
-    /// Writes boot timeline lines (mac, kind, detail) in one transaction
-    /// (see [`Store::record_boot_events`]). The DHCP thread writes its own:
-    /// a second writer of the same database would hold the write lock that
-    /// its lease writes, and so its ACKs, wait for.
-    pub fn record_boot_events(
+    /// Writes a batch's lease changes and boot timeline lines (mac, kind,
+    /// detail) in one transaction: the DHCP thread's only writes. The
+    /// timeline rides on the lease transaction an ACK waits for anyway (a
+    /// second writer, or a second transaction, would hold the write lock
+    /// or the thread longer: 2–3× Kea's answer delay in a discovery flood).
+    pub fn save(
         &mut self,
+        changes: Vec<(String, Option<Lease>)>,
         events: Vec<(String, &'static str, String)>,
     ) -> Result<(), StoreError> {
-        if events.is_empty() {
+        if changes.is_empty() && events.is_empty() {
             return Ok(());
         }
-        super::boot_events::write_events(&mut self.conn, events).map_err(|e| e.on_disk(&self.path))
+        self.lines_since_bound += events.len();
+        let bound = self.lines_since_bound >= BOUND_EVERY;
+        if bound {
+            self.lines_since_bound = 0;
+        }
+        let r = (|| {
+            let tx = self.conn.transaction()?;
+            write_lease_changes(&tx, changes)?;
+            super::boot_events::insert_events(&tx, events)?;
+            if bound {
+                super::boot_events::bound_all(&tx)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        r.map_err(|e: StoreError| e.on_disk(&self.path))
     }
 }
 
@@ -95,6 +109,15 @@ fn write_leases(
     changes: Vec<(String, Option<Lease>)>,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    write_lease_changes(&tx, changes)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn write_lease_changes(
+    tx: &Connection,
+    changes: Vec<(String, Option<Lease>)>,
+) -> Result<(), StoreError> {
     {
         let mut delete_mac = tx.prepare_cached("DELETE FROM leases WHERE mac = ?1")?;
         // REPLACE deletes the rows that hold the MAC or the address.
@@ -118,7 +141,6 @@ fn write_leases(
             }
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -194,6 +216,7 @@ impl Store {
         Ok(LeaseDb {
             conn,
             path: self.path().to_path_buf(),
+            lines_since_bound: 0,
         })
     }
 

@@ -410,11 +410,17 @@ fn dhcp_loop(
     let mut timeline = Timeline::default();
     loop {
         if shutdown.is_cancelled() {
-            timeline.flush(&mut db);
+            while !timeline.lines.is_empty() {
+                let _ = db.save(Vec::new(), timeline.take());
+            }
             return;
         }
         socks.wait(timeline.wait_ms());
-        timeline.flush_if_due(&mut db, true);
+        if timeline.due() {
+            if let Err(e) = db.save(Vec::new(), timeline.take()) {
+                tracing::debug!("boot timeline: {e}");
+            }
+        }
         let now = started.elapsed().as_secs_f64();
         drain(&socks.dhcp, false, &mut buf, &mut limit, now, &mut batch);
         if let Some(s) = &socks.boot_server {
@@ -423,8 +429,6 @@ fn dhcp_loop(
         if batch.is_empty() {
             continue;
         }
-        // A full batch: more packets are waiting; the timeline waits.
-        let backlog = batch.len() == BATCH;
         let macs: Vec<String> = batch
             .iter()
             .map(|p| p.mac.clone())
@@ -526,30 +530,31 @@ fn dhcp_loop(
         let (now_out, after_save): (Vec<_>, Vec<_>) =
             replies.into_iter().partition(|r| !r.needs_lease);
         send_all(&socks, now_out);
-        if let Some(t) = &mut table {
-            t.sweep(unix_now);
-            let changes = t.changes();
-            if let Err(e) = db.save_leases(changes) {
+        timeline.add(events);
+        let changes = match &mut table {
+            Some(t) => {
+                t.sweep(unix_now);
+                t.changes()
+            }
+            None => Vec::new(),
+        };
+        if !changes.is_empty() || timeline.due() {
+            if let Err(e) = db.save(changes, timeline.take()) {
                 tracing::warn!("dhcp: cannot save leases, not acknowledging this batch: {e}");
                 continue;
             }
         }
         send_all(&socks, after_save);
-        timeline.add(events);
-        timeline.flush_if_due(&mut db, backlog);
     }
 }
 
-/// The DHCP exchanges' boot timeline lines waiting to be written. The DHCP
-/// thread writes them itself, between batches, on its own connection: a
-/// second writer of the database (the store's thread) would hold the write
-/// lock that lease writes, and so ACKs, wait for — in a discovery flood
-/// that tripled the average answer delay. Written in transactions of at
-/// most [`TIMELINE_BATCH`] lines (each a short pause of the thread), at
-/// least every [`TIMELINE_EVERY`]. While more than [`TIMELINE_SHED_AT`]
-/// lines wait (a discovery flood), lines of unregistered MACs are not kept
-/// (a registered node's always are, up to [`TIMELINE_PENDING_MAX`]): the
-/// answers come first.
+/// The DHCP exchanges' boot timeline lines waiting to be written. They
+/// ride on the next lease transaction (the one an ACK waits for anyway, see
+/// [`LeaseDb::save`]), or go in one of their own once they have waited
+/// [`TIMELINE_EVERY`] or number [`TIMELINE_BATCH`]. While more than
+/// [`TIMELINE_SHED_AT`] lines wait (a discovery flood), lines of
+/// unregistered MACs are left out (a registered node's are always kept, up
+/// to [`TIMELINE_PENDING_MAX`]): the answers come first.
 #[derive(Default)]
 struct Timeline {
     lines: Vec<BootLine>,
@@ -585,31 +590,25 @@ impl Timeline {
         }
     }
 
-    /// Writes a transaction's worth of lines when they have waited
-    /// [`TIMELINE_EVERY`], or when there are enough of them and packets are
-    /// not waiting (`busy`).
-    fn flush_if_due(&mut self, db: &mut LeaseDb, busy: bool) {
-        let due = (!busy && self.lines.len() >= TIMELINE_BATCH)
-            || self.since.is_some_and(|t| t.elapsed() >= TIMELINE_EVERY);
-        if due {
-            self.flush(db);
-        }
+    /// Whether the lines should be written without a lease transaction.
+    fn due(&self) -> bool {
+        self.lines.len() >= TIMELINE_BATCH
+            || self.since.is_some_and(|t| t.elapsed() >= TIMELINE_EVERY)
     }
 
-    fn flush(&mut self, db: &mut LeaseDb) {
+    /// The lines to write now (at most [`TIMELINE_BATCH`]).
+    fn take(&mut self) -> Vec<BootLine> {
         let n = self.lines.len().min(TIMELINE_BATCH);
         let lines: Vec<BootLine> = self.lines.drain(..n).collect();
-        if let Err(e) = db.record_boot_events(lines) {
-            tracing::debug!("boot timeline: {e}");
-        }
         if self.dropped > 0 {
             tracing::debug!(
                 lines = self.dropped,
-                "boot timeline: dropped lines of a DHCP flood"
+                "boot timeline: left out lines of unregistered MACs (a DHCP flood)"
             );
             self.dropped = 0;
         }
         self.since = (!self.lines.is_empty()).then(std::time::Instant::now);
+        lines
     }
 }
 
