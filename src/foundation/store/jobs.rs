@@ -478,6 +478,56 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::JobStatus;
+    use crate::foundation::store::{JobFilter, JobNode, Store};
+
+    #[tokio::test]
+    async fn finished_jobs_past_their_retention_are_purged_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        for id in ["j-Old00001", "j-New00001", "j-Run00001"] {
+            store
+                .create_job(
+                    id.into(),
+                    "StartBMNodes",
+                    vec!["n-Aa000001".into()],
+                    "admin",
+                    "req-1",
+                )
+                .await
+                .unwrap();
+            let node = JobNode {
+                node_id: "n-Aa000001".into(),
+                status: "step1".into(),
+                progress: 10,
+                ret_code: 0,
+                message: String::new(),
+            };
+            store
+                .set_job_node(id, node, Some("a line".into()))
+                .await
+                .unwrap();
+        }
+        for id in ["j-Old00001", "j-New00001"] {
+            store
+                .set_job_status(id, JobStatus::Failed, None)
+                .await
+                .unwrap();
+        }
+        let now = crate::foundation::ids::now_secs();
+        // Nothing ended before an hour ago: nothing goes.
+        assert_eq!(store.purge_jobs(now - 3600).await.unwrap(), 0);
+        // Everything that ended before now + 1 s: the two finished jobs, never the running one.
+        assert_eq!(store.purge_jobs(now + 1).await.unwrap(), 2);
+        let left = store.list_jobs(JobFilter::default()).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0.job_id, "j-Run00001");
+        assert!(store.get_job("j-Old00001").await.unwrap().is_none());
+        assert!(store.job_log("j-Old00001", None).await.unwrap().is_empty());
+        // Its nodes and step times went with it (ON DELETE CASCADE).
+        let run = store.get_job("j-Run00001").await.unwrap().unwrap();
+        assert_eq!(run.steps.len(), 1, "{:?}", run.steps);
+        assert_eq!(run.steps[0].step, "step1");
+    }
 
     #[test]
     fn job_status_round_trips() {

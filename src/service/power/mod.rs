@@ -327,7 +327,7 @@ impl Power {
                 Ok(true)
             }
             Err(e) => {
-                tracing::info!(job_id, node_id = %node.node_id, error = %e, "{} failed", work.operation);
+                tracing::warn!(job_id, node_id = %node.node_id, error = %e, "{} failed", work.operation);
                 let (code, event, detail) = classify(&e);
                 let text = self
                     .record_failure(node, event, work.operation, &detail, request_id)
