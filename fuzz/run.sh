@@ -6,6 +6,7 @@
 # fuzz/artifacts/<target>/).
 #   bash fuzz/run.sh 60                 # what tests/run.sh runs
 #   bash fuzz/run.sh 600 dhcp tftp      # longer, some targets
+#   RB_FUZZ_NICE=5 RB_FUZZ_JOBS=2 bash fuzz/run.sh 600   # the 10-minute runs, with CPU
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
@@ -15,7 +16,7 @@ targets=("$@")
 jobs=${RB_FUZZ_JOBS:-1}
 # The build is kept under the repository's target/ (one build for all).
 target_dir=../target/fuzz
-if ! nice -n 19 cargo +nightly fuzz build -O --target-dir "$target_dir" >/dev/null; then
+if ! nice -n "${RB_FUZZ_NICE:-19}" cargo +nightly fuzz build -O --target-dir "$target_dir" >/dev/null; then
   echo "fuzz: BUILD FAILED: the fuzz targets do not compile (errors above)"
   exit 1
 fi
@@ -26,7 +27,7 @@ run_one() {
   local t=$1
   mkdir -p "corpus/$t" "artifacts/$t"
   set +e
-  nice -n 19 cargo +nightly fuzz run -O --target-dir "$target_dir" "$t" "corpus/$t" -- \
+  nice -n "${RB_FUZZ_NICE:-19}" cargo +nightly fuzz run -O --target-dir "$target_dir" "$t" "corpus/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="artifacts/$t/" >"$logs/$t.log" 2>&1
   echo $? >"$logs/$t.rc"
