@@ -12,6 +12,20 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
+/// `job_action` must name an action that runs as a job.
+fn check_job_action(action: &str) -> Result<(), ApiError> {
+    if super::is_job_action(action) {
+        return Ok(());
+    }
+    Err(ApiError::field(
+        "job_action",
+        format!(
+            "`{action}` is not an action that runs as a job (allowed: {})",
+            super::job_action_names()
+        ),
+    ))
+}
+
 /// Finds the job a GetStatus/GetLog call means: `job_id` if given (its
 /// action, when also given, must match), else the newest job of
 /// `job_action`.
@@ -19,15 +33,7 @@ async fn find_job(app: &App, call: &Call) -> Result<Job, ApiError> {
     let p = &call.params;
     let action = p.str("job_action").or(call.fixed_job_action);
     if let Some(action) = action {
-        if !super::is_job_action(action) {
-            return Err(ApiError::field(
-                "job_action",
-                format!(
-                    "`{action}` is not an action that runs as a job (allowed: {})",
-                    super::job_action_names()
-                ),
-            ));
-        }
+        check_job_action(action)?;
     }
     match (p.str("job_id"), action) {
         (Some(id), _) => {
@@ -182,15 +188,7 @@ pub fn describe_jobs(app: Arc<App>, call: Call) -> HandlerFuture {
         let p = &call.params;
         let job_action = p.str("job_action").map(str::to_string);
         if let Some(a) = &job_action {
-            if !super::is_job_action(a) {
-                return Err(ApiError::field(
-                    "job_action",
-                    format!(
-                        "`{a}` is not an action that runs as a job (allowed: {})",
-                        super::job_action_names()
-                    ),
-                ));
-            }
+            check_job_action(a)?;
         }
         let status = p.str("status").map(str::to_string);
         if let Some(st) = &status {
