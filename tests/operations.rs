@@ -174,6 +174,9 @@ fn under_journald_lines_carry_their_priority_and_json_logs_parse() {
     while !d.log().contains("<4>") && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    while !d.log().contains("rackboot started") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let log = d.log();
     for line in log.lines() {
         assert!(
@@ -203,6 +206,11 @@ fn under_journald_lines_carry_their_priority_and_json_logs_parse() {
     // JSON: one object per line, with level and message.
     let json_config = format!("[daemon]\nlog_format = \"json\"\n{CONFIG}");
     let d = Daemon::start_with(Some(&json_config), |_| {});
+    // The start-up line follows "API listening" (what the harness waits for).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log().contains("rackboot started") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let log = d.log();
     let lines: Vec<Value> = log
         .lines()

@@ -626,6 +626,10 @@ async fn start_metrics(app: &Arc<App>, shutdown: &CancellationToken) {
 /// unit sets `WatchdogSec=`) at half its period — from the async runtime,
 /// after the store answered: a hung runtime or store stops the pings.
 async fn systemd_status(app: Arc<App>, shutdown: CancellationToken) {
+    // Not under systemd: nobody to tell, no store counts every 10 s.
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
     let mut usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut usec);
     let every = if watchdog {
