@@ -63,7 +63,10 @@ fn recipe(tarball: &Path) -> Vec<String> {
 /// The cached root tarball, made with mmdebstrap when missing.
 fn base_root() -> PathBuf {
     let key_args = recipe(Path::new("OUT"));
-    let key = format!("{:x}", sha2::Sha256::digest(key_args.join("\n").as_bytes()));
+    let key: String = sha2::Sha256::digest(key_args.join("\n").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let tarball = PathBuf::from(CACHE).join(format!("bookworm-{}.tar", &key[..16]));
     if tarball.exists() {
         return tarball;

@@ -109,7 +109,28 @@ if ! cargo deb --version >/dev/null 2>&1; then
   cargo install cargo-deb --locked --quiet --version 3.8.0
 fi
 
+# cargo-deny: licences, sources and duplicate versions (deny.toml has the
+# written exceptions), and the RustSec advisories.
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0.20.2$'; then
+  echo "tests/run.sh: installing cargo-deny"
+  cargo install cargo-deny --locked --quiet --version 0.20.2
+fi
+
 cargo fmt --all -- --check
+cargo deny --locked check bans licenses sources
+# The advisory database is fetched from github.com at every run. Where
+# github.com cannot be reached, the run says so loudly and goes on (every
+# other check still gates); any advisory found fails the run.
+if ! advisories=$(cargo deny --locked check advisories 2>&1); then
+  if grep -q 'failed to fetch advisory database' <<<"$advisories"; then
+    echo "tests/run.sh: WARNING: RustSec advisories NOT checked: the advisory database cannot be fetched from github.com here" >&2
+  else
+    echo "$advisories" >&2
+    exit 1
+  fi
+else
+  tail -n 1 <<<"$advisories"
+fi
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 # The deploy ramdisk's agent, statically linked (the lab tests build ramdisks).

@@ -3,14 +3,12 @@
 //! verified once is checked with a keyed BLAKE2 MAC (microseconds) rather
 //! than argon2 (tens of milliseconds) on every request.
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{phc::PasswordHash, PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use blake2::digest::{KeyInit, Mac};
 use blake2::Blake2bMac512;
-use rand::distributions::Alphanumeric;
-use rand::{Rng, RngCore};
+use rand::distr::Alphanumeric;
+use rand::{Rng, RngExt};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use subtle::ConstantTimeEq;
@@ -35,9 +33,8 @@ fn hasher() -> Argon2<'static> {
 
 /// Hashes `password` with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
     hasher()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| format!("cannot hash password: {e}"))
 }
@@ -64,7 +61,7 @@ pub fn needs_rehash(hash: &str) -> bool {
 
 /// A random password of 24 alphanumeric characters.
 pub fn generate_password() -> String {
-    rand::thread_rng()
+    rand::rng()
         .sample_iter(&Alphanumeric)
         .take(24)
         .map(char::from)
@@ -95,7 +92,7 @@ pub struct VerifiedCache {
 impl Default for VerifiedCache {
     fn default() -> Self {
         let mut key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut key);
+        rand::rng().fill_bytes(&mut key);
         VerifiedCache {
             key,
             entries: Mutex::new(HashMap::new()),

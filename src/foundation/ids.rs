@@ -1,8 +1,8 @@
 //! Identifiers and timestamps in the formats of seed 002: `n-`/`j-` plus eight
 //! characters from `[A-Za-z0-9]`, and times as `YYYY-MM-DD HH:MM:SS` in UTC.
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
+use rand::distr::Alphanumeric;
+use rand::RngExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Prefix of BMNode and Node ids.
@@ -16,7 +16,7 @@ pub const REQUEST_PREFIX: &str = "req-";
 
 /// A new random id: `prefix` followed by eight alphanumeric characters.
 pub fn new_id(prefix: &str) -> String {
-    let suffix: String = rand::thread_rng()
+    let suffix: String = rand::rng()
         .sample_iter(&Alphanumeric)
         .take(8)
         .map(char::from)

@@ -2,7 +2,7 @@
 //! derivation (SIK, K1, K2), message integrity and AES-CBC-128
 //! confidentiality, as IPMI 2.0 §13.28–13.32 defines them. Pure functions.
 
-use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes::cipher::{block_padding::NoPadding, BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
@@ -213,7 +213,7 @@ impl SessionKeys {
         let len = buf.len();
         let enc = cbc::Encryptor::<aes::Aes128>::new(&self.aes.into(), &iv.into());
         let ct = enc
-            .encrypt_padded_mut::<NoPadding>(&mut buf, len)
+            .encrypt_padded::<NoPadding>(&mut buf, len)
             .expect("buffer is a whole number of blocks");
         let mut out = iv.to_vec();
         out.extend_from_slice(ct);
@@ -229,7 +229,7 @@ impl SessionKeys {
         let mut buf = ct.to_vec();
         let iv: [u8; 16] = iv.try_into().ok()?;
         let dec = cbc::Decryptor::<aes::Aes128>::new(&self.aes.into(), &iv.into());
-        let pt = dec.decrypt_padded_mut::<NoPadding>(&mut buf).ok()?;
+        let pt = dec.decrypt_padded::<NoPadding>(&mut buf).ok()?;
         let pad = *pt.last()? as usize;
         if pad + 1 > pt.len() || pad > 15 {
             return None;

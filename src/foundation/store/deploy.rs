@@ -9,9 +9,9 @@ impl Store {
     /// Gives `node_id` a new random deploy token (the old one stops working)
     /// and returns it; `None` when there is no such node.
     pub async fn rotate_deploy_token(&self, node_id: &str) -> Result<Option<String>, StoreError> {
-        use rand::RngCore;
+        use rand::Rng;
         let mut bytes = [0u8; 24];
-        rand::thread_rng().fill_bytes(&mut bytes);
+        rand::rng().fill_bytes(&mut bytes);
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let node_id = node_id.to_string();
         self.call(move |conn| {
