@@ -246,6 +246,22 @@ fn pxe_listeners_hold_under_floods() {
         again, ip,
         "the node keeps its address after a foreign DECLINE"
     );
+    // The boot timelines: the registered node's exchanges, and those of a
+    // discovery client the flood's first DISCOVER came from (its lines
+    // wait for the flood to end, then reach the store).
+    let first = attack::random_mac(0)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    for (mac, wanted) in [("52:54:00:99:00:42", "→ ACK"), (first.as_str(), "→ OFFER")] {
+        let seen = wait_for(Duration::from_secs(10), || {
+            d.ok(json!({"action": "DescribeBootEvents", "mac": mac}))["event_set"]
+                .to_string()
+                .contains(wanted)
+        });
+        assert!(seen, "no {wanted} in the boot timeline of {mac}");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

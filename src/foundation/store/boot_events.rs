@@ -144,8 +144,12 @@ pub(super) fn insert_events(
     let mut trim = conn.prepare_cached(
         "DELETE FROM boot_events WHERE mac = ?1 AND seq <= (SELECT seq FROM boot_events WHERE mac = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
     )?;
+    let mut macs = std::collections::HashSet::new();
     for (mac, kind, detail) in events {
         insert.execute(params![mac, kind, detail, now])?;
+        macs.insert(mac);
+    }
+    for mac in macs {
         trim.execute(params![mac, EVENTS_PER_MAC])?;
     }
     Ok(())

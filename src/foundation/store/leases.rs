@@ -213,6 +213,10 @@ impl Store {
         // Checkpoints (which sync the disk) stay with the store's writer
         // thread: never on the path of a DHCP answer.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // As the store's writer: the write lock from the start of each
+        // transaction (a read-then-write one could fail with SQLITE_BUSY
+        // without waiting).
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         Ok(LeaseDb {
             conn,
             path: self.path().to_path_buf(),

@@ -108,6 +108,13 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Transactions take the write lock when they begin (waiting in the
+        // busy handler): a deferred one that read first and then wants to
+        // write fails at once with SQLITE_BUSY when another connection (the
+        // DHCP thread's) committed meanwhile, which the busy timeout does
+        // not cover (seen as "internal error" on RegisterBMNodes during a
+        // DHCP flood).
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         schema::migrate(&mut conn).map_err(|e| open_err(e.to_string()))?;
         let mut reader = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;

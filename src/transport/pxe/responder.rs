@@ -413,6 +413,7 @@ fn dhcp_loop(
             while !timeline.lines.is_empty() {
                 let _ = db.save(Vec::new(), timeline.take());
             }
+            let _ = db.save(Vec::new(), timeline.take_unregistered());
             return;
         }
         socks.wait(timeline.wait_ms());
@@ -427,8 +428,14 @@ fn dhcp_loop(
             drain(s, true, &mut buf, &mut limit, now, &mut batch);
         }
         if batch.is_empty() {
+            if timeline.unregistered_due() {
+                if let Err(e) = db.save(Vec::new(), timeline.take_unregistered()) {
+                    tracing::debug!("boot timeline: {e}");
+                }
+            }
             continue;
         }
+        timeline.packets_seen();
         let macs: Vec<String> = batch
             .iter()
             .map(|p| p.mac.clone())
@@ -498,14 +505,15 @@ fn dhcp_loop(
                     } else {
                         message.yiaddr().to_string()
                     };
-                    if known_mac || !timeline.shedding() {
-                        events.push((
-                            p.mac.clone(),
-                            "dhcp",
-                            format!("{asked}{port}{arch} → {answer} {address}{file}"),
-                        ));
+                    let line = (
+                        p.mac.clone(),
+                        "dhcp",
+                        format!("{asked}{port}{arch} → {answer} {address}{file}"),
+                    );
+                    if known_mac {
+                        events.push(line);
                     } else {
-                        timeline.shed(1);
+                        timeline.add_unregistered(line);
                     }
                     let mut out = Vec::with_capacity(576);
                     if message.encode(&mut Encoder::new(&mut out)).is_err() {
@@ -548,30 +556,45 @@ fn dhcp_loop(
     }
 }
 
-/// The DHCP exchanges' boot timeline lines waiting to be written. They
-/// ride on the next lease transaction (the one an ACK waits for anyway, see
-/// [`LeaseDb::save`]), or go in one of their own once they have waited
-/// [`TIMELINE_EVERY`] or number [`TIMELINE_BATCH`]. While more than
-/// [`TIMELINE_SHED_AT`] lines wait (a discovery flood), lines of
-/// unregistered MACs are left out (a registered node's are always kept, up
-/// to [`TIMELINE_PENDING_MAX`]): the answers come first.
-#[derive(Default)]
+/// The DHCP exchanges' boot timeline lines waiting to be written, in two
+/// queues.
+///
+/// - A registered node's lines ride on the next lease transaction (the one
+///   an ACK waits for anyway, see [`LeaseDb::save`]), or go in one of their
+///   own once they have waited [`TIMELINE_EVERY`] or number
+///   [`TIMELINE_BATCH`]; at most [`TIMELINE_PENDING_MAX`] wait.
+/// - Lines of unregistered MACs (discovery clients, strangers) wait until
+///   the sockets have been quiet for [`UNREGISTERED_QUIET`], or at most
+///   [`UNREGISTERED_EVERY`], and then go in one transaction: each line of a
+///   random MAC touches its own page of the timeline's MAC index, and
+///   written with every ACK they made a discovery flood's answers 1.5–3.7×
+///   slower than Kea's (measured, `cargo bench --bench dhcp`). At most
+///   [`UNREGISTERED_MAX`] wait; beyond, the oldest are left out (counted,
+///   logged at DEBUG): the answers come first.
 struct Timeline {
     lines: Vec<BootLine>,
     since: Option<std::time::Instant>,
+    unregistered: std::collections::VecDeque<BootLine>,
+    unregistered_since: Option<std::time::Instant>,
+    last_packets: std::time::Instant,
     dropped: u64,
 }
 
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            lines: Vec::new(),
+            since: None,
+            unregistered: std::collections::VecDeque::new(),
+            unregistered_since: None,
+            last_packets: std::time::Instant::now(),
+            dropped: 0,
+        }
+    }
+}
+
 impl Timeline {
-    /// Whether lines of unregistered MACs are being left out.
-    fn shedding(&self) -> bool {
-        self.lines.len() >= TIMELINE_SHED_AT
-    }
-
-    fn shed(&mut self, lines: u64) {
-        self.dropped += lines;
-    }
-
+    /// A registered node's lines.
     fn add(&mut self, lines: Vec<BootLine>) {
         if lines.is_empty() {
             return;
@@ -582,33 +605,74 @@ impl Timeline {
         self.since.get_or_insert_with(std::time::Instant::now);
     }
 
-    /// How long the loop may wait for packets before the lines are due.
-    fn wait_ms(&self) -> i32 {
-        match self.since {
-            None => 250,
-            Some(t) => TIMELINE_EVERY.saturating_sub(t.elapsed()).as_millis() as i32,
+    /// A line of an unregistered MAC.
+    fn add_unregistered(&mut self, line: BootLine) {
+        if self.unregistered.len() >= UNREGISTERED_MAX {
+            self.unregistered.pop_front();
+            self.dropped += 1;
         }
+        self.unregistered.push_back(line);
+        self.unregistered_since
+            .get_or_insert_with(std::time::Instant::now);
     }
 
-    /// Whether the lines should be written without a lease transaction.
+    /// Packets arrived (the sockets are not quiet).
+    fn packets_seen(&mut self) {
+        self.last_packets = std::time::Instant::now();
+    }
+
+    /// How long the loop may wait for packets before some lines are due.
+    fn wait_ms(&self) -> i32 {
+        let mut wait = std::time::Duration::from_millis(250);
+        if let Some(t) = self.since {
+            wait = wait.min(TIMELINE_EVERY.saturating_sub(t.elapsed()));
+        }
+        if let Some(t) = self.unregistered_since {
+            wait = wait
+                .min(UNREGISTERED_EVERY.saturating_sub(t.elapsed()))
+                .min(UNREGISTERED_QUIET.saturating_sub(self.last_packets.elapsed()));
+        }
+        wait.as_millis() as i32
+    }
+
+    /// Whether the registered nodes' lines should be written without a
+    /// lease transaction.
     fn due(&self) -> bool {
         self.lines.len() >= TIMELINE_BATCH
             || self.since.is_some_and(|t| t.elapsed() >= TIMELINE_EVERY)
     }
 
-    /// The lines to write now (at most [`TIMELINE_BATCH`]).
+    /// Whether the unregistered MACs' lines should be written now.
+    fn unregistered_due(&self) -> bool {
+        self.unregistered_since.is_some_and(|t| {
+            t.elapsed() >= UNREGISTERED_EVERY || self.last_packets.elapsed() >= UNREGISTERED_QUIET
+        })
+    }
+
+    /// The registered nodes' lines to write now (at most [`TIMELINE_BATCH`]).
     fn take(&mut self) -> Vec<BootLine> {
         let n = self.lines.len().min(TIMELINE_BATCH);
         let lines: Vec<BootLine> = self.lines.drain(..n).collect();
+        self.log_dropped();
+        self.since = (!self.lines.is_empty()).then(std::time::Instant::now);
+        lines
+    }
+
+    /// Every waiting line of unregistered MACs.
+    fn take_unregistered(&mut self) -> Vec<BootLine> {
+        self.log_dropped();
+        self.unregistered_since = None;
+        self.unregistered.drain(..).collect()
+    }
+
+    fn log_dropped(&mut self) {
         if self.dropped > 0 {
             tracing::debug!(
                 lines = self.dropped,
-                "boot timeline: left out lines of unregistered MACs (a DHCP flood)"
+                "boot timeline: left out lines (a DHCP flood)"
             );
             self.dropped = 0;
         }
-        self.since = (!self.lines.is_empty()).then(std::time::Instant::now);
-        lines
     }
 }
 
@@ -650,5 +714,83 @@ fn send_all(socks: &Sockets, out: Vec<Outgoing>) {
 type BootLine = (String, &'static str, String);
 const TIMELINE_BATCH: usize = 64;
 const TIMELINE_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
-const TIMELINE_SHED_AT: usize = 4 * TIMELINE_BATCH;
 const TIMELINE_PENDING_MAX: usize = 16 * 1024;
+const UNREGISTERED_QUIET: std::time::Duration = std::time::Duration::from_millis(20);
+const UNREGISTERED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const UNREGISTERED_MAX: usize = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn line(mac: &str) -> BootLine {
+        (mac.to_string(), "dhcp", "DISCOVER → OFFER".to_string())
+    }
+
+    #[test]
+    fn unregistered_lines_wait_for_quiet_sockets() {
+        let mut t = Timeline::default();
+        t.packets_seen();
+        t.add_unregistered(line("52:54:00:00:00:01"));
+        assert!(!t.unregistered_due(), "due while packets keep coming");
+        assert!(t.wait_ms() <= UNREGISTERED_QUIET.as_millis() as i32);
+        std::thread::sleep(UNREGISTERED_QUIET + Duration::from_millis(5));
+        assert!(t.unregistered_due(), "not due after the sockets went quiet");
+        let lines = t.take_unregistered();
+        assert_eq!(lines, vec![line("52:54:00:00:00:01")]);
+        assert!(!t.unregistered_due());
+        assert!(t.take_unregistered().is_empty());
+    }
+
+    #[test]
+    fn unregistered_lines_are_written_within_a_second_of_a_flood() {
+        let mut t = Timeline::default();
+        t.add_unregistered(line("52:54:00:00:00:02"));
+        let start = std::time::Instant::now();
+        // Packets every 5 ms: never quiet for 20 ms.
+        while !t.unregistered_due() {
+            t.packets_seen();
+            assert!(start.elapsed() < Duration::from_secs(3), "never due");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(start.elapsed() >= UNREGISTERED_EVERY - Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_flood_keeps_the_newest_unregistered_lines_and_every_registered_one() {
+        let mut t = Timeline::default();
+        for i in 0..UNREGISTERED_MAX + 10 {
+            t.add_unregistered(line(&format!(
+                "52:54:00:00:{:02x}:{:02x}",
+                i / 256,
+                i % 256
+            )));
+        }
+        t.add(vec![line("52:54:00:aa:aa:aa")]);
+        let unregistered = t.take_unregistered();
+        assert_eq!(unregistered.len(), UNREGISTERED_MAX);
+        assert_eq!(
+            unregistered[0],
+            line("52:54:00:00:00:0a"),
+            "the oldest ten left out"
+        );
+        assert_eq!(t.take(), vec![line("52:54:00:aa:aa:aa")]);
+    }
+
+    #[test]
+    fn registered_lines_are_due_after_a_batch_or_their_delay() {
+        let mut t = Timeline::default();
+        t.add(vec![line("52:54:00:aa:aa:01")]);
+        assert!(!t.due());
+        std::thread::sleep(TIMELINE_EVERY + Duration::from_millis(5));
+        assert!(t.due());
+        t.take();
+        t.add(
+            (0..TIMELINE_BATCH)
+                .map(|_| line("52:54:00:aa:aa:02"))
+                .collect(),
+        );
+        assert!(t.due());
+    }
+}
