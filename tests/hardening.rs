@@ -246,15 +246,15 @@ fn pxe_listeners_hold_under_floods() {
         again, ip,
         "the node keeps its address after a foreign DECLINE"
     );
-    // The boot timelines: the registered node's exchanges, and those of a
-    // discovery client the flood's first DISCOVER came from (its lines
-    // wait for the flood to end, then reach the store).
-    let first = attack::random_mac(0)
+    // The boot timelines: the registered node's exchanges, and the last
+    // flood's last DISCOVER (unregistered MACs' lines wait for the flood
+    // to end, the newest kept, then reach the store).
+    let last = attack::random_mac(10_000 + 1999)
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":");
-    for (mac, wanted) in [("52:54:00:99:00:42", "→ ACK"), (first.as_str(), "→ OFFER")] {
+    for (mac, wanted) in [("52:54:00:99:00:42", "→ ACK"), (last.as_str(), "DISCOVER")] {
         let seen = wait_for(Duration::from_secs(10), || {
             d.ok(json!({"action": "DescribeBootEvents", "mac": mac}))["event_set"]
                 .to_string()

@@ -156,6 +156,13 @@ fn a_secure_boot_machine_refuses_an_unsigned_boot_program() {
     assert!(timeline.contains("ipxe.efi: "), "{timeline}");
     let s = lab.wait_job(&job, 180);
     assert_eq!(s["node_progress"][&id]["ret_code"], 3710, "{s}");
+    assert!(
+        s["node_progress"][&id]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Likely cause: the node fetched its boot loader (ipxe.efi: "),
+        "{s}"
+    );
     let timeline =
         lab.ok(json!({"action": "DescribeBootEvents", "node_id": id}))["event_set"].to_string();
     assert!(

@@ -209,6 +209,13 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
             .contains("within 25 s"),
         "{s}"
     );
+    // vm1 network-booted with its real MAC: the diagnosis names it.
+    assert!(
+        np[&wrong_mac]["message"].as_str().unwrap().contains(
+            "meanwhile PXE firmware of unregistered MAC(s) 52:54:00:99:20:01 asked: is one of them this node's PXE MAC?"
+        ),
+        "{s}"
+    );
     let log = lab.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
     assert!(
         log.contains(&format!("{badsum} (vm0): failed at step0"))

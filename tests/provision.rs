@@ -397,12 +397,34 @@ fn failures_say_which_step_and_power_the_node_off() {
     assert_eq!(s["status"], "failed");
     let np = &s["node_progress"];
     assert_eq!(np[&silent]["ret_code"], 3710, "{s}");
+    let message = np[&silent]["message"].as_str().unwrap();
     assert!(
-        np[&silent]["message"]
-            .as_str()
-            .unwrap()
-            .contains("did not request its boot file within 6 s"),
+        message.contains("did not request its boot file within 6 s"),
         "{s}"
+    );
+    // The diagnosis: the BMC says on and PXE, and not one DHCP request.
+    assert!(
+        message
+            .contains("Likely cause: no DHCP request from 52:54:00:99:10:00 since the power cycle"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Tried twice: with a next-boot and with a persistent boot override."),
+        "{message}"
+    );
+    let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": silent}));
+    assert_eq!(t["diagnosis_cause"], "no_dhcp", "{t}");
+    assert!(
+        t["event_set"][0]["kind"] == "bmc"
+            && t["event_set"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("step1: boot device pxe (next boot, EFI), power cycle")
+            && t["event_set"][1]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("step2: boot device pxe (persistent, EFI), power cycle"),
+        "{t}"
     );
     assert_eq!(np[&broken]["ret_code"], 3720, "{s}");
     assert!(
@@ -432,6 +454,49 @@ fn failures_say_which_step_and_power_the_node_off() {
     // an ended deploy still matches but no one listens.
     let r = d.call(json!({"action": "AbortProvisionBMNodes", "node_ids": [silent]}));
     assert_eq!(r["ret_code"], 2300, "{r}");
+}
+
+#[test]
+fn a_bmc_that_ignores_a_next_boot_override_gets_a_persistent_one() {
+    let lab = lab(1);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let id = register(&d, 0);
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The machine: its firmware network-boots only when the BMC's boot
+    // override is persistent (as some BMCs behave).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let flags = ipmitool(&lab, 0, &["chassis", "bootparam", "get", "5"]);
+        if flags.contains("Options apply to all future boots") && flags.contains("PXE") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no persistent PXE override: {flags}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = wait_boot(&lab, &id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log =
+            d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
+        if log.contains("step2: the persistent boot override worked") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        log.contains("step2: no DHCP from 52:54:00:99:10:00 in 6 s: boot device pxe again, persistent this time"),
+        "{log}"
+    );
+    assert_eq!(post(&lab, &url, "progress", "percent=10"), 200);
+    d.ok(json!({"action": "AbortProvisionBMNodes", "node_ids": [id]}));
+    assert_eq!(job_done(&d, &job, 30)["status"], "failed");
 }
 
 #[test]

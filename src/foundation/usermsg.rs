@@ -174,7 +174,7 @@ pub const PROVISION_TIMEOUT: Event = Event {
     event_id: "RB-PRV-0005",
     level: MessageLevel::Error,
     text: "Node {node_id} timed out at {step} after {seconds} s ({detail}): see its boot timeline \
-           (DescribeBootEvents) for the last thing it did; the node was powered off.",
+           (DescribeBootEvents) for the last thing it did; the node was powered off.{hint}",
 };
 
 /// AbortProvisionBMNodes (or AbortIntrospection) stopped the work.
@@ -268,7 +268,8 @@ pub const CATALOGUE: &[Event] = &[
 ];
 
 /// Fills `event`'s placeholders from `args`. A value is cut to 160 characters
-/// and stripped of control characters; a placeholder without a value becomes `?`.
+/// (`hint`, the diagnosis rackboot adds: 600) and stripped of control
+/// characters; a placeholder without a value becomes `?`.
 pub fn render(event: &Event, args: &[(&str, &str)]) -> String {
     let mut out = String::with_capacity(event.text.len() + 32);
     let mut rest = event.text;
@@ -283,7 +284,9 @@ pub fn render(event: &Event, args: &[(&str, &str)]) -> String {
                     .find(|(k, _)| *k == name)
                     .map(|(_, v)| *v)
                     .unwrap_or("?");
-                out.extend(value.chars().filter(|c| !c.is_control()).take(160));
+                // `hint`: rackboot's own diagnosis, longer than a BMC's word.
+                let cap = if name == "hint" { 600 } else { 160 };
+                out.extend(value.chars().filter(|c| !c.is_control()).take(cap));
                 rest = &after[close + 1..];
             }
             None => {

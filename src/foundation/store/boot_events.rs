@@ -17,7 +17,7 @@ pub const EVENTS_MAX: i64 = 20_000;
 pub struct BootEvent {
     pub mac: String,
     pub node_id: String,
-    /// dhcp, tftp, http or callback.
+    /// dhcp, tftp, http, callback or bmc (what rackboot told its BMC).
     pub kind: String,
     pub detail: String,
     /// Unix milliseconds.
@@ -80,6 +80,60 @@ impl Store {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    /// Events of `mac` since the last thing rackboot told its BMC (the
+    /// `bmc` line included; all of them when there is none), oldest
+    /// first, at most `limit`: the latest boot attempt.
+    pub async fn last_boot_attempt(
+        &self,
+        mac: String,
+        limit: u64,
+    ) -> Result<Vec<BootEvent>, StoreError> {
+        self.call_read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT mac, node_id, kind, detail, created_ms FROM boot_events
+                 WHERE mac = ?1 AND seq >= coalesce(
+                     (SELECT max(seq) FROM boot_events WHERE mac = ?1 AND kind = 'bmc'), 0)
+                 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![mac, limit as i64], |r| {
+                    Ok(BootEvent {
+                        mac: r.get(0)?,
+                        node_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        detail: r.get(3)?,
+                        created_ms: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// MACs of no registered node whose PXE firmware (a DHCP request with
+    /// a client architecture) asked since `since_ms`, newest first, at
+    /// most `limit`.
+    pub async fn pxe_strangers(
+        &self,
+        since_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.call_read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT mac FROM boot_events
+                 WHERE kind = 'dhcp' AND created_ms >= ?1 AND detail LIKE '%, arch %'
+                   AND mac NOT IN (SELECT pxe_mac FROM bm_nodes WHERE pxe_mac IS NOT NULL)
+                 GROUP BY mac ORDER BY max(seq) DESC LIMIT ?2",
+            )?;
+            let macs = stmt
+                .query_map(params![since_ms, limit as i64], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(macs)
         })
         .await
     }

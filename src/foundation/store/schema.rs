@@ -329,6 +329,8 @@ const MIGRATIONS: &[&str] = &[
     // 8: discovery leases (hardening).
     MIGRATION_LEASE_DISCOVERY,
     MIGRATION_JOB_STEPS,
+    // 10: what rackboot told a node's BMC, in its boot timeline.
+    MIGRATION_BMC_EVENTS,
 ];
 
 /// Redfish BMCs (migration 7): the node's BMC URL when it is not plain IPMI (`bmc_address`,
@@ -364,6 +366,24 @@ const MIGRATION_JOB_STEPS: &str = r#"
         PRIMARY KEY (job_id, node_id, step)
     );
     CREATE INDEX jobs_ended ON jobs (ended_at) WHERE ended_at IS NOT NULL;
+"#;
+
+/// Migration 10 (diagnosis): boot timelines also hold what rackboot told
+/// the node's BMC (boot device, power cycle): the start of each attempt
+/// the "why didn't it boot" rules look at.
+const MIGRATION_BMC_EVENTS: &str = r#"
+    CREATE TABLE boot_events_new (
+        seq         INTEGER PRIMARY KEY,
+        mac         TEXT NOT NULL,
+        node_id     TEXT NOT NULL DEFAULT '',
+        kind        TEXT NOT NULL CHECK (kind IN ('dhcp', 'tftp', 'http', 'callback', 'bmc')),
+        detail      TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL
+    );
+    INSERT INTO boot_events_new SELECT seq, mac, node_id, kind, detail, created_ms FROM boot_events;
+    DROP TABLE boot_events;
+    ALTER TABLE boot_events_new RENAME TO boot_events;
+    CREATE INDEX boot_events_mac ON boot_events (mac, seq);
 "#;
 
 /// The schema version this build writes.

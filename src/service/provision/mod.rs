@@ -34,13 +34,15 @@ pub use settings::{DeploySettings, Wipe};
 
 use crate::foundation::callbacks::Callback;
 use crate::foundation::config::{Config, ImageConfig, ImageMethod};
+use crate::foundation::diagnosis;
 use crate::foundation::hints;
+use crate::foundation::ipmi::commands::BootDevice;
 use crate::foundation::shared::Shared;
 use crate::foundation::states::Trigger;
 use crate::foundation::store::{BmNode, BmNodeStatus, Job, StoreError};
 use crate::foundation::templates::Mode;
 use crate::service::images::{Images, Prepared};
-use crate::service::power::Power;
+use crate::service::power::{Power, PowerOp, PowerOutcome};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -83,6 +85,56 @@ impl Provisioner {
     /// or inspection task does this before it powers the node on).
     pub fn watch(&self, node_id: &str) -> Watch {
         self.deploys.watch(node_id, DeploySettings::default())
+    }
+
+    /// "Why didn't it boot?" for the latest boot attempt of `mac` (its
+    /// timeline since rackboot last told its BMC to boot, see
+    /// [`diagnosis`]): with the unregistered PXE clients seen meanwhile and,
+    /// given the `node` and when it never asked DHCP, its BMC's power state
+    /// and boot device read now. `None`: no timeline, or nothing stands out.
+    pub async fn diagnose_boot(
+        &self,
+        mac: &str,
+        node: Option<&BmNode>,
+    ) -> Option<diagnosis::Diagnosis> {
+        let store = &self.shared.store;
+        let events = store
+            .last_boot_attempt(mac.to_string(), 1000)
+            .await
+            .unwrap_or_default();
+        if events.is_empty() {
+            return None;
+        }
+        let lines: Vec<diagnosis::Line> = events
+            .iter()
+            .map(|e| diagnosis::Line {
+                kind: &e.kind,
+                detail: &e.detail,
+            })
+            .collect();
+        let silent = !events.iter().any(|e| e.kind == "dhcp");
+        let strangers = if silent {
+            let since = events[0].created_ms;
+            store.pxe_strangers(since, 5).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (mut power_on, mut boot_pxe) = (None, None);
+        if let (true, Some(node)) = (silent, node) {
+            if let Ok(PowerOutcome::Power(on)) = self.power.run_on(node, PowerOp::Status).await {
+                power_on = Some(on);
+            }
+            if let Ok(PowerOutcome::Boot(b)) = self.power.run_on(node, PowerOp::GetBoot).await {
+                boot_pxe = Some(b.device == BootDevice::Pxe);
+            }
+        }
+        diagnosis::diagnose(&diagnosis::Facts {
+            mac,
+            lines: &lines,
+            power_on,
+            boot_pxe,
+            strangers: &strangers,
+        })
     }
 
     /// Whether a task works on `node_id` now.

@@ -82,8 +82,6 @@ fn failure(code: RetCode, event: &'static Event, args: &[(&'static str, &str)]) 
 /// status is the lowest), and what each node's task last reported.
 struct Tracker {
     job_id: String,
-    /// When the job started (Unix ms): its nodes' timelines count from here.
-    started_ms: i64,
     request_id: String,
     kind: Kind,
     /// Per running node: its step and when it began (the step durations
@@ -272,7 +270,6 @@ pub async fn start(
         .collect();
     let tracker = Arc::new(Tracker {
         job_id: job.job_id.clone(),
-        started_ms: now_secs() * 1000,
         request_id: request_id.to_string(),
         kind,
         steps: Mutex::new(
@@ -430,7 +427,7 @@ async fn node_task(
             false
         }
         Err(Stop::Failed(f)) => {
-            let f = with_firmware_note(pv, t, &node, f).await;
+            let f = with_diagnosis(pv, &node, f).await;
             end_in_failure(pv, &node, t.kind.failed()).await?;
             let text = record(pv, t, &node, f.event, &f.args).await?;
             pv.shared
@@ -449,14 +446,11 @@ async fn node_task(
     Ok(outcome)
 }
 
-/// A timeout of a node whose firmware asked DHCP in the other mode than its
-/// `boot_mode` (the DHCP step of its boot timeline says so) names that.
-async fn with_firmware_note(
-    pv: &Provisioner,
-    t: &Tracker,
-    node: &BmNode,
-    mut f: Failure,
-) -> Failure {
+/// A step2/step3 timeout names the likely cause ([`diagnosis`]): from the
+/// node's latest boot attempt in its timeline, the unregistered PXE clients
+/// seen meanwhile and, when the node never asked DHCP, its BMC's power
+/// state and boot device read now.
+async fn with_diagnosis(pv: &Provisioner, node: &BmNode, mut f: Failure) -> Failure {
     if !matches!(
         f.code,
         RetCode::ProvisionNoNetboot | RetCode::ProvisionTimeout
@@ -464,26 +458,11 @@ async fn with_firmware_note(
     {
         return f;
     }
-    let events = pv
-        .shared
-        .store
-        .boot_events(node.pxe_mac.clone(), t.started_ms, 1000)
-        .await
-        .unwrap_or_default();
-    let Some(mode) = events.iter().rev().find_map(|e| {
-        let at = e.detail.find("(asked as ")?;
-        let rest = &e.detail[at + 1..];
-        Some(rest[..rest.find(')')?].to_string())
-    }) else {
+    let Some(d) = pv.diagnose_boot(&node.pxe_mac, Some(node)).await else {
         return f;
     };
-    let note = format!(
-        "its firmware {mode}: set boot_mode (ModifyBMNodeAttributes) or the firmware's boot mode"
-    );
     if let Some((_, h)) = f.args.iter_mut().find(|(k, _)| *k == "hint") {
-        *h = format!(" Also: {note}.");
-    } else if let Some((_, d)) = f.args.iter_mut().find(|(k, _)| *k == "detail") {
-        *d = format!("{d}; {note}");
+        *h = format!("{h} Likely cause: {}.", d.text);
     }
     f
 }
@@ -836,6 +815,24 @@ async fn boot_and_cycle(
     };
     let operation = format!("set boot device {}", device.as_str());
     bmc(pv, node, step, &operation, PowerOp::SetBoot(setting)).await?;
+    // The boot timeline's mark of a new attempt (best effort).
+    if !node.pxe_mac.is_empty() {
+        let detail = format!(
+            "step{step}: boot device {} ({}{}), power cycle",
+            device.as_str(),
+            if persistent {
+                "persistent"
+            } else {
+                "next boot"
+            },
+            if setting.efi { ", EFI" } else { "" },
+        );
+        let _ = pv
+            .shared
+            .store
+            .record_boot_event(node.pxe_mac.clone(), "bmc", detail)
+            .await;
+    }
     bmc(pv, node, step, "power cycle", PowerOp::Cycle).await?;
     Ok(())
 }
@@ -879,7 +876,28 @@ async fn boot_ramdisk<'a>(
     };
     t.step(pv, node, 2, 5, &what).await?;
     // Any sign of the deploy: its script, a file it fetched, a callback.
-    match tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await {
+    let mut waited = tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await;
+    // Not one DHCP request from the node: some BMCs ignore a next-boot
+    // override. Once more with a persistent one (step4 sets the disk).
+    let retried = waited.is_err() && !vmedia && !asked_dhcp(pv, node).await;
+    if retried {
+        let line = format!(
+            "{}: step2: no DHCP from {} in {secs} s: boot device pxe again, persistent this time, and a power cycle",
+            label(node),
+            node.pxe_mac
+        );
+        pv.shared.store.append_job_log(&t.job_id, line).await?;
+        boot_and_cycle(pv, node, 2, BootDevice::Pxe, true).await?;
+        waited = tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await;
+        if waited.is_ok() {
+            let line = format!(
+                "{}: step2: the persistent boot override worked (the BMC ignored the next-boot one)",
+                label(node)
+            );
+            pv.shared.store.append_job_log(&t.job_id, line).await?;
+        }
+    }
+    match waited {
         Ok(Some(e)) => Ok(Events {
             pending: Some(e),
             watch,
@@ -899,9 +917,29 @@ async fn boot_ramdisk<'a>(
         Err(_) => Err(failure(
             RetCode::ProvisionNoNetboot,
             &usermsg::PROVISION_NO_NETBOOT,
-            &[("seconds", &secs.to_string()), ("hint", "")],
+            &[
+                ("seconds", &secs.to_string()),
+                (
+                    "hint",
+                    if retried {
+                        " Tried twice: with a next-boot and with a persistent boot override."
+                    } else {
+                        ""
+                    },
+                ),
+            ],
         )),
     }
+}
+
+/// Whether `node`'s latest boot attempt has a DHCP line.
+async fn asked_dhcp(pv: &Provisioner, node: &BmNode) -> bool {
+    pv.shared
+        .store
+        .last_boot_attempt(node.pxe_mac.clone(), 1000)
+        .await
+        .map(|events| events.iter().any(|e| e.kind == "dhcp"))
+        .unwrap_or(true)
 }
 
 /// Step1 by virtual media: the node's ISO (the deploy ramdisk with its
@@ -1051,6 +1089,7 @@ async fn provision_steps(
                         ("step", "step3"),
                         ("seconds", &secs.to_string()),
                         ("detail", "no progress from the deploy"),
+                        ("hint", ""),
                     ],
                 ))
             }
@@ -1161,6 +1200,7 @@ async fn provision_steps(
                     ("step", "step4"),
                     ("seconds", &secs.to_string()),
                     ("detail", "the BMC never reported power on"),
+                    ("hint", ""),
                 ],
             ));
         }
@@ -1191,6 +1231,7 @@ async fn provision_steps(
                             ("step", "step5"),
                             ("seconds", &secs.to_string()),
                             ("detail", "the installed OS never called back"),
+                            ("hint", ""),
                         ],
                     ))
                 }

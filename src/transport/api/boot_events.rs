@@ -74,9 +74,23 @@ pub fn describe(app: Arc<App>, call: Call) -> HandlerFuture {
             })
             .collect();
         let n = set.len();
+        // The latest attempt's likely trouble; none while a job works on
+        // the node (it is still booting).
+        let node_id = match p.str("node_id") {
+            Some(id) => id.to_string(),
+            None => events.last().map(|e| e.node_id.clone()).unwrap_or_default(),
+        };
+        let diagnosis = if !node_id.is_empty() && app.provision.is_running(&node_id) {
+            None
+        } else {
+            app.provision.diagnose_boot(&mac, None).await
+        };
+        let (cause, text) = diagnosis.map(|d| (d.cause, d.text)).unwrap_or_default();
         Ok(Fields::new()
             .with("event_set", set)
             .with("total_count", n)
-            .with("mac", mac))
+            .with("mac", mac)
+            .with("diagnosis", text)
+            .with("diagnosis_cause", cause))
     })
 }

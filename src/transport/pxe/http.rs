@@ -209,6 +209,9 @@ async fn connection(
         if let Some(mac) = mac {
             let ms = started.elapsed().as_millis();
             let detail = match &sent {
+                Ok(n) if *n < len => {
+                    format!("GET {}: {n} of {len} bytes in {ms} ms (incomplete)", g.path)
+                }
                 Ok(n) => format!("GET {}: {n} bytes in {ms} ms", g.path),
                 Err(e) => format!("GET {}: stopped after {ms} ms ({e})", g.path),
             };

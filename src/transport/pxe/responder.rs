@@ -483,12 +483,17 @@ fn dhcp_loop(
                 Decision::Ignore(why) => {
                     counted(&asked, "ignored");
                     tracing::debug!(mac = %p.mac, xid = p.msg.xid(), "dhcp: no answer: {why}");
+                    // Unregistered MACs: only PXE firmware (it names its
+                    // architecture), what "is that the node's PXE MAC?" needs.
+                    let line = (
+                        p.mac,
+                        "dhcp",
+                        format!("{asked}{port}{arch}: no answer ({why})"),
+                    );
                     if known_mac {
-                        events.push((
-                            p.mac,
-                            "dhcp",
-                            format!("{asked}{port}{arch}: no answer ({why})"),
-                        ));
+                        events.push(line);
+                    } else if client_arch.is_some() {
+                        timeline.add_unregistered(line);
                     }
                 }
                 Decision::Reply { message, to } => {
