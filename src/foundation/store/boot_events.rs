@@ -69,15 +69,7 @@ impl Store {
                  WHERE mac = ?1 AND created_ms >= ?2 ORDER BY seq LIMIT ?3",
             )?;
             let rows = stmt
-                .query_map(params![mac, since_ms, limit as i64], |r| {
-                    Ok(BootEvent {
-                        mac: r.get(0)?,
-                        node_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        detail: r.get(3)?,
-                        created_ms: r.get(4)?,
-                    })
-                })?
+                .query_map(params![mac, since_ms, limit as i64], event_of)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -100,15 +92,7 @@ impl Store {
                  ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt
-                .query_map(params![mac, limit as i64], |r| {
-                    Ok(BootEvent {
-                        mac: r.get(0)?,
-                        node_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        detail: r.get(3)?,
-                        created_ms: r.get(4)?,
-                    })
-                })?
+                .query_map(params![mac, limit as i64], event_of)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -183,6 +167,17 @@ pub(super) fn write_events(
 /// Inserts `events` stamped now, each MAC kept to [`EVENTS_PER_MAC`], in
 /// the caller's transaction; the global bound is the caller's
 /// ([`bound_all`]).
+/// A row of `SELECT mac, node_id, kind, detail, created_ms`.
+fn event_of(r: &rusqlite::Row) -> rusqlite::Result<BootEvent> {
+    Ok(BootEvent {
+        mac: r.get(0)?,
+        node_id: r.get(1)?,
+        kind: r.get(2)?,
+        detail: r.get(3)?,
+        created_ms: r.get(4)?,
+    })
+}
+
 pub(super) fn insert_events(
     conn: &rusqlite::Connection,
     events: Vec<(String, &'static str, String)>,

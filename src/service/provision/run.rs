@@ -891,7 +891,7 @@ async fn boot_ramdisk<'a>(
         waited = tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await;
         if waited.is_ok() {
             let line = format!(
-                "{}: step2: the persistent boot override worked (the BMC ignored the next-boot one)",
+                "{}: step2: the persistent boot override worked (the next-boot one brought no DHCP in {secs} s)",
                 label(node)
             );
             pv.shared.store.append_job_log(&t.job_id, line).await?;
