@@ -500,6 +500,49 @@ fn a_bmc_that_ignores_a_next_boot_override_gets_a_persistent_one() {
 }
 
 #[test]
+fn a_deploy_that_stalls_after_its_script_or_its_ramdisk_download_is_diagnosed() {
+    let lab = lab(2);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let (no_kernel, no_callback) = (register(&d, 0), register(&d, 1));
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [no_kernel, no_callback]}))
+        ["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // `no_kernel`'s boot loader gets its deploy script and goes no further.
+    wait_boot(&lab, &no_kernel);
+    // `no_callback` gets its script, then fetches the deploy kernel and
+    // initrd from the client namespace with the node's MAC, and its
+    // ramdisk never calls back.
+    wait_boot(&lab, &no_callback);
+    lab.cli.ip(&["link", "set", "cli0", "down"]);
+    lab.cli
+        .ip(&["link", "set", "cli0", "address", "52:54:00:99:10:01"]);
+    lab.cli.ip(&["link", "set", "cli0", "up"]);
+    lab.cli
+        .ip(&["addr", "add", "10.99.0.150/24", "dev", "cli0"]);
+    for f in ["kernel", "initrd"] {
+        let (code, body) = curl(&lab.cli, &[&format!("http://10.99.0.1:8080/deploy/{f}")]);
+        assert_eq!(code, 200, "{body}");
+    }
+    let s = job_done(&d, &job, 90);
+    let np = &s["node_progress"];
+    for (id, wanted) in [
+        (&no_kernel, "Likely cause: the boot script was served but the kernel was never requested"),
+        (&no_callback, "Likely cause: the node fetched the deploy kernel and initrd but the ramdisk never called back"),
+    ] {
+        assert_eq!(np[id]["ret_code"], 3730, "{s}");
+        assert!(np[id]["message"].as_str().unwrap().contains(wanted), "{s}");
+    }
+    let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": no_callback}));
+    assert_eq!(t["diagnosis_cause"], "no_callback", "{t}");
+    assert!(
+        t["event_set"].to_string().contains("GET /deploy/initrd: "),
+        "{t}"
+    );
+}
+
+#[test]
 fn a_node_whose_record_vanishes_fails_alone_and_the_others_finish() {
     let lab = lab(2);
     let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
