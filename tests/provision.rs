@@ -543,6 +543,52 @@ fn a_deploy_that_stalls_after_its_script_or_its_ramdisk_download_is_diagnosed() 
 }
 
 #[test]
+fn a_kernel_download_cut_mid_transfer_is_diagnosed() {
+    let lab = lab(1);
+    // A deploy kernel big enough to be cut: 32 MiB.
+    std::fs::write(lab.dir.path().join("vmlinuz"), vec![0x5au8; 32 << 20]).unwrap();
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let id = register(&d, 0);
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_boot(&lab, &id);
+    // The node (its MAC, from the client namespace) starts the kernel and
+    // the link gives out after a second, at 64 KiB/s.
+    lab.cli.ip(&["link", "set", "cli0", "down"]);
+    lab.cli
+        .ip(&["link", "set", "cli0", "address", "52:54:00:99:10:00"]);
+    lab.cli.ip(&["link", "set", "cli0", "up"]);
+    lab.cli
+        .ip(&["addr", "add", "10.99.0.150/24", "dev", "cli0"]);
+    let _ = curl(
+        &lab.cli,
+        &[
+            "--limit-rate",
+            "64K",
+            "--max-time",
+            "1",
+            "http://10.99.0.1:8080/deploy/kernel",
+        ],
+    );
+    let s = job_done(&d, &job, 90);
+    let message = s["node_progress"][&id]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s["node_progress"][&id]["ret_code"], 3730, "{s}");
+    assert!(
+        message.contains(
+            "Likely cause: a file transfer to the node did not complete (GET /deploy/kernel: "
+        ),
+        "{message}"
+    );
+    let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": id}));
+    assert_eq!(t["diagnosis_cause"], "transfer_stopped", "{t}");
+}
+
+#[test]
 fn a_node_whose_record_vanishes_fails_alone_and_the_others_finish() {
     let lab = lab(2);
     let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
