@@ -589,6 +589,58 @@ fn a_kernel_download_cut_mid_transfer_is_diagnosed() {
 }
 
 #[test]
+fn a_kernel_download_stalled_by_a_dead_link_is_diagnosed() {
+    let lab = lab(1);
+    std::fs::write(lab.dir.path().join("vmlinuz"), vec![0x5au8; 32 << 20]).unwrap();
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let id = register(&d, 0);
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_boot(&lab, &id);
+    lab.cli.ip(&["link", "set", "cli0", "down"]);
+    lab.cli
+        .ip(&["link", "set", "cli0", "address", "52:54:00:99:10:00"]);
+    lab.cli.ip(&["link", "set", "cli0", "up"]);
+    lab.cli
+        .ip(&["addr", "add", "10.99.0.150/24", "dev", "cli0"]);
+    // The node starts its kernel; a second later its link dies (nothing,
+    // not even a reset, reaches rackboot again).
+    let mut fetch = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.cli.name,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["--limit-rate", "64K", "http://10.99.0.1:8080/deploy/kernel"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    lab.cli.ip(&["link", "set", "cli0", "down"]);
+    let _ = fetch.kill();
+    let _ = fetch.wait();
+    let s = job_done(&d, &job, 90);
+    let message = s["node_progress"][&id]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s["node_progress"][&id]["ret_code"], 3730, "{s}");
+    assert!(
+        message.contains(
+            "Likely cause: a file transfer to the node began and has not ended (GET /deploy/kernel: started (33554432 bytes))"
+        ),
+        "{message}"
+    );
+    let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": id}));
+    assert_eq!(t["diagnosis_cause"], "transfer_stalled", "{t}");
+}
+
+#[test]
 fn a_node_whose_record_vanishes_fails_alone_and_the_others_finish() {
     let lab = lab(2);
     let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});

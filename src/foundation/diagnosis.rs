@@ -81,7 +81,9 @@ pub fn diagnose(f: &Facts) -> Option<Diagnosis> {
     let stopped = |d: &&str| {
         d.contains(": not sent (") || d.contains(": stopped after") || d.ends_with(" (incomplete)")
     };
-    let fetched = |what: &str| files.iter().any(|d| d.contains(what) && !stopped(d));
+    let begun = |d: &&str| d.contains(": started (");
+    let done = |d: &&str| !stopped(d) && !begun(d);
+    let fetched = |what: &str| files.iter().any(|d| d.contains(what) && done(d));
     if fetched("kernel") && fetched("initrd") {
         return diag(
             "no_callback",
@@ -91,16 +93,34 @@ pub fn diagnose(f: &Facts) -> Option<Diagnosis> {
     // A transfer that stopped and was not completed later (firmware often
     // aborts a first TFTP request after reading the size).
     let file_of = |d: &str| d.split(": ").next().unwrap_or("").to_string();
-    if let Some(line) = files.iter().rev().filter(|d| stopped(d)).find(|d| {
-        !files
-            .iter()
-            .any(|ok| !stopped(ok) && file_of(ok) == file_of(d))
-    }) {
+    if let Some(line) = files
+        .iter()
+        .rev()
+        .filter(|d| stopped(d))
+        .find(|d| !files.iter().any(|ok| done(ok) && file_of(ok) == file_of(d)))
+    {
         return diag(
             "transfer_stopped",
             format!(
                 "a file transfer to the node did not complete ({line}): check the MTU on the path, the firmware's timeouts and any firewall between the node and rackboot"
             ),
+        );
+    }
+    // A transfer that began and has not ended (no later line of its file).
+    if let Some((i, line)) = files.iter().enumerate().rev().find(|(_, d)| begun(d)) {
+        if !files[i + 1..].iter().any(|d| file_of(d) == file_of(line)) {
+            return diag(
+                "transfer_stalled",
+                format!(
+                    "a file transfer to the node began and has not ended ({line}): the link or a firewall between the node and rackboot may drop it mid-way; check the MTU too"
+                ),
+            );
+        }
+    }
+    if fetched("kernel") {
+        return diag(
+            "initrd_not_requested",
+            "the node fetched the deploy kernel but never the initrd: check the boot loader's output on the node's console and that the initrd file exists on the deploy host".to_string(),
         );
     }
     let scripts = ["boot script", "install config", "grub.cfg", "pxelinux.cfg"];
@@ -372,6 +392,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.cause, "no_callback");
+        let begun = ("http", "GET /files/deploy/kernel: started (9000 bytes)");
+        assert_eq!(
+            cause(&[DISCOVER, ACK, tftp_ok, script, begun], None, None, &[])
+                .unwrap()
+                .cause,
+            "transfer_stalled"
+        );
+        assert_eq!(
+            cause(
+                &[DISCOVER, ACK, tftp_ok, script, begun, kernel],
+                None,
+                None,
+                &[]
+            )
+            .unwrap()
+            .cause,
+            "initrd_not_requested",
+            "a kernel that came whole, no initrd: not the transfer's fault"
+        );
         let failed = (
             "callback",
             "failed: sha256 mismatch: expected 1234, got 5678",

@@ -199,6 +199,12 @@ async fn connection(
         let mac = mac_of_peer(&h.app, peer.ip()).await;
         if let Some(kind) = kind {
             notify_fetch(&h.app, mac.as_deref(), kind).await;
+            // The deploy kernel and initrd are large: a transfer that stalls
+            // (a link or firewall dropping it mid-way) shows as started.
+            if let Some(mac) = &mac {
+                let line = format!("GET {}: started ({len} bytes)", g.path);
+                record(&h.app, mac.clone(), line).await;
+            }
         }
         let started = Instant::now();
         let sent = super::sendfile::send(&stream, &file, len, g.keep_alive, || state.moved()).await;
