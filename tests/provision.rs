@@ -515,12 +515,7 @@ fn a_deploy_that_stalls_after_its_script_or_its_ramdisk_download_is_diagnosed() 
     // initrd from the client namespace with the node's MAC, and its
     // ramdisk never calls back.
     wait_boot(&lab, &no_callback);
-    lab.cli.ip(&["link", "set", "cli0", "down"]);
-    lab.cli
-        .ip(&["link", "set", "cli0", "address", "52:54:00:99:10:01"]);
-    lab.cli.ip(&["link", "set", "cli0", "up"]);
-    lab.cli
-        .ip(&["addr", "add", "10.99.0.150/24", "dev", "cli0"]);
+    as_node(&lab, 1);
     for f in ["kernel", "initrd"] {
         let (code, body) = curl(&lab.cli, &[&format!("http://10.99.0.1:8080/deploy/{f}")]);
         assert_eq!(code, 200, "{body}");
@@ -542,10 +537,21 @@ fn a_deploy_that_stalls_after_its_script_or_its_ramdisk_download_is_diagnosed() 
     );
 }
 
-#[test]
-fn a_kernel_download_cut_mid_transfer_is_diagnosed() {
+/// The client namespace's veth becomes node `n`'s NIC (its PXE MAC and
+/// 10.99.0.150): what it fetches over HTTP lands in `n`'s boot timeline.
+fn as_node(lab: &Lab, n: u32) {
+    lab.cli.ip(&["link", "set", "cli0", "down"]);
+    let mac = format!("52:54:00:99:10:{n:02x}");
+    lab.cli.ip(&["link", "set", "cli0", "address", &mac]);
+    lab.cli.ip(&["link", "set", "cli0", "up"]);
+    lab.cli
+        .ip(&["addr", "add", "10.99.0.150/24", "dev", "cli0"]);
+}
+
+/// Node 0 provisioning with a 32 MiB deploy kernel (big enough to cut
+/// mid-transfer), its deploy script fetched: (lab, daemon, node, job).
+fn deploying_with_a_big_kernel() -> (Lab, Daemon, String, String) {
     let lab = lab(1);
-    // A deploy kernel big enough to be cut: 32 MiB.
     std::fs::write(lab.dir.path().join("vmlinuz"), vec![0x5au8; 32 << 20]).unwrap();
     let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
     let id = register(&d, 0);
@@ -554,14 +560,15 @@ fn a_kernel_download_cut_mid_transfer_is_diagnosed() {
         .unwrap()
         .to_string();
     wait_boot(&lab, &id);
+    (lab, d, id, job)
+}
+
+#[test]
+fn a_kernel_download_cut_mid_transfer_is_diagnosed() {
+    let (lab, d, id, job) = deploying_with_a_big_kernel();
     // The node (its MAC, from the client namespace) starts the kernel and
     // the link gives out after a second, at 64 KiB/s.
-    lab.cli.ip(&["link", "set", "cli0", "down"]);
-    lab.cli
-        .ip(&["link", "set", "cli0", "address", "52:54:00:99:10:00"]);
-    lab.cli.ip(&["link", "set", "cli0", "up"]);
-    lab.cli
-        .ip(&["addr", "add", "10.99.0.150/24", "dev", "cli0"]);
+    as_node(&lab, 0);
     let _ = curl(
         &lab.cli,
         &[
@@ -590,21 +597,8 @@ fn a_kernel_download_cut_mid_transfer_is_diagnosed() {
 
 #[test]
 fn a_kernel_download_stalled_by_a_dead_link_is_diagnosed() {
-    let lab = lab(1);
-    std::fs::write(lab.dir.path().join("vmlinuz"), vec![0x5au8; 32 << 20]).unwrap();
-    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
-    let id = register(&d, 0);
-    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    wait_boot(&lab, &id);
-    lab.cli.ip(&["link", "set", "cli0", "down"]);
-    lab.cli
-        .ip(&["link", "set", "cli0", "address", "52:54:00:99:10:00"]);
-    lab.cli.ip(&["link", "set", "cli0", "up"]);
-    lab.cli
-        .ip(&["addr", "add", "10.99.0.150/24", "dev", "cli0"]);
+    let (lab, d, id, job) = deploying_with_a_big_kernel();
+    as_node(&lab, 0);
     // The node starts its kernel; a second later its link dies (nothing,
     // not even a reset, reaches rackboot again).
     let mut fetch = Command::new("ip")
