@@ -3,7 +3,8 @@
 //! protocol cores (`dhcp` decisions, its in-memory `lease_table` and
 //! `firmware` classification, `tftp`'s wire format, `ipmi` RMCP+, `redfish`
 //! (BMC URLs, the Redfish client), `templates`, `inventory` parsers, deploy
-//! `callbacks`, the `ssh` client), the boot-failure rules (`diagnosis`), the BMNode state table (`states`), the
+//! `callbacks`, the `ssh` client), the boot-failure rules (`diagnosis`), serial console
+//! text (`console_text`), the BMNode state table (`states`), the
 //! catalogues (`errors`: ret codes; `usermsg`: user messages), and plain
 //! helpers (`config`, `validate`, `ids`, `auth`, `budget`: connection and
 //! descriptor budgets of the listeners), and the daemon's Prometheus `metrics`.
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod budget;
 pub mod callbacks;
 pub mod config;
+pub mod console_text;
 pub mod dhcp;
 pub mod diagnosis;
 pub mod errors;

@@ -158,7 +158,7 @@ pub const PROVISION_NO_NETBOOT: Event = Event {
     event_id: "RB-PRV-0003",
     level: MessageLevel::Error,
     text: "Node {node_id} did not request its boot file within {seconds} s after power-on (step2): check the \
-           PXE MAC ({mac}), that its NIC network-boots, and that the switch port forwards DHCP to rackboot.{hint}",
+           PXE MAC ({mac}), that its NIC network-boots, and that the switch port forwards DHCP to rackboot.{hint}{console}",
 };
 
 /// Provision step3: the deploy ramdisk or installer reported a failure.
@@ -166,7 +166,7 @@ pub const PROVISION_DEPLOY_FAILED: Event = Event {
     event_id: "RB-PRV-0004",
     level: MessageLevel::Error,
     text: "Node {node_id} failed to deploy {os_version} (step3): the deploy reported: {detail}. Check the \
-           image entry (file or url, sha256) and the node's os_disk_name; the node was powered off.",
+           image entry (file or url, sha256) and the node's os_disk_name; the node was powered off.{console}",
 };
 
 /// Provision step3/step5: no word from the deploy (or first boot) in time.
@@ -174,7 +174,7 @@ pub const PROVISION_TIMEOUT: Event = Event {
     event_id: "RB-PRV-0005",
     level: MessageLevel::Error,
     text: "Node {node_id} timed out at {step} after {seconds} s ({detail}): see its boot timeline \
-           (DescribeBootEvents) for the last thing it did; the node was powered off.{hint}",
+           (DescribeBootEvents) for the last thing it did; the node was powered off.{hint}{console}",
 };
 
 /// AbortProvisionBMNodes (or AbortIntrospection) stopped the work.
@@ -198,7 +198,7 @@ pub const INSPECT_FAILED: Event = Event {
     level: MessageLevel::Error,
     text:
         "Inspection of node {node_id} failed at {step}: {detail}. Check its PXE MAC and the deploy \
-           ramdisk ([deploy] kernel/initrd), then run IntrospectBMNodes again.",
+           ramdisk ([deploy] kernel/initrd), then run IntrospectBMNodes again.{console}",
 };
 
 /// Provision step3: the node's root-device hints choose no single disk
@@ -208,7 +208,7 @@ pub const PROVISION_NO_DISK: Event = Event {
     level: MessageLevel::Error,
     text: "Node {node_id} has no disk for {os_version} (step3): {detail}. Root-device hints: {hints}. \
            Disks the deploy ramdisk found: {disks}. Change root_device (ModifyBMNodeAttributes) and run \
-           ProvisionBMNodes again; the node was powered off.",
+           ProvisionBMNodes again; the node was powered off.{console}",
 };
 
 /// Provision step2 by virtual media: the ramdisk never called in.
@@ -217,7 +217,7 @@ pub const PROVISION_NO_VMEDIA_BOOT: Event = Event {
     level: MessageLevel::Error,
     text: "Node {node_id} did not start the deploy ramdisk from virtual media within {seconds} s (step2): check on \
            its console that it boots the CD, that its BMC fetched the ISO (DescribeBootEvents), and that the \
-           ramdisk reaches rackboot at {address} through the NIC {mac}.",
+           ramdisk reaches rackboot at {address} through the NIC {mac}.{console}",
 };
 
 /// Provision step1 by virtual media: the ISO could not be built.
@@ -233,7 +233,7 @@ pub const CLEAN_FAILED: Event = Event {
     event_id: "RB-PRV-0012",
     level: MessageLevel::Error,
     text: "Cleaning of node {node_id} failed at {step}: {detail}. The node is clean_failed: its disks may still \
-           hold data. Check its PXE MAC and the deploy ramdisk, then run UnprovisionBMNodes again.",
+           hold data. Check its PXE MAC and the deploy ramdisk, then run UnprovisionBMNodes again.{console}",
 };
 
 /// Every event, for documentation and tests.
@@ -279,13 +279,19 @@ pub fn render(event: &Event, args: &[(&str, &str)]) -> String {
         match after.find('}') {
             Some(close) => {
                 let name = &after[..close];
+                // `hint` (rackboot's diagnosis) and `console` (the node's
+                // last console lines) are optional and longer than a BMC's word.
+                let optional = matches!(name, "hint" | "console");
                 let value = args
                     .iter()
                     .find(|(k, _)| *k == name)
                     .map(|(_, v)| *v)
-                    .unwrap_or("?");
-                // `hint`: rackboot's own diagnosis, longer than a BMC's word.
-                let cap = if name == "hint" { 600 } else { 160 };
+                    .unwrap_or(if optional { "" } else { "?" });
+                let cap = match name {
+                    "hint" => 600,
+                    "console" => 480,
+                    _ => 160,
+                };
                 out.extend(value.chars().filter(|c| !c.is_control()).take(cap));
                 rest = &after[close + 1..];
             }

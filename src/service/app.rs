@@ -7,6 +7,7 @@ use crate::foundation::config::Config;
 use crate::foundation::shared::Shared;
 use crate::foundation::store::Store;
 use crate::service::collect::Collector;
+use crate::service::console::Consoles;
 use crate::service::images::Images;
 use crate::service::logins::Logins;
 use crate::service::power::Power;
@@ -24,6 +25,7 @@ pub struct App {
     pub provision: Arc<Provisioner>,
     pub scan: Arc<Scanner>,
     pub collect: Collector,
+    pub consoles: Arc<Consoles>,
 }
 
 impl App {
@@ -31,9 +33,16 @@ impl App {
         let shared = Arc::new(Shared::new(store.clone(), config, state_dir));
         let power = Arc::new(Power::new(shared.clone()));
         let images = Arc::new(Images::new(&shared.state_dir));
+        let consoles = Arc::new(Consoles::new(shared.clone(), power.clone()));
         App {
             logins: Logins::new(store.clone()),
-            provision: Arc::new(Provisioner::new(shared.clone(), power.clone(), images)),
+            provision: Arc::new(Provisioner::new(
+                shared.clone(),
+                power.clone(),
+                images,
+                consoles.clone(),
+            )),
+            consoles,
             scan: Arc::new(Scanner::new(shared.clone(), power.clone())),
             collect: Collector::new(shared.clone()),
             power,

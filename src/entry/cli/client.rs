@@ -61,3 +61,52 @@ pub async fn call_raw(socket: &Path, request: &Value) -> Result<Bytes, ClientErr
     driver.abort();
     Ok(bytes)
 }
+
+/// Sends `request` asking to upgrade the connection to `protocol`: `Ok(Ok)`
+/// is the upgraded byte stream, `Ok(Err)` the daemon's JSON answer (an
+/// error, or a daemon that streams nothing).
+pub async fn call_upgrade(
+    socket: &Path,
+    request: &Value,
+    protocol: &str,
+) -> Result<Result<TokioIo<hyper::upgrade::Upgraded>, Value>, ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::Connect {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let body = serde_json::to_vec(request).map_err(|e| ClientError::Http(e.to_string()))?;
+    let req = hyper::Request::post("/")
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header(hyper::header::UPGRADE, protocol)
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?;
+    if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        return Ok(Ok(TokioIo::new(upgraded)));
+    }
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map(Err)
+        .map_err(|e| ClientError::BadResponse(e.to_string()))
+}

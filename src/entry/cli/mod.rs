@@ -12,6 +12,7 @@
 //! 78 ([`daemon::EXIT_CONFIG`]) an invalid configuration.
 
 pub mod client;
+pub mod console;
 pub mod output;
 
 use crate::entry::daemon::{self, ServeOptions, ADMIN_PASSWORD_FILE, EXIT_CONFIG};
@@ -93,6 +94,8 @@ pub fn group_of(command: &str) -> &'static str {
         || command.contains("user-password")
     {
         "Users"
+    } else if command.starts_with("console") {
+        "Bare-metal nodes"
     } else if command.contains("message") {
         "Messages"
     } else if command.contains("provision")
@@ -285,6 +288,13 @@ pub fn command() -> Command {
                     Command::new("down")
                         .about("Stop and remove everything `lab up` created")
                         .arg(Arg::new("dir").long("dir").value_name("DIR").default_value("/var/lib/rackboot-lab")),
+                )
+                .subcommand(
+                    Command::new("serial-relay")
+                        .hide(true)
+                        .about("(internal) Relay a lab VM's serial port to its BMC's SOL across VM restarts, on 127.0.0.1")
+                        .arg(Arg::new("bmc_port").long("bmc-port").required(true).value_parser(clap::value_parser!(u16)))
+                        .arg(Arg::new("vm_port").long("vm-port").required(true).value_parser(clap::value_parser!(u16))),
                 ),
         )
         .subcommand(
@@ -505,6 +515,16 @@ pub fn main() -> i32 {
     }
     if name == "lab" {
         let (verb, args) = sub.subcommand().expect("subcommand_required");
+        if verb == "serial-relay" {
+            let port = |k: &str| *args.get_one::<u16>(k).expect("required");
+            return match crate::entry::lab::serial_relay(port("bmc_port"), port("vm_port")) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("rackboot lab serial-relay: {e}");
+                    1
+                }
+            };
+        }
         let dir = PathBuf::from(args.get_one::<String>("dir").expect("has a default"));
         let result = if verb == "up" {
             let binary = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rackboot"));
@@ -826,6 +846,19 @@ async fn run_client(
                 Ok(r) => r,
                 Err(e) => return usage(e),
             };
+            if action.name == "ConnectBMNodeConsole" {
+                let mut req = req;
+                session.authorise(&mut req);
+                return match console::run(&session.socket, req).await {
+                    Ok(Ok(true)) => 0,
+                    Ok(Ok(false)) => 1,
+                    Ok(Err(answer)) => session.report(&answer, Some(action), false),
+                    Err(e) => {
+                        eprintln!("rackboot: {e}");
+                        EXIT_UNREACHABLE
+                    }
+                };
+            }
             let wait = sub
                 .try_get_one::<bool>("wait")
                 .ok()

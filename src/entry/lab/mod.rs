@@ -164,6 +164,17 @@ impl Hardware {
     }
 }
 
+/// The TCP port (on the lab namespace's loopback) where VM `i`'s BMC's SOL
+/// connects to the serial relay ([`serial_relay`]).
+fn sol_port(i: u32) -> u32 {
+    9100 + i
+}
+
+/// The relay's port for VM `i`'s serial port (QEMU connects to it).
+fn serial_port(i: u32) -> u32 {
+    9200 + i
+}
+
 /// The serial of VM `i`'s disk `n` (1 or 2).
 pub fn disk_serial(i: u32, n: u8) -> String {
     format!("RB-LAB{i:02}-D{n}")
@@ -477,11 +488,12 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         let hw = hardware(o, i);
         // Sparse disks of server sizes: 4 GiB, and 6 GiB for a second one.
         let mut env = format!(
-            "TAP={tap}\nMAC={}\nNIC={}\nDISK_CTRL={}\nFIRMWARE={}\n",
+            "TAP={tap}\nMAC={}\nNIC={}\nDISK_CTRL={}\nFIRMWARE={}\nSERIALPORT={}\n",
             mac(i),
             hw.nic,
             hw.disk,
-            hw.firmware
+            hw.firmware,
+            serial_port(i)
         );
         for n in 1..=hw.disks {
             let disk = vm.join(format!("disk{n}.raw"));
@@ -515,9 +527,11 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
                 "name \"vm{i}\"\nset_working_mc 0x20\n  startlan 1\n    addr 10.99.0.1 {}\n    priv_limit admin\n\
                  allowed_auths_callback {auths}\n allowed_auths_user {auths}\n allowed_auths_operator {auths}\n allowed_auths_admin {auths}\n\
                  guid a123456789abcdefa123456789abcd{i:02x}\n  endlan\n  chassis_control \"{}\"\n\
+                 sol \"tcp:127.0.0.1:{}\" 115200\n\
                  user 2 true \"admin\" \"password\" admin 10 {auths}\n",
                 6230 + i,
-                chassis.display()
+                chassis.display(),
+                sol_port(i)
             ),
         )
         .map_err(|e| e.to_string())?;
@@ -526,6 +540,34 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
             "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
         )
         .map_err(|e| e.to_string())?;
+        let relay = spawn_in(
+            &o.netns,
+            &o.binary,
+            &[
+                "lab",
+                "serial-relay",
+                "--bmc-port",
+                &sol_port(i).to_string(),
+                "--vm-port",
+                &serial_port(i).to_string(),
+            ],
+            &vm.join("serial-relay.log"),
+        )?;
+        pids.push(relay);
+        let relay_log = vm.join("serial-relay.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&relay_log)
+            .unwrap_or_default()
+            .contains("listening")
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the serial relay of vm{i} did not start: {}",
+                    std::fs::read_to_string(&relay_log).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let (lan, emu, state) = (vm.join("lan.conf"), vm.join("sim.emu"), vm.join("state"));
         let pid = spawn_in(
             &o.netns,
@@ -789,5 +831,60 @@ pub fn down(dir: &Path) -> Result<(), String> {
         "lab: down (the ramdisk and image stay in {} for the next run)",
         dir.display()
     );
+    Ok(())
+}
+
+/// `rackboot lab serial-relay`: joins a lab VM's serial port to its BMC's
+/// SOL. Both connect here (on 127.0.0.1, in the lab's namespace): ipmi_sim's
+/// `sol "tcp:…"` to `bmc_port`, QEMU's serial chardev to `vm_port`. A VM
+/// restart (every power cycle) then drops only QEMU's side, which
+/// reconnects at once; ipmi_sim, which retries a lost connection only
+/// every ~10 s, would otherwise miss the firmware's first seconds (the
+/// BIOS, PXE and boot loader lines that tell why a boot failed). What one
+/// side sends while the other is away is dropped, as on a serial line.
+pub fn serial_relay(bmc_port: u16, vm_port: u16) -> Result<(), String> {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+    type Side = Arc<Mutex<Option<TcpStream>>>;
+    let bmc: Side = Arc::new(Mutex::new(None));
+    let vm: Side = Arc::new(Mutex::new(None));
+    let listen = |port: u16| {
+        TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("127.0.0.1:{port}: {e}"))
+    };
+    let (bmc_listener, vm_listener) = (listen(bmc_port)?, listen(vm_port)?);
+    // `lab up` starts the BMC once this line is out (ipmi_sim retries a
+    // refused connection only after ~10 s).
+    println!("serial-relay: listening on 127.0.0.1:{bmc_port} (BMC) and 127.0.0.1:{vm_port} (VM)");
+    let _ = std::io::stdout().flush();
+    // Each accepted connection replaces the side's previous one and pumps
+    // what it reads to the other side.
+    fn serve(listener: TcpListener, mine: Side, other: Side) {
+        for conn in listener.incoming().flatten() {
+            let _ = conn.set_nodelay(true);
+            let Ok(reader) = conn.try_clone() else { continue };
+            *mine.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+            let other = other.clone();
+            std::thread::spawn(move || {
+                let mut reader = reader;
+                let mut buf = [0u8; 4096];
+                loop {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            let mut o = other.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(out) = o.as_mut() {
+                                if out.write_all(&buf[..n]).is_err() {
+                                    *o = None;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+    let (b, v) = (bmc.clone(), vm.clone());
+    std::thread::spawn(move || serve(vm_listener, v, b));
+    serve(bmc_listener, bmc, vm);
     Ok(())
 }

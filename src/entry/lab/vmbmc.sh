@@ -5,7 +5,9 @@
 # (bootindex: the NIC first for pxe, the disk first otherwise).
 # The VM's hardware comes from vm.env beside this file: NIC (QEMU device),
 # DISK_CTRL (virtio-blk virtio-scsi ahci nvme megasas lsi), FIRMWARE (bios
-# uefi secureboot), DISK/SERIAL and optionally DISK2/SERIAL2.
+# uefi secureboot), DISK/SERIAL and optionally DISK2/SERIAL2, SERIALPORT (the
+# serial port: `rackboot lab serial-relay`, which ipmi_sim's SOL also
+# connects to; serial.log keeps a copy).
 D=$(dirname "$0")
 . "$D/vm.env"
 PIDF=$D/vm.pid
@@ -47,7 +49,8 @@ start() {
   esac
   # shellcheck disable=SC2046
   setsid qemu-system-x86_64 -accel tcg -m 1024 -nographic -nodefaults \
-    "${fw[@]}" -chardev "file,id=s0,path=$D/serial.log,append=on" -serial chardev:s0 \
+    "${fw[@]}" -serial chardev:s0 \
+    -chardev "socket,id=s0,host=127.0.0.1,port=$SERIALPORT,reconnect=1,logfile=$D/serial.log,logappend=on" \
     -pidfile "$PIDF" -daemonize \
     "${ctrl[@]}" \
     $(disk_args d0 "$DISK" "$SERIAL" $diskboot) \

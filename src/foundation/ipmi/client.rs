@@ -6,6 +6,7 @@
 use super::crypto::CipherSuite;
 use super::packet::{self, IpmiResponse};
 use super::session::{ActiveSession, Credentials, Handshake, HandshakeError, ReplyError};
+use super::sol::{self, ActivateError, SolLink, SolPacket};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -283,6 +284,178 @@ impl Drop for Session {
                     background: true,
                 };
                 handle.spawn(async move { s.close().await });
+            }
+        }
+    }
+}
+
+/// Why a console could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsoleError {
+    #[error(transparent)]
+    Bmc(#[from] BmcError),
+    #[error(transparent)]
+    Activate(#[from] ActivateError),
+}
+
+/// How a console ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleEnd {
+    /// The caller stopped it (SOL was deactivated and the session closed).
+    Stopped,
+    /// The BMC ended SOL: another session took the console, or someone
+    /// deactivated it.
+    Deactivated,
+    /// The BMC stopped answering or acknowledging.
+    Lost(String),
+}
+
+/// How long an unacknowledged SOL packet waits before it is sent again.
+const SOL_RETRY: Duration = Duration::from_millis(800);
+/// How often an idle console shows the BMC it is alive (BMCs end sessions
+/// idle for 60 s or so).
+const SOL_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// An active Serial-over-LAN console on an open session.
+pub struct Console<'s> {
+    session: &'s mut Session,
+    link: SolLink,
+}
+
+impl Session {
+    /// Activates SOL on this session. With `force`, another session's SOL
+    /// is deactivated first (what `ipmitool sol deactivate` does).
+    pub async fn activate_sol(&mut self, force: bool) -> Result<Console<'_>, ConsoleError> {
+        if force {
+            let r = self.raw(0x06, 0x49, &sol::deactivate_request()).await?;
+            // 0x80: nothing was active.
+            if r.completion_code != 0 && r.completion_code != 0x80 {
+                return Err(BmcError::Completion {
+                    command: "Deactivate Payload",
+                    code: r.completion_code,
+                }
+                .into());
+            }
+        }
+        let r = self.raw(0x06, 0x48, &sol::activate_request()).await?;
+        let activation = sol::parse_activation(r.completion_code, &r.data)?;
+        if activation.port != 0 && activation.port != self.addr.port() {
+            let addr = SocketAddr::new(self.addr.ip(), activation.port);
+            if let Some(sock) = self.sock.as_ref() {
+                sock.connect(addr).await.map_err(io)?;
+            }
+            self.addr = addr;
+        }
+        Ok(Console {
+            link: SolLink::new(&activation),
+            session: self,
+        })
+    }
+}
+
+impl Console<'_> {
+    /// Relays the console until `stop` fires or the BMC ends it: what the
+    /// serial port prints goes to `output`, what arrives on `input` is
+    /// typed. Deactivates SOL on every end but the BMC's own; the session
+    /// stays open (its owner closes it).
+    pub async fn run(
+        mut self,
+        input: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+        mut output: impl FnMut(&[u8]),
+        stop: tokio_util::sync::CancellationToken,
+    ) -> ConsoleEnd {
+        let end = self.relay(input, &mut output, &stop).await;
+        if end != ConsoleEnd::Deactivated {
+            let _ = self
+                .session
+                .raw(0x06, 0x49, &sol::deactivate_request())
+                .await;
+        }
+        end
+    }
+
+    async fn relay(
+        &mut self,
+        input: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+        output: &mut impl FnMut(&[u8]),
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> ConsoleEnd {
+        let Console { session, link } = self;
+        let (Some(sock), Some(active)) = (session.sock.as_ref(), session.active.as_mut()) else {
+            return ConsoleEnd::Lost("session already closed".into());
+        };
+        let mut buf = vec![0u8; 2048];
+        let mut retry_at: Option<Instant> = None;
+        let mut input_open = true;
+        let mut last_heard = Instant::now();
+        let mut keepalive = tokio::time::interval(SOL_KEEPALIVE);
+        keepalive.tick().await;
+        loop {
+            if let Some(p) = link.next_to_send() {
+                let d = active.payload_packet(sol::PAYLOAD_SOL, &p, rand::random());
+                if let Err(e) = sock.send(&d).await {
+                    return ConsoleEnd::Lost(e.to_string());
+                }
+                retry_at = Some(Instant::now() + SOL_RETRY);
+            }
+            let retry = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return ConsoleEnd::Stopped,
+                r = sock.recv(&mut buf) => {
+                    let n = match r {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                            return ConsoleEnd::Lost(format!("the BMC at {} refused the connection", session.addr));
+                        }
+                        Err(e) => return ConsoleEnd::Lost(e.to_string()),
+                    };
+                    let Ok((kind, payload)) = active.open_packet(&buf[..n]) else { continue };
+                    last_heard = Instant::now();
+                    if kind != sol::PAYLOAD_SOL {
+                        continue; // a keepalive's answer
+                    }
+                    let Ok(p) = SolPacket::parse(&payload) else { continue };
+                    let incoming = link.on_packet(&p);
+                    if let Some(ack) = incoming.ack {
+                        let d = active.payload_packet(sol::PAYLOAD_SOL, &ack, rand::random());
+                        let _ = sock.send(&d).await;
+                    }
+                    if !incoming.data.is_empty() {
+                        output(&incoming.data);
+                    }
+                    if incoming.deactivating {
+                        return ConsoleEnd::Deactivated;
+                    }
+                    if !link.waiting() {
+                        retry_at = None;
+                    }
+                }
+                bytes = input.recv(), if input_open => match bytes {
+                    Some(b) => link.push_input(&b),
+                    None => input_open = false,
+                },
+                _ = retry => match link.on_timeout() {
+                    Ok(Some(p)) => {
+                        let d = active.payload_packet(sol::PAYLOAD_SOL, &p, rand::random());
+                        let _ = sock.send(&d).await;
+                        retry_at = Some(Instant::now() + SOL_RETRY);
+                    }
+                    Ok(None) => retry_at = None,
+                    Err(()) => return ConsoleEnd::Lost("the BMC stopped acknowledging typed characters".into()),
+                },
+                _ = keepalive.tick() => {
+                    if last_heard.elapsed() > SOL_KEEPALIVE * 3 {
+                        return ConsoleEnd::Lost(format!("the BMC at {} stopped answering", session.addr));
+                    }
+                    // Get Device ID; its answer only proves the session alive.
+                    let (d, _) = active.request(0x06, 0x01, &[], rand::random());
+                    let _ = sock.send(&d).await;
+                }
             }
         }
     }

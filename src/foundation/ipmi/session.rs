@@ -336,6 +336,29 @@ impl ActiveSession {
         )
     }
 
+    /// A protected datagram of another payload type (SOL) in this session.
+    pub fn payload_packet(&mut self, payload_type: u8, data: &[u8], iv: [u8; 16]) -> Vec<u8> {
+        self.out_seq = self.out_seq.wrapping_add(1).max(1);
+        packet::v20_packet(
+            payload_type,
+            self.bmc_session_id,
+            self.out_seq,
+            data,
+            Some(&self.keys),
+            iv,
+        )
+    }
+
+    /// Checks a datagram of this session and returns its payload type and
+    /// decrypted payload (whatever the type).
+    pub fn open_packet(&mut self, d: &[u8]) -> Result<(u8, Vec<u8>), ReplyError> {
+        let v = packet::parse_v20(d, Some(&self.keys))?;
+        if v.session_id != self.console_session_id {
+            return Err(ReplyError::Stale);
+        }
+        Ok((v.payload_type, v.payload))
+    }
+
     /// Checks and decodes a reply to `pending`.
     pub fn reply(&mut self, d: &[u8], pending: Pending) -> Result<IpmiResponse, ReplyError> {
         let v = packet::parse_v20(d, Some(&self.keys))?;

@@ -7,6 +7,7 @@
 mod backup;
 mod bmnodes;
 mod boot_events;
+mod console;
 mod counts;
 mod deploy;
 mod jobs;
@@ -20,6 +21,7 @@ pub use crate::foundation::states::BmNodeStatus;
 pub use backup::{backup, check as check_file, BackupReport};
 pub use bmnodes::{BmNode, BmNodeFilter, BootMode, NetworkSettings, PowerState};
 pub use boot_events::{BootEvent, EVENTS_MAX, EVENTS_PER_MAC};
+pub use console::{ConsoleLine, BYTES_PER_NODE as CONSOLE_BYTES_PER_NODE};
 pub use counts::Counts;
 pub use jobs::{Job, JobFilter, JobNode, JobStatus, LogLine, StepTime};
 pub use leases::{LeaseDb, PxeNode};

@@ -331,6 +331,8 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_JOB_STEPS,
     // 10: what rackboot told a node's BMC, in its boot timeline.
     MIGRATION_BMC_EVENTS,
+    // 11: each node's serial console (SOL) lines.
+    MIGRATION_CONSOLE,
 ];
 
 /// Redfish BMCs (migration 7): the node's BMC URL when it is not plain IPMI (`bmc_address`,
@@ -384,6 +386,18 @@ const MIGRATION_BMC_EVENTS: &str = r#"
     DROP TABLE boot_events;
     ALTER TABLE boot_events_new RENAME TO boot_events;
     CREATE INDEX boot_events_mac ON boot_events (mac, seq);
+"#;
+
+/// Migration 11 (console): what each node's serial console printed while
+/// rackboot watched it (SOL), bounded per node by `console::BYTES_PER_NODE`.
+const MIGRATION_CONSOLE: &str = r#"
+    CREATE TABLE console_lines (
+        seq         INTEGER PRIMARY KEY,
+        node_id     TEXT NOT NULL REFERENCES bm_nodes (node_id) ON DELETE CASCADE,
+        line        TEXT NOT NULL,
+        created_ms  INTEGER NOT NULL
+    );
+    CREATE INDEX console_lines_node ON console_lines (node_id, seq);
 "#;
 
 /// The schema version this build writes.

@@ -69,6 +69,9 @@ impl PowerError {
 
 struct BmcSlot {
     sessions: Semaphore,
+    /// The one console (SOL) session rackboot keeps to the BMC, beside
+    /// its `sessions_per_bmc` operation sessions.
+    console: Semaphore,
     waiting: AtomicUsize,
     unreachable_until: Mutex<Option<Instant>>,
 }
@@ -133,6 +136,7 @@ impl PowerController {
             .or_insert_with(|| {
                 Arc::new(BmcSlot {
                     sessions: Semaphore::new(sessions),
+                    console: Semaphore::new(1),
                     waiting: AtomicUsize::new(0),
                     unreachable_until: Mutex::new(None),
                 })
@@ -240,6 +244,33 @@ impl PowerController {
             Ok(outcome?)
         })
         .await
+    }
+
+    /// Opens the console session to `target`: one per BMC, held for as long
+    /// as `work` runs (a console lasts), beside the BMC's operation sessions
+    /// and outside the global cap of short operations. `Busy` when this
+    /// BMC's console is already open.
+    pub async fn with_console<T>(
+        &self,
+        target: &Target,
+        work: impl AsyncFnOnce(&mut Session) -> Result<T, BmcError>,
+    ) -> Result<T, PowerError> {
+        let settings = self.settings();
+        let slot = self.slot(
+            format!("ipmi/{}", target.addr),
+            settings.sessions_per_bmc,
+        );
+        let Ok(_console) = slot.console.try_acquire() else {
+            return Err(PowerError::Busy);
+        };
+        let timing = Timing {
+            timeout: Duration::from_millis(settings.timeout_ms),
+            attempts: settings.attempts,
+        };
+        let mut session = Session::open(target, timing).await?;
+        let outcome = work(&mut session).await;
+        session.close().await;
+        Ok(outcome?)
     }
 
     /// Opens a Redfish session to `target` within the same budgets, runs

@@ -32,6 +32,7 @@ pub mod settings;
 pub use run::Kind;
 pub use settings::{DeploySettings, Wipe};
 
+use crate::service::console::Consoles;
 use crate::foundation::callbacks::Callback;
 use crate::foundation::config::{Config, ImageConfig, ImageMethod};
 use crate::foundation::diagnosis;
@@ -57,14 +58,22 @@ pub struct Provisioner {
     pub images: Arc<Images>,
     /// The nodes being worked on now, and what their deploys do.
     deploys: Registry,
+    /// Each task captures its node's serial console.
+    consoles: Arc<Consoles>,
 }
 
 impl Provisioner {
-    pub fn new(shared: Arc<Shared>, power: Arc<Power>, images: Arc<Images>) -> Provisioner {
+    pub fn new(
+        shared: Arc<Shared>,
+        power: Arc<Power>,
+        images: Arc<Images>,
+        consoles: Arc<Consoles>,
+    ) -> Provisioner {
         Provisioner {
             shared,
             power,
             images,
+            consoles,
             deploys: Registry::default(),
         }
     }

@@ -368,6 +368,8 @@ async fn node_task(
     mut watch: Watch,
 ) -> Result<bool, StoreError> {
     let cancel = watch.cancel.clone();
+    let started = crate::foundation::ids::now_secs();
+    let _console = pv.consoles.capture(&node).await;
     let result = tokio::select! {
         r = async {
             match t.kind {
@@ -427,7 +429,13 @@ async fn node_task(
             false
         }
         Err(Stop::Failed(f)) => {
-            let f = with_diagnosis(pv, &node, f).await;
+            let mut f = with_diagnosis(pv, &node, f).await;
+            let lines = pv.consoles.telling_lines(&node.node_id, started, 3).await;
+            if !lines.is_empty() {
+                let quoted: Vec<String> = lines.iter().map(|l| format!("\"{l}\"")).collect();
+                f.args
+                    .push(("console", format!(" Last console lines: {}.", quoted.join(" / "))));
+            }
             end_in_failure(pv, &node, t.kind.failed()).await?;
             let text = record(pv, t, &node, f.event, &f.args).await?;
             pv.shared

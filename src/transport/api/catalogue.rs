@@ -5,7 +5,7 @@
 
 use super::params::{p, Param, Ty, BM_NODE_FIELDS};
 use super::{
-    bmnodes, boot_events, health, jobs, messages, nodes, power, provision, scan, users, Handler,
+    bmnodes, boot_events, console, health, jobs, messages, nodes, power, provision, scan, users, Handler,
 };
 
 /// One action of the API.
@@ -508,6 +508,38 @@ pub static ACTIONS: &[Action] = &[
             columns: &[("TIME", "time"), ("KIND", "kind"), ("DETAIL", "detail")],
         }),
         handler: boot_events::describe,
+    },
+    Action {
+        name: "GetBMNodeConsoleLog",
+        command: "console-log",
+        request_type: "BMNode",
+        about: "What a node's serial console printed while rackboot watched it (SOL, during provisioning, inspection, unprovisioning and console sessions; the last 1 MiB)",
+        params: &[
+            p("node_id", Ty::Str, true, "the node (n-…)"),
+            p("since", Ty::Str, false, "only lines from this time on (YYYY-MM-DD HH:MM:SS, UTC)"),
+            p("limit", Ty::Int, false, "the last this many lines (1 to 20000; default 200)"),
+        ],
+        positional: Some("node_id"),
+        job: false,
+        table: Some(Table {
+            field: "console_log",
+            columns: &[("TIME", "time"), ("LINE", "line")],
+        }),
+        handler: console::log,
+    },
+    Action {
+        name: "ConnectBMNodeConsole",
+        command: "console",
+        request_type: "BMNode",
+        about: "An interactive serial console (IPMI SOL) on a node: what it prints shows, what you type goes to it; ~. leaves (`rackboot console` upgrades the connection to the console's byte stream)",
+        params: &[
+            p("node_id", Ty::Str, true, "the node (n-…)"),
+            p("force", Ty::Flag, false, "1 = when another session holds the BMC's console, deactivate it first"),
+        ],
+        positional: Some("node_id"),
+        job: false,
+        table: None,
+        handler: console::connect,
     },
     Action {
         name: "GetStatus",

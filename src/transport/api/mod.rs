@@ -11,6 +11,7 @@ pub mod server;
 
 mod bmnodes;
 mod boot_events;
+mod console;
 mod health;
 mod jobs;
 mod messages;
@@ -31,6 +32,11 @@ use serde_json::{Map, Value};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+
+/// The `Upgrade` protocol of ConnectBMNodeConsole's byte stream.
+pub fn console_protocol() -> &'static str {
+    console::UPGRADE_PROTOCOL
+}
 
 /// Who sent a request.
 #[derive(Debug, Clone, Default)]

@@ -185,7 +185,8 @@ async fn connection(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(TIMEOUTS.head)
-        .serve_connection(io, service);
+        .serve_connection(io, service)
+        .with_upgrades();
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
@@ -207,8 +208,10 @@ async fn api(
     ConnectInfo(peer): ConnectInfo<Peer>,
     method: Method,
     headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let started = Instant::now();
     let limit = state.app.config().api.max_request_bytes;
     if method != Method::POST {
@@ -267,6 +270,11 @@ async fn api(
         .api_requests
         .with_label_values(&[action, &outcome.ret_code.to_string()])
         .observe(started.elapsed().as_secs_f64());
+    if outcome.ret_code == 0 {
+        if let Some(viewer) = super::console::take_viewer(&outcome.request_id) {
+            return console_upgrade(&headers, on_upgrade, viewer);
+        }
+    }
     let size: usize = response.iter().map(Vec::len).sum();
     let large = size >= RELEASE_AFTER_BYTES || bytes.len() >= RELEASE_AFTER_BYTES;
     let reply = (
@@ -280,6 +288,102 @@ async fn api(
         tokio::task::spawn_blocking(release_free_memory);
     }
     reply
+}
+
+/// ConnectBMNodeConsole's answer: `101 Switching Protocols`, then the
+/// connection carries the console's bytes both ways; without an
+/// `Upgrade: rackboot-console` request there is no stream to give, and the
+/// console is let go.
+fn console_upgrade(
+    headers: &HeaderMap,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    viewer: crate::service::console::Viewer,
+) -> Response {
+    let asked = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(super::console::UPGRADE_PROTOCOL));
+    let Some(on_upgrade) = on_upgrade.filter(|_| asked) else {
+        let e = ApiError::bad(format!(
+            "ConnectBMNodeConsole streams the console over this connection: use `rackboot console <node_id>`, or send the headers `Connection: Upgrade` and `Upgrade: {}`",
+            super::console::UPGRADE_PROTOCOL
+        ));
+        return json_response(StatusCode::OK, &error_response("ConnectBMNodeConsoleResponse", &e));
+    };
+    tokio::spawn(splice_console(on_upgrade, viewer));
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, "upgrade"),
+            (header::UPGRADE, super::console::UPGRADE_PROTOCOL),
+        ],
+    )
+        .into_response()
+}
+
+/// Relays an upgraded connection to a console until either side ends; the
+/// viewer (and with the last one, the SOL session) is let go at the end.
+async fn splice_console(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    mut viewer: crate::service::console::Viewer,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let (mut rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+    let input = viewer.input.clone();
+    let reader = async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if input.send(buf[..n].to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    };
+    let writer = async {
+        loop {
+            tokio::select! {
+                r = viewer.output.recv() => match r {
+                    Ok(bytes) => {
+                        if wr.write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let note = format!("\r\n[rackboot] {n} chunks of console output were dropped (this terminal reads too slowly)\r\n");
+                        if wr.write_all(note.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                changed = viewer.ended.changed() => {
+                    if changed.is_err() || viewer.ended.borrow().is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let why = viewer
+            .ended
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| "console closed".to_string());
+        let _ = wr
+            .write_all(format!("\r\n[rackboot] {why}\r\n").as_bytes())
+            .await;
+        let _ = wr.shutdown().await;
+    };
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
 }
 
 /// A response body sent as the pieces the handler produced, with its exact
