@@ -8,94 +8,11 @@
 
 mod common;
 
+use common::interactive::Running;
 use common::lab::{Lab, BIN};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A child process whose output is collected as it comes.
-struct Running {
-    child: Child,
-    out: Arc<Mutex<Vec<u8>>>,
-    err: Arc<Mutex<Vec<u8>>>,
-}
-
-fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let b = buf.clone();
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = from.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            b.lock().unwrap().extend_from_slice(&chunk[..n]);
-        }
-    });
-    buf
-}
-
-impl Running {
-    fn start(cmd: &mut Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = collect(child.stdout.take().unwrap());
-        let err = collect(child.stderr.take().unwrap());
-        Running { child, out, err }
-    }
-
-    fn text(&self) -> String {
-        let out = String::from_utf8_lossy(&self.out.lock().unwrap()).to_string();
-        let err = String::from_utf8_lossy(&self.err.lock().unwrap()).to_string();
-        format!("{out}\n--- stderr:\n{err}")
-    }
-
-    fn wait_for(&self, what: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !self.text().contains(what) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{what}` within {secs} s:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn type_in(&mut self, bytes: &[u8]) {
-        let stdin = self.child.stdin.as_mut().unwrap();
-        stdin.write_all(bytes).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn exit_within(&mut self, secs: u64) -> i32 {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {secs} s:\n{}",
-                self.text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn cli(lab: &Lab, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
@@ -106,8 +23,24 @@ fn cli(lab: &Lab, args: &[&str]) -> Command {
 fn ipmitool_sol(lab: &Lab, verb: &str) -> Command {
     let mut c = Command::new("ip");
     c.args([
-        "netns", "exec", &lab.netns, "ipmitool", "-I", "lanplus", "-C", "3", "-H", "10.99.0.1", "-p",
-        "6230", "-U", "admin", "-P", "password", "sol", verb,
+        "netns",
+        "exec",
+        &lab.netns,
+        "ipmitool",
+        "-I",
+        "lanplus",
+        "-C",
+        "3",
+        "-H",
+        "10.99.0.1",
+        "-p",
+        "6230",
+        "-U",
+        "admin",
+        "-P",
+        "password",
+        "sol",
+        verb,
     ]);
     c
 }
@@ -117,7 +50,10 @@ fn a_provision_s_console_is_kept_and_an_operator_takes_the_console_over_from_ipm
     let (lab, out) = Lab::up("con", &["--nodes", "1"]);
     assert!(out.contains("all nodes active"), "{out}");
     let nodes = lab.ok(json!({"action": "DescribeBMNodes"}));
-    let id = nodes["node_set"][0]["node_id"].as_str().unwrap().to_string();
+    let id = nodes["node_set"][0]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // The deploy ramdisk's own lines, as the operator reads them.
     let log = cli(&lab, &["console-log", &id, "--limit", "5000"])
@@ -134,15 +70,24 @@ fn a_provision_s_console_is_kept_and_an_operator_takes_the_console_over_from_ipm
         "iPXE initialising devices...ok",
         "[rackboot] console closed",
     ] {
-        assert!(text.contains(line), "the console log lacks `{line}`:\n{text}");
+        assert!(
+            text.contains(line),
+            "the console log lacks `{line}`:\n{text}"
+        );
     }
     // Both boots: the deploy ramdisk's and the installed OS's (step5).
-    assert!(text.matches("Run /init as init process").count() >= 2, "{text}");
+    assert!(
+        text.matches("Run /init as init process").count() >= 2,
+        "{text}"
+    );
     // No terminal escapes or carriage returns reach the log.
     assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text}");
     let last = lab.ok(json!({"action": "GetBMNodeConsoleLog", "node_id": id, "limit": 2}));
     assert_eq!(last["console_log"].as_array().unwrap().len(), 2, "{last}");
-    assert_eq!(last["console_log"][1]["line"], "[rackboot] console closed", "{last}");
+    assert_eq!(
+        last["console_log"][1]["line"], "[rackboot] console closed",
+        "{last}"
+    );
     let r = lab.api(json!({"action": "GetBMNodeConsoleLog", "node_id": "n-NOTTHERE"}));
     assert_eq!(r["ret_code"], 2100, "{r}");
     let r = lab.api(json!({"action": "GetBMNodeConsoleLog", "node_id": id, "since": "yesterday"}));
@@ -157,8 +102,10 @@ fn a_provision_s_console_is_kept_and_an_operator_takes_the_console_over_from_ipm
         ipmitool_sol(&lab, "activate")
             .stdin(Stdio::null())
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("already active")
-                || String::from_utf8_lossy(&o.stderr).contains("already active"))
+            .map(
+                |o| String::from_utf8_lossy(&o.stdout).contains("already active")
+                    || String::from_utf8_lossy(&o.stderr).contains("already active")
+            )
             .unwrap(),
         "ipmitool's first session does not hold the console:\n{}",
         ipmitool.text()
@@ -194,7 +141,11 @@ fn a_provision_s_console_is_kept_and_an_operator_takes_the_console_over_from_ipm
     );
     console.type_in(b"\r~.");
     assert_eq!(console.exit_within(15), 0, "{}", console.text());
-    assert!(console.text().contains("left the console"), "{}", console.text());
+    assert!(
+        console.text().contains("left the console"),
+        "{}",
+        console.text()
+    );
     drop(ipmitool);
 
     // Left, the console is free again for others, and what was seen is logged.
@@ -215,7 +166,10 @@ fn a_provision_s_console_is_kept_and_an_operator_takes_the_console_over_from_ipm
         if free {
             break;
         }
-        assert!(Instant::now() < deadline, "the console stayed taken: {st:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the console stayed taken: {st:?}"
+        );
     }
     let _ = ipmitool_sol(&lab, "deactivate").output();
     let log: Value = lab.ok(json!({"action": "GetBMNodeConsoleLog", "node_id": id, "limit": 5000}));

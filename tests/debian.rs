@@ -5,7 +5,8 @@
 //! ProvisionBMNodes and a management address from registration. Checked
 //! from outside: the installed Debian boots and calls back (cloud-init's
 //! phone_home), its host name is the one asked, the key logs in over SSH
-//! from the lab's namespace, the management address is configured, and
+//! from the lab's namespace, the management address is configured, its
+//! serial console (`rackboot console`, SOL) answers at the login prompt, and
 //! CollectNodes reads its hardware over SSH with rackboot's own key. Then
 //! UnprovisionBMNodes wipes it: the VM's disk carries no partition table
 //! afterwards, and the node is ready again, powered off.
@@ -15,6 +16,7 @@
 
 mod common;
 
+use common::interactive::Running;
 use common::lab::Lab;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -230,6 +232,39 @@ fn a_real_debian_is_deployed_logged_into_collected_and_wiped() {
     assert!(addr.contains(&format!("inet {MGMT}/24")), "{addr}");
     assert!(addr.contains("from user data"), "{addr}");
     assert!(addr.contains("status: done"), "{addr}");
+
+    // Its serial console, as an operator uses it: the login prompt of the
+    // installed Debian answers what is typed through `rackboot console`.
+    let mut console = Running::start(
+        Command::new(common::lab::BIN)
+            .arg("--state-dir")
+            .arg(lab.path("state"))
+            .args(["console", &id]),
+    );
+    console.wait_for("[rackboot] console of", 20);
+    console.type_in(b"\r");
+    console.wait_for("debian-installed login:", 60);
+    console.type_in(b"root\r");
+    console.wait_for("Password:", 30);
+    console.type_in(b"\r");
+    console.wait_for("Login incorrect", 60);
+    console.type_in(b"\r~.");
+    assert_eq!(console.exit_within(15), 0, "{}", console.text());
+    drop(console);
+    // What it printed is in its console log, the provision's boot too.
+    let console_log =
+        lab.ok(json!({"action": "GetBMNodeConsoleLog", "node_id": id, "limit": 20000}));
+    let text = console_log["console_log"].to_string();
+    for line in [
+        "debian-installed login:",
+        "rackboot-agent: image written",
+        "Login incorrect",
+    ] {
+        assert!(
+            text.contains(line),
+            "the console log lacks `{line}`: {text}"
+        );
+    }
 
     // It is a Node of seed §1, and rackboot collects it over SSH with its
     // own key (injected by the deploy).

@@ -138,7 +138,7 @@ fn health_says_what_runs_and_the_cli_shows_it() {
     register(&d, 0, 2);
     let h = d.ok(json!({"action": "GetHealth"}));
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"), "{h}");
-    assert_eq!(h["schema_version"], 10, "{h}");
+    assert_eq!(h["schema_version"], 11, "{h}");
     assert_eq!(h["store"], "ok", "{h}");
     assert!(
         h["listening"]["api"]

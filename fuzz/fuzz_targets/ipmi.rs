@@ -2,7 +2,10 @@
 //! session keys), IPMI response parsing, the Open Session/RAKP handshake
 //! fed BMC answers, and replies inside an established session — raw, and
 //! wrapped in a correctly authenticated and encrypted packet so that the
-//! checks past the integrity code are reached too.
+//! checks past the integrity code are reached too; Serial over LAN:
+//! session packets of any payload type, SOL payloads through the
+//! sequencing of a console, Activate Payload answers, and the console
+//! text they carry into lines.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,9 +13,11 @@ use rackboot::foundation::ipmi::crypto::{CipherSuite, SessionKeys};
 use rackboot::foundation::ipmi::packet::{
     parse_ipmi_response, parse_v15, parse_v20, payload, v20_packet,
 };
+use rackboot::foundation::console_text::{telling_tail, LineAssembler};
 use rackboot::foundation::ipmi::session::{
     ActiveSession, Credentials, Handshake, Pending, Privilege,
 };
+use rackboot::foundation::ipmi::sol::{parse_activation, Activation, SolLink, SolPacket};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, body)) = data.split_first() else {
@@ -62,4 +67,28 @@ fuzz_target!(|data: &[u8]| {
         rq_seq: mode >> 2,
     };
     let _ = s.reply(&wrapped, other);
+
+    // Serial over LAN: the packet in a session, then through a console's
+    // sequencing, the input split into SOL payloads at 0x5A.
+    let wrapped_sol = v20_packet(0x01, 77, seq, body, Some(&keys), [6; 16]);
+    let _ = s.open_packet(&wrapped_sol);
+    let _ = parse_activation(mode, body);
+    let mut link = SolLink::new(&Activation {
+        inbound_max: u16::from(mode),
+        outbound_max: 255,
+        port: 623,
+    });
+    let mut text = LineAssembler::new();
+    let mut lines = Vec::new();
+    for part in body.split(|b| *b == 0x5A) {
+        link.push_input(part);
+        let _ = link.next_to_send();
+        if let Ok(p) = SolPacket::parse(part) {
+            let incoming = link.on_packet(&p);
+            lines.extend(text.push(&incoming.data));
+        }
+        let _ = link.on_timeout();
+    }
+    lines.extend(text.flush());
+    let _ = telling_tail(&lines, 3);
 });

@@ -95,7 +95,9 @@ impl LineAssembler {
     }
 
     fn take(&mut self) -> String {
-        let line = String::from_utf8_lossy(&self.current).trim_end().to_string();
+        let line = String::from_utf8_lossy(&self.current)
+            .trim_end()
+            .to_string();
         self.current.clear();
         line
     }
@@ -165,7 +167,9 @@ mod tests {
     fn escape_sequences_carriage_returns_and_partial_lines_become_plain_lines() {
         let mut a = LineAssembler::new();
         let mut got = a.push(b"\x1b[2J\x1b[01;01HSeaBIOS (version 1.16)\r\n");
-        got.extend(a.push(b"iPXE 1.0 -- \x1b]0;title\x07Open Source\r\nProgress 10%\rProgress 99%\r\n"));
+        got.extend(
+            a.push(b"iPXE 1.0 -- \x1b]0;title\x07Open Source\r\nProgress 10%\rProgress 99%\r\n"),
+        );
         got.extend(a.push(b"tab\there, back\x08space\r\r\nlog"));
         got.extend(a.push(b"in: "));
         assert_eq!(

@@ -173,7 +173,8 @@ pub const PROVISION_DEPLOY_FAILED: Event = Event {
 pub const PROVISION_TIMEOUT: Event = Event {
     event_id: "RB-PRV-0005",
     level: MessageLevel::Error,
-    text: "Node {node_id} timed out at {step} after {seconds} s ({detail}): see its boot timeline \
+    text:
+        "Node {node_id} timed out at {step} after {seconds} s ({detail}): see its boot timeline \
            (DescribeBootEvents) for the last thing it did; the node was powered off.{hint}{console}",
 };
 

@@ -202,7 +202,10 @@ impl Consoles {
         let _ = self
             .shared
             .store
-            .append_console(node_id.to_string(), vec![(now_ms(), format!("[rackboot] {text}"))])
+            .append_console(
+                node_id.to_string(),
+                vec![(now_ms(), format!("[rackboot] {text}"))],
+            )
             .await;
     }
 
@@ -347,7 +350,8 @@ impl Consoles {
                     text
                 }
                 Ok(Err(e)) => {
-                    let text = format!("cannot open the serial console of node {id} (BMC {bmc}): {e}");
+                    let text =
+                        format!("cannot open the serial console of node {id} (BMC {bmc}): {e}");
                     signal(Err(OpenError::Bmc(text.clone())));
                     text
                 }
@@ -357,7 +361,9 @@ impl Consoles {
                     text
                 }
                 Err(e) => {
-                    let text = format!("cannot reach the BMC of node {id} at {bmc} for its serial console: {e}");
+                    let text = format!(
+                        "cannot reach the BMC of node {id} at {bmc} for its serial console: {e}"
+                    );
                     signal(Err(OpenError::Bmc(text.clone())));
                     text
                 }
@@ -366,7 +372,10 @@ impl Consoles {
             let _ = flusher.await;
             write_lines(&me.shared, &id, &lines, true).await;
             let _ = ended_tx.send(Some(why.clone()));
-            if !why.starts_with("cannot") && !why.starts_with("another") && !why.starts_with("the serial") {
+            if !why.starts_with("cannot")
+                && !why.starts_with("another")
+                && !why.starts_with("the serial")
+            {
                 me.note(&id, &why).await;
             }
         });
@@ -405,7 +414,11 @@ async fn write_lines(shared: &Shared, node_id: &str, lines: &Mutex<Lines>, all: 
     if batch.is_empty() {
         return;
     }
-    if let Err(e) = shared.store.append_console(node_id.to_string(), batch).await {
+    if let Err(e) = shared
+        .store
+        .append_console(node_id.to_string(), batch)
+        .await
+    {
         tracing::warn!(node_id, "console lines not stored: {e}");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod fakebmc;
 pub mod fakeredfish;
+pub mod interactive;
 pub mod lab;
 pub mod netns;
 pub mod sim;

@@ -106,7 +106,10 @@ impl Drop for RawTerminal {
 /// How the session went: `Ok(true)` when the user left with `~.`,
 /// `Ok(false)` when the console ended on the daemon's side, `Err` with the
 /// daemon's JSON answer when no console was opened.
-pub async fn run(socket: &Path, request: Map<String, Value>) -> Result<Result<bool, Value>, client::ClientError> {
+pub async fn run(
+    socket: &Path,
+    request: Map<String, Value>,
+) -> Result<Result<bool, Value>, client::ClientError> {
     let node = request
         .get("node_id")
         .and_then(Value::as_str)
@@ -122,7 +125,9 @@ pub async fn run(socket: &Path, request: Map<String, Value>) -> Result<Result<bo
         Ok(io) => io,
         Err(answer) => return Ok(Err(answer)),
     };
-    eprint!("[rackboot] console of {node}: type ~. at the start of a line to leave, ~? for help\r\n");
+    eprint!(
+        "[rackboot] console of {node}: type ~. at the start of a line to leave, ~? for help\r\n"
+    );
     let raw = RawTerminal::enable();
     // Typed input comes from a thread of its own: a blocking read of a
     // terminal cannot be cancelled, and must not hold the runtime at exit.
@@ -192,7 +197,10 @@ mod tests {
         let t = e.feed(b"~~x~?");
         assert_eq!((t.send.as_slice(), t.help), (&b"~x~?"[..], false));
         let t = e.feed(b"\n~?~.ignored");
-        assert_eq!((t.send.as_slice(), t.help, t.leave), (&b"\n"[..], true, true));
+        assert_eq!(
+            (t.send.as_slice(), t.help, t.leave),
+            (&b"\n"[..], true, true)
+        );
         // A tilde split across two reads.
         let mut e = Escapes::default();
         assert!(e.feed(b"~").send.is_empty());

@@ -861,7 +861,9 @@ pub fn serial_relay(bmc_port: u16, vm_port: u16) -> Result<(), String> {
     fn serve(listener: TcpListener, mine: Side, other: Side) {
         for conn in listener.incoming().flatten() {
             let _ = conn.set_nodelay(true);
-            let Ok(reader) = conn.try_clone() else { continue };
+            let Ok(reader) = conn.try_clone() else {
+                continue;
+            };
             *mine.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
             let other = other.clone();
             std::thread::spawn(move || {

@@ -446,7 +446,7 @@ impl Console<'_> {
                         retry_at = Some(Instant::now() + SOL_RETRY);
                     }
                     Ok(None) => retry_at = None,
-                    Err(()) => return ConsoleEnd::Lost("the BMC stopped acknowledging typed characters".into()),
+                    Err(e) => return ConsoleEnd::Lost(e.to_string()),
                 },
                 _ = keepalive.tick() => {
                     if last_heard.elapsed() > SOL_KEEPALIVE * 3 {

@@ -37,11 +37,18 @@ pub struct SolPacket {
 pub enum SolError {
     #[error("SOL packet shorter than its 4-byte header")]
     Truncated,
+    #[error("the BMC stopped acknowledging typed characters")]
+    NotAcknowledged,
 }
 
 impl SolPacket {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = vec![self.seq & 0x0f, self.ack_seq & 0x0f, self.accepted, self.status];
+        let mut v = vec![
+            self.seq & 0x0f,
+            self.ack_seq & 0x0f,
+            self.accepted,
+            self.status,
+        ];
         v.extend_from_slice(&self.data);
         v
     }
@@ -62,9 +69,9 @@ impl SolPacket {
 
 /// Activate Payload (netfn App 0x06, cmd 0x48) request data for SOL
 /// instance 1: encrypted and authenticated, serial alerts deferred while
-/// SOL is active, as ipmitool asks.
+/// SOL is active, CTS asserted by the BMC: what ipmitool sends (0xC6).
 pub fn activate_request() -> [u8; 6] {
-    [PAYLOAD_SOL, 1, 0xC0 | 0x08, 0, 0, 0]
+    [PAYLOAD_SOL, 1, 0xC0 | 0x04 | 0x02, 0, 0, 0]
 }
 
 /// Deactivate Payload (cmd 0x49) request data for SOL instance 1.
@@ -155,7 +162,9 @@ impl SolLink {
             in_flight: None,
             last_in: None,
             // A BMC announcing nothing usable still takes a few characters.
-            max_chars: (activation.inbound_max as usize).saturating_sub(4).clamp(8, 255),
+            max_chars: (activation.inbound_max as usize)
+                .saturating_sub(4)
+                .clamp(8, 255),
         }
     }
 
@@ -197,12 +206,12 @@ impl SolLink {
         }
         let chars = chars.clone();
         self.in_flight = None;
-        let accepted = if p.status & status::NACK != 0 && p.status & status::TRANSFER_UNAVAILABLE != 0
-        {
-            0
-        } else {
-            (p.accepted as usize).min(chars.len())
-        };
+        let accepted =
+            if p.status & status::NACK != 0 && p.status & status::TRANSFER_UNAVAILABLE != 0 {
+                0
+            } else {
+                (p.accepted as usize).min(chars.len())
+            };
         // What the BMC did not take goes first in the next packet.
         for &c in chars[accepted..].iter().rev() {
             self.queue.push_front(c);
@@ -241,12 +250,12 @@ impl SolLink {
 
     /// The ACK did not come in time: the packet to send again, or `Err`
     /// once it was sent [`MAX_ATTEMPTS`] times.
-    pub fn on_timeout(&mut self) -> Result<Option<Vec<u8>>, ()> {
+    pub fn on_timeout(&mut self) -> Result<Option<Vec<u8>>, SolError> {
         let Some((seq, chars, sent)) = self.in_flight.as_mut() else {
             return Ok(None);
         };
         if *sent >= MAX_ATTEMPTS {
-            return Err(());
+            return Err(SolError::NotAcknowledged);
         }
         *sent += 1;
         Ok(Some(
@@ -337,7 +346,7 @@ mod tests {
             let p = SolPacket::parse(&l.on_timeout().unwrap().unwrap()).unwrap();
             assert_eq!(p.seq, 2);
         }
-        assert_eq!(l.on_timeout(), Err(()));
+        assert_eq!(l.on_timeout(), Err(SolError::NotAcknowledged));
     }
 
     #[test]
@@ -359,7 +368,8 @@ mod tests {
         );
         assert_eq!(parse_activation(0x81, &[]), Err(ActivateError::Disabled));
         assert_eq!(parse_activation(0, &[0; 3]), Err(ActivateError::Malformed));
-        let a = parse_activation(0, &[0, 0, 0, 0, 0xff, 0, 0xff, 0, 0x6f, 0x02, 0xff, 0xff]).unwrap();
+        let a =
+            parse_activation(0, &[0, 0, 0, 0, 0xff, 0, 0xff, 0, 0x6f, 0x02, 0xff, 0xff]).unwrap();
         assert_eq!((a.inbound_max, a.outbound_max, a.port), (255, 255, 623));
         assert!(SolPacket::parse(&[1, 2]).is_err());
     }

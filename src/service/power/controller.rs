@@ -256,10 +256,7 @@ impl PowerController {
         work: impl AsyncFnOnce(&mut Session) -> Result<T, BmcError>,
     ) -> Result<T, PowerError> {
         let settings = self.settings();
-        let slot = self.slot(
-            format!("ipmi/{}", target.addr),
-            settings.sessions_per_bmc,
-        );
+        let slot = self.slot(format!("ipmi/{}", target.addr), settings.sessions_per_bmc);
         let Ok(_console) = slot.console.try_acquire() else {
             return Err(PowerError::Busy);
         };

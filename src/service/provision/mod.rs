@@ -32,7 +32,6 @@ pub mod settings;
 pub use run::Kind;
 pub use settings::{DeploySettings, Wipe};
 
-use crate::service::console::Consoles;
 use crate::foundation::callbacks::Callback;
 use crate::foundation::config::{Config, ImageConfig, ImageMethod};
 use crate::foundation::diagnosis;
@@ -42,6 +41,7 @@ use crate::foundation::shared::Shared;
 use crate::foundation::states::Trigger;
 use crate::foundation::store::{BmNode, BmNodeStatus, Job, StoreError};
 use crate::foundation::templates::Mode;
+use crate::service::console::Consoles;
 use crate::service::images::{Images, Prepared};
 use crate::service::power::{Power, PowerOp, PowerOutcome};
 use std::collections::HashMap;

@@ -433,8 +433,10 @@ async fn node_task(
             let lines = pv.consoles.telling_lines(&node.node_id, started, 3).await;
             if !lines.is_empty() {
                 let quoted: Vec<String> = lines.iter().map(|l| format!("\"{l}\"")).collect();
-                f.args
-                    .push(("console", format!(" Last console lines: {}.", quoted.join(" / "))));
+                f.args.push((
+                    "console",
+                    format!(" Last console lines: {}.", quoted.join(" / ")),
+                ));
             }
             end_in_failure(pv, &node, t.kind.failed()).await?;
             let text = record(pv, t, &node, f.event, &f.args).await?;

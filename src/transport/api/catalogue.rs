@@ -5,7 +5,8 @@
 
 use super::params::{p, Param, Ty, BM_NODE_FIELDS};
 use super::{
-    bmnodes, boot_events, console, health, jobs, messages, nodes, power, provision, scan, users, Handler,
+    bmnodes, boot_events, console, health, jobs, messages, nodes, power, provision, scan, users,
+    Handler,
 };
 
 /// One action of the API.

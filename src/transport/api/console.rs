@@ -97,9 +97,9 @@ pub fn connect(app: Arc<App>, call: Call) -> HandlerFuture {
         let id = node_id(&call)?;
         let force = call.params.int("force") == Some(1);
         let viewer = app.consoles.attach(&id, force).await.map_err(|e| match e {
-            OpenError::NotFound(m) => ApiError::not_found(format!(
-                "{m}: check the node id with DescribeBMNodes"
-            )),
+            OpenError::NotFound(m) => {
+                ApiError::not_found(format!("{m}: check the node id with DescribeBMNodes"))
+            }
             e @ OpenError::Taken { .. } => ApiError::new(RetCode::BmcNoSession, e.to_string()),
             OpenError::Unsupported(m) => ApiError::new(RetCode::WrongState, m),
             OpenError::Bmc(m) if m.starts_with("cannot reach") => {

@@ -308,7 +308,10 @@ fn console_upgrade(
             "ConnectBMNodeConsole streams the console over this connection: use `rackboot console <node_id>`, or send the headers `Connection: Upgrade` and `Upgrade: {}`",
             super::console::UPGRADE_PROTOCOL
         ));
-        return json_response(StatusCode::OK, &error_response("ConnectBMNodeConsoleResponse", &e));
+        return json_response(
+            StatusCode::OK,
+            &error_response("ConnectBMNodeConsoleResponse", &e),
+        );
     };
     tokio::spawn(splice_console(on_upgrade, viewer));
     (
