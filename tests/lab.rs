@@ -216,14 +216,15 @@ fn real_vms_fail_at_the_right_step_and_report_their_hardware() {
         ),
         "{s}"
     );
-    // And its message ends with what its console said: iPXE found no DHCP.
+    // And its message ends with what its console said: iPXE found nothing
+    // to boot (no DHCP answer), then the BIOS tried the disk.
     let message = np[&wrong_mac]["message"].as_str().unwrap();
     let console = message
         .split("Last console lines: ")
         .nth(1)
         .unwrap_or_else(|| panic!("no console lines in: {message}"));
     assert!(
-        console.contains("No configuration methods succeeded"),
+        console.contains("Nothing to boot") && console.contains("Boot failed"),
         "{message}"
     );
     let log = lab.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();

@@ -468,7 +468,15 @@ pub fn handle(
     };
     let client = firmware::classify(msg);
     let node = nodes.by_mac(&mac);
-    if node.is_none() && !(s.discovery && client.network_boot()) {
+    // Under discovery, an unknown machine is answered when its firmware
+    // network-boots, and afterwards while it holds the lease that boot got
+    // (the discovery ramdisk's own DHCP, which names no architecture).
+    let booted_here = || {
+        leases
+            .by_mac(&mac)
+            .is_some_and(|l| l.bound && l.discovery && l.expires > now)
+    };
+    if node.is_none() && !(s.discovery && (client.network_boot() || booted_here())) {
         return Decision::Ignore("unknown MAC");
     }
     let lease_time = if node.is_none() {
@@ -841,7 +849,7 @@ mod tests {
         let mut ipxe = pxe_bios();
         ipxe.push(DhcpOption::UserClass(b"iPXE".to_vec()));
         let (offer, _) = reply_of(handle(
-            &request(0x77, MessageType::Discover, ipxe),
+            &request(0x77, MessageType::Discover, ipxe.clone()),
             1,
             &s,
             &n,
@@ -852,6 +860,35 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(file, "http://10.99.0.1:8080/boot/discovery.ipxe");
+        // The discovery ramdisk's own DHCP (no architecture) is answered
+        // once its firmware's boot bound a lease, and only then.
+        let plain = || request(0x77, MessageType::Discover, vec![]);
+        assert!(matches!(
+            handle(&plain(), 1, &s, &n, &mut l),
+            Decision::Ignore(_)
+        ));
+        let mut take = ipxe.clone();
+        take.push(DhcpOption::RequestedIpAddress(offer.yiaddr()));
+        let (ack, _) = reply_of(handle(
+            &request(0x77, MessageType::Request, take),
+            2,
+            &s,
+            &n,
+            &mut l,
+        ));
+        assert_eq!(message_type(&ack), Some(MessageType::Ack));
+        let (again, _) = reply_of(handle(&plain(), 3, &s, &n, &mut l));
+        assert_eq!(again.yiaddr(), offer.yiaddr());
+        assert!(matches!(
+            handle(
+                &request(0x78, MessageType::Discover, vec![]),
+                3,
+                &s,
+                &n,
+                &mut l
+            ),
+            Decision::Ignore(_)
+        ));
         // A relayed request is answered to the relay.
         let mut relayed = request(0x10, MessageType::Discover, vec![]);
         relayed.set_giaddr(Ipv4Addr::new(10, 98, 0, 1));

@@ -4,7 +4,7 @@
 //! `firmware` classification, `tftp`'s wire format, `ipmi` RMCP+, `redfish`
 //! (BMC URLs, the Redfish client), `templates`, `inventory` parsers, deploy
 //! `callbacks`, the `ssh` client), the boot-failure rules (`diagnosis`), serial console
-//! text (`console_text`), the BMNode state table (`states`), the
+//! text (`console_text`), the intake's join rule (`intake`), the BMNode state table (`states`), the
 //! catalogues (`errors`: ret codes; `usermsg`: user messages), and plain
 //! helpers (`config`, `validate`, `ids`, `auth`, `budget`: connection and
 //! descriptor budgets of the listeners), and the daemon's Prometheus `metrics`.
@@ -20,6 +20,7 @@ pub mod errors;
 pub mod firmware;
 pub mod hints;
 pub mod ids;
+pub mod intake;
 pub mod inventory;
 pub mod ipmi;
 pub mod lease_table;

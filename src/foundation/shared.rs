@@ -38,6 +38,8 @@ pub struct Shared {
     last_power_sync: AtomicI64,
     /// When the daemon started (Unix seconds).
     pub started_at: i64,
+    /// The intake round in progress (ScanBMNodes `intake`), if any.
+    pub intake: super::intake::Desk,
 }
 
 impl Shared {
@@ -58,6 +60,7 @@ impl Shared {
             listening: RwLock::new(BTreeMap::new()),
             last_power_sync: AtomicI64::new(0),
             started_at: super::ids::now_secs(),
+            intake: super::intake::Desk::default(),
         }
     }
 

@@ -8,7 +8,9 @@
 //! Device ID, FRU (brand, serial) and power state, or the Redfish systems
 //! (one node each), step3 register new BMCs (status `new`, PXE MAC unknown;
 //! a host answering both protocols once, as Redfish, which the log says)
-//! and update known ones. Only the given addresses are ever contacted.
+//! and update known ones; with `intake`, step4 joins each BMC without a
+//! PXE MAC to its machine (see [`intake`]). Only the given addresses are
+//! ever contacted.
 
 use crate::foundation::config::ScanCredentials;
 use crate::foundation::ids::{new_id, now_secs, JOB_PREFIX, NODE_PREFIX};
@@ -71,6 +73,8 @@ pub struct Plan {
     pub per_node: HashMap<IpAddr, ScanCredentials>,
     /// Known node per address (re-scan).
     pub known: Vec<String>,
+    /// Zero-touch intake of the BMCs found without a PXE MAC (step4).
+    pub intake: bool,
 }
 
 /// The scan service.
@@ -308,13 +312,292 @@ async fn run(sc: &Arc<Scanner>, job_id: &str, plan: Plan) -> Result<(), StoreErr
         .set_job_status(job_id, JobStatus::Step(3), None)
         .await?;
     let (registered, updated) = register(sc, job_id, &found, plan.verify_tls).await?;
-    let summary = format!(
+    let mut summary = format!(
         "found {}, registered {registered}, updated {updated}, auth failed {auth_failed}, unreachable {unreachable}",
         answered.len()
     );
+    if plan.intake {
+        store
+            .set_job_status(job_id, JobStatus::Step(4), None)
+            .await?;
+        let (joined, failed) = intake(sc, job_id, &found).await?;
+        summary.push_str(&format!(", intake joined {joined}, not joined {failed}"));
+        if failed > 0 {
+            return store
+                .set_job_status(job_id, JobStatus::Failed, Some(summary))
+                .await;
+        }
+    }
     store
         .set_job_status(job_id, JobStatus::Successful, Some(summary))
         .await
+}
+
+/// How long the intake waits for a machine powered into the discovery
+/// ramdisk to call back, beyond `provision.boot_timeout`.
+const INTAKE_EXTRA_WAIT: Duration = Duration::from_secs(120);
+
+/// Step4 of a scan with `intake`: every node of a BMC found whose PXE MAC
+/// is unknown (and that no work holds) is powered on into the discovery
+/// ramdisk (PXE once) and joined to the machine that calls back — first
+/// all at once, by system serial (DMI) = FRU serial, then the rest one at a
+/// time, by order — then powered off and `ready`. Returns (joined, not
+/// joined).
+async fn intake(
+    sc: &Arc<Scanner>,
+    job_id: &str,
+    found: &[Found],
+) -> Result<(usize, usize), StoreError> {
+    use crate::foundation::intake::{Candidate, Round};
+    use crate::foundation::ipmi::commands::{BootDevice, BootSetting};
+    use crate::foundation::states::Trigger;
+    use crate::foundation::store::BootMode;
+    use crate::service::power::PowerOp;
+    let store = &sc.shared.store;
+    let (nodes, _) = store.describe_bm_nodes(BmNodeFilter::default()).await?;
+    let ipmi: HashSet<(String, u16)> = found
+        .iter()
+        .filter(|f| f.redfish.is_none())
+        .map(|f| (f.addr.ip().to_string(), f.addr.port()))
+        .collect();
+    let redfish: HashSet<String> = found
+        .iter()
+        .filter_map(|f| f.redfish.as_ref().map(|u| u.endpoint()))
+        .collect();
+    let mut waiting: Vec<BmNode> = nodes
+        .into_iter()
+        .filter(|n| {
+            n.pxe_mac.is_empty()
+                && !n.status.is_busy()
+                && if n.bmc_address.is_empty() {
+                    ipmi.contains(&(n.ipmi_address.clone(), n.ipmi_port))
+                } else {
+                    redfish.contains(&n.bmc_endpoint())
+                }
+        })
+        .collect();
+    waiting.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    if waiting.is_empty() {
+        store
+            .append_job_log(
+                job_id,
+                "step4: intake: every BMC found has its PXE MAC".to_string(),
+            )
+            .await?;
+        return Ok((0, 0));
+    }
+    let (tx, mut joins) = tokio::sync::mpsc::unbounded_channel();
+    let candidates: Vec<Candidate> = waiting
+        .iter()
+        .map(|n| Candidate {
+            node_id: n.node_id.clone(),
+            serial: n.serial_number.clone(),
+        })
+        .collect();
+    if !sc.shared.intake.open(Round {
+        candidates: candidates.clone(),
+        alone: None,
+        joined: tx,
+    }) {
+        store
+            .append_job_log(
+                job_id,
+                "step4: intake skipped: another scan's intake runs; run this one again when it ends".to_string(),
+            )
+            .await?;
+        return Ok((0, waiting.len()));
+    }
+    struct Close<'a>(&'a Shared);
+    impl Drop for Close<'_> {
+        fn drop(&mut self) {
+            self.0.intake.close();
+        }
+    }
+    let _close = Close(&sc.shared);
+    let started = std::time::Instant::now();
+    let wait = Duration::from_secs(sc.shared.config().provision.boot_timeout) + INTAKE_EXTRA_WAIT;
+    // By serial: the nodes whose FRU serial no other candidate shares.
+    let unique = |n: &BmNode| {
+        !n.serial_number.trim().is_empty()
+            && candidates
+                .iter()
+                .filter(|c| c.serial.trim().eq_ignore_ascii_case(n.serial_number.trim()))
+                .count()
+                == 1
+    };
+    let (by_serial, mut by_order): (Vec<BmNode>, Vec<BmNode>) =
+        waiting.iter().cloned().partition(|n| unique(n));
+    store
+        .append_job_log(
+            job_id,
+            format!(
+                "step4: intake of {} node(s) without a PXE MAC: {} by serial (FRU serial = the system's DMI serial), {} one at a time; discovery answers are on meanwhile",
+                waiting.len(),
+                by_serial.len(),
+                by_order.len()
+            ),
+        )
+        .await?;
+    let power = |n: BmNode, op: PowerOp| {
+        let p = sc.power.clone();
+        async move { p.run_on(&n, op).await }
+    };
+    let pxe_once = |n: &BmNode| {
+        PowerOp::SetBoot(BootSetting {
+            device: BootDevice::Pxe,
+            persistent: false,
+            efi: n.boot_mode == BootMode::Uefi,
+        })
+    };
+    let mut joined_ids: Vec<String> = Vec::new();
+    let mut not_joined: Vec<(BmNode, String)> = Vec::new();
+    // Records a join: power off, ready, a log line.
+    let finish = |n: BmNode, j: crate::foundation::intake::Joined| {
+        let (store, power) = (store.clone(), sc.power.clone());
+        let job_id = job_id.to_string();
+        async move {
+            let _ = power.run_on(&n, PowerOp::Off { hard: true }).await;
+            if n.status == crate::foundation::store::BmNodeStatus::New {
+                store
+                    .transition_bm_node(&n.node_id, Trigger::Verify)
+                    .await?;
+                store
+                    .transition_bm_node(&n.node_id, Trigger::Verified)
+                    .await?;
+            }
+            let line = format!(
+                "joined {} ({}) to the machine with PXE MAC {} {}; inventory kept, powered off, ready",
+                n.node_id, n.hostname, j.mac, j.by
+            );
+            store
+                .set_job_node(
+                    &job_id,
+                    JobNode {
+                        node_id: n.node_id.clone(),
+                        status: "joined".into(),
+                        progress: 100,
+                        ret_code: 0,
+                        message: String::new(),
+                    },
+                    Some(line),
+                )
+                .await
+        }
+    };
+    // Phase 1: all serial candidates at once.
+    let mut powered: Vec<BmNode> = Vec::new();
+    for n in by_serial {
+        let set = power(n.clone(), pxe_once(&n)).await;
+        let on = match set {
+            Ok(_) => power(n.clone(), PowerOp::Cycle).await,
+            Err(e) => Err(e),
+        };
+        match on {
+            Ok(_) => powered.push(n),
+            Err(e) => not_joined.push((n, format!("its BMC refused the PXE boot: {e}"))),
+        }
+    }
+    let phase1 = tokio::time::Instant::now();
+    let mut deadline = phase1 + wait;
+    while !powered.is_empty() {
+        // One machine left: whatever calls in now is it (its serial did
+        // not match; the ramdisk retries its callback for ~8 s).
+        if powered.len() == 1 {
+            sc.shared.intake.set_alone(Some(powered[0].node_id.clone()));
+        }
+        match tokio::time::timeout_at(deadline, joins.recv()).await {
+            Ok(Some(j)) => {
+                // Machines powered on together boot in about the same time:
+                // after the first, the others get twice that (at least 60 s).
+                let first = phase1.elapsed() * 2;
+                deadline =
+                    deadline.min(tokio::time::Instant::now() + first.max(Duration::from_secs(60)));
+                if let Some(i) = powered.iter().position(|n| n.node_id == j.node_id) {
+                    let n = powered.remove(i);
+                    joined_ids.push(n.node_id.clone());
+                    finish(n, j).await?;
+                } else if let Some(i) = by_order.iter().position(|n| n.node_id == j.node_id) {
+                    let n = by_order.remove(i);
+                    joined_ids.push(n.node_id.clone());
+                    finish(n, j).await?;
+                }
+            }
+            _ => break,
+        }
+    }
+    sc.shared.intake.set_alone(None);
+    // Those whose machine did not call back with their serial: off, then
+    // one at a time.
+    for n in powered.drain(..) {
+        let _ = power(n.clone(), PowerOp::Off { hard: true }).await;
+        by_order.push(n);
+    }
+    // Phase 2: one at a time; whatever enlists is the one powered on.
+    for n in by_order {
+        if joined_ids.contains(&n.node_id) {
+            continue;
+        }
+        sc.shared.intake.set_alone(Some(n.node_id.clone()));
+        let on = match power(n.clone(), pxe_once(&n)).await {
+            Ok(_) => power(n.clone(), PowerOp::Cycle).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = on {
+            not_joined.push((n, format!("its BMC refused the PXE boot: {e}")));
+            continue;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut done = false;
+        while let Ok(Some(j)) = tokio::time::timeout_at(deadline, joins.recv()).await {
+            if j.node_id == n.node_id {
+                joined_ids.push(n.node_id.clone());
+                finish(n.clone(), j).await?;
+                done = true;
+                break;
+            }
+        }
+        sc.shared.intake.set_alone(None);
+        if !done {
+            let _ = power(n.clone(), PowerOp::Off { hard: true }).await;
+            not_joined.push((
+                n,
+                format!(
+                    "no machine called back from the discovery ramdisk within {} s of its power-on: check that it network-boots from a NIC on rackboot's network (DescribeBootEvents of its MACs), then scan again with intake",
+                    wait.as_secs()
+                ),
+            ));
+        }
+    }
+    for (n, why) in &not_joined {
+        store
+            .set_job_node(
+                job_id,
+                JobNode {
+                    node_id: n.node_id.clone(),
+                    status: "not_joined".into(),
+                    progress: 100,
+                    ret_code: crate::foundation::errors::RetCode::ProvisionNoNetboot.code(),
+                    message: format!(
+                        "Node {} was not joined to a machine: {why}. It stays without a PXE MAC.",
+                        n.node_id
+                    ),
+                },
+                Some(format!("not joined {} ({}): {why}", n.node_id, n.hostname)),
+            )
+            .await?;
+    }
+    store
+        .append_job_log(
+            job_id,
+            format!(
+                "step4: intake done in {:.0} s: {} joined, {} not joined",
+                started.elapsed().as_secs_f64(),
+                joined_ids.len(),
+                not_joined.len()
+            ),
+        )
+        .await?;
+    Ok((joined_ids.len(), not_joined.len()))
 }
 
 async fn login_and_inventory(
@@ -533,9 +816,12 @@ async fn register(
                     .then(|| by_host.get(&host))
                     .flatten()
             }),
+            // Another IPMI port on the same host is another BMC (lab
+            // simulators, chassis managers); a Redfish node on the host is
+            // the same machine.
             None => by_addr
                 .get(&(host.clone(), f.addr.port()))
-                .or_else(|| by_host.get(&host)),
+                .or_else(|| by_host.get(&host).filter(|n| !n.bmc_address.is_empty())),
         };
         if let Some(known) = known {
             let (b, s) = (brand.clone(), serial.clone());

@@ -175,6 +175,41 @@ fn serial_port(i: u32) -> u32 {
     9200 + i
 }
 
+/// VM `i`'s system serial (SMBIOS type 1, what DMI shows), also its BMC's
+/// FRU product serial.
+pub fn system_serial(i: u32) -> String {
+    format!("RB-LAB{i:02}-SYS")
+}
+
+/// A FRU image (IPMI Platform Management FRU Information Storage
+/// Definition 1.0): the common header and a product info area whose serial
+/// is `serial`.
+pub fn fru_image(serial: &str) -> Vec<u8> {
+    fn field(s: &str) -> Vec<u8> {
+        let mut v = vec![0xC0 | s.len().min(63) as u8];
+        v.extend(&s.as_bytes()[..s.len().min(63)]);
+        v
+    }
+    fn checksum(b: &[u8]) -> u8 {
+        b.iter().fold(0u8, |a, x| a.wrapping_add(*x)).wrapping_neg()
+    }
+    let mut product = vec![1, 0, 0];
+    for f in ["Rackboot Lab", "lab-vm", "PN-1", "1.0", serial, "", ""] {
+        product.extend(field(f));
+    }
+    product.push(0xC1);
+    while (product.len() + 1) % 8 != 0 {
+        product.push(0);
+    }
+    product[1] = ((product.len() + 1) / 8) as u8;
+    product.push(checksum(&product));
+    let header = [1u8, 0, 0, 0, 1, 0, 0];
+    let mut out = header.to_vec();
+    out.push(checksum(&header));
+    out.extend(product);
+    out
+}
+
 /// The serial of VM `i`'s disk `n` (1 or 2).
 pub fn disk_serial(i: u32, n: u8) -> String {
     format!("RB-LAB{i:02}-D{n}")
@@ -488,12 +523,13 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         let hw = hardware(o, i);
         // Sparse disks of server sizes: 4 GiB, and 6 GiB for a second one.
         let mut env = format!(
-            "TAP={tap}\nMAC={}\nNIC={}\nDISK_CTRL={}\nFIRMWARE={}\nSERIALPORT={}\n",
+            "TAP={tap}\nMAC={}\nNIC={}\nDISK_CTRL={}\nFIRMWARE={}\nSERIALPORT={}\nSYSSERIAL={}\n",
             mac(i),
             hw.nic,
             hw.disk,
             hw.firmware,
-            serial_port(i)
+            serial_port(i),
+            system_serial(i)
         );
         for n in 1..=hw.disks {
             let disk = vm.join(format!("disk{n}.raw"));
@@ -537,7 +573,19 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         std::fs::write(
             vm.join("sim.emu"),
-            "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+            {
+                // The BMC's FRU carries the machine's serial, as a real
+                // server's does (the intake joins them by it).
+                let fru = fru_image(&system_serial(i));
+                let path = vm.join("fru.bin");
+                std::fs::write(&path, &fru).map_err(|e| e.to_string())?;
+                format!(
+                    "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
+                     mc_add_fru_data 0x20 0 {} file 0 \"{}\"\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n",
+                    fru.len(),
+                    path.display()
+                )
+            },
         )
         .map_err(|e| e.to_string())?;
         let relay = spawn_in(

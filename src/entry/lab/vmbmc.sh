@@ -7,7 +7,8 @@
 # DISK_CTRL (virtio-blk virtio-scsi ahci nvme megasas lsi), FIRMWARE (bios
 # uefi secureboot), DISK/SERIAL and optionally DISK2/SERIAL2, SERIALPORT (the
 # serial port: `rackboot lab serial-relay`, which ipmi_sim's SOL also
-# connects to; serial.log keeps a copy).
+# connects to; serial.log keeps a copy), SYSSERIAL (the SMBIOS system serial,
+# also the BMC's FRU serial; empty: none).
 D=$(dirname "$0")
 . "$D/vm.env"
 PIDF=$D/vm.pid
@@ -51,7 +52,7 @@ start() {
   setsid qemu-system-x86_64 -accel tcg -m 1024 -nographic -nodefaults \
     "${fw[@]}" -serial chardev:s0 \
     -chardev "socket,id=s0,host=127.0.0.1,port=$SERIALPORT,reconnect=1,logfile=$D/serial.log,logappend=on" \
-    -pidfile "$PIDF" -daemonize \
+    -pidfile "$PIDF" -daemonize ${SYSSERIAL:+-smbios "type=1,serial=$SYSSERIAL"} \
     "${ctrl[@]}" \
     $(disk_args d0 "$DISK" "$SERIAL" $diskboot) \
     $( [ -n "$DISK2" ] && disk_args d1 "$DISK2" "$SERIAL2" $((diskboot + 1))) \

@@ -422,13 +422,65 @@ impl Provisioner {
     }
 
     /// Discovery: the unknown machine `mac` network-booted the discovery
-    /// script and sent `raw`; see [`inventory::enlist`].
+    /// script and sent `raw`. While an intake runs, a machine it can join
+    /// to a BMC-only node (`foundation::intake`) becomes that node's PXE
+    /// MAC and inventory; else see [`inventory::enlist`]. Returns the node
+    /// and what happened ("enlisted as", "already registered as", "joined
+    /// by intake to").
     pub async fn enlist(
         &self,
         mac: &str,
         raw: &serde_json::Value,
-    ) -> Result<(String, bool), StoreError> {
-        inventory::enlist(&self.shared.store, mac, raw).await
+    ) -> Result<(String, &'static str), StoreError> {
+        let known = !self
+            .shared
+            .store
+            .nodes_by_pxe_macs(vec![mac.to_string()])
+            .await?
+            .is_empty();
+        if !known && self.shared.intake.active() {
+            let serial = raw["system"]["serial"].as_str().unwrap_or("");
+            if let Some(joined) = self.shared.intake.take(mac, serial) {
+                let m = mac.to_string();
+                // The firmware mode it booted the ramdisk in is its boot mode.
+                let mode = raw["boot_mode"]
+                    .as_str()
+                    .and_then(crate::foundation::store::BootMode::parse);
+                self.shared
+                    .store
+                    .modify_bm_node(&joined.node_id, move |n| {
+                        n.pxe_mac = m;
+                        if let Some(mode) = mode {
+                            n.boot_mode = mode;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                self.shared
+                    .store
+                    .save_inventory(&joined.node_id, raw.to_string())
+                    .await?;
+                inventory::apply(&self.shared.store, &joined.node_id, raw).await?;
+                let id = joined.node_id.clone();
+                self.shared.intake.report(joined);
+                return Ok((id, "joined by intake to"));
+            }
+            if !self.shared.config().dhcp.discovery {
+                // Discovery is on for the intake only: strangers are not enlisted.
+                return Err(StoreError::Invalid(format!(
+                    "{mac} is not one of the machines the intake powered on (dhcp.discovery is off)"
+                )));
+            }
+        }
+        let (id, created) = inventory::enlist(&self.shared.store, mac, raw).await?;
+        Ok((
+            id,
+            if created {
+                "enlisted as"
+            } else {
+                "already registered as"
+            },
+        ))
     }
 }
 

@@ -472,7 +472,12 @@ async fn with_diagnosis(pv: &Provisioner, node: &BmNode, mut f: Failure) -> Fail
         return f;
     };
     if let Some((_, h)) = f.args.iter_mut().find(|(k, _)| *k == "hint") {
-        *h = format!("{h} Likely cause: {}.", d.text);
+        let end = if d.text.ends_with(['.', '?', '!']) {
+            ""
+        } else {
+            "."
+        };
+        *h = format!("{h} Likely cause: {}{end}", d.text);
     }
     f
 }

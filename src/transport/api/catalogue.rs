@@ -323,6 +323,7 @@ pub static ACTIONS: &[Action] = &[
             p("protocols", Ty::List, false, "ipmi, redfish or both (default both; a host answering both is registered once, as Redfish)"),
             p("redfish_port", Ty::Int, false, "Redfish HTTPS port probed (default 443)"),
             p("bmc_verify_tls", Ty::Flag, false, "1 = verify Redfish certificates (default), 0 = accept self-signed ones (kept on the nodes registered)"),
+            p("intake", Ty::Flag, false, "1 = zero-touch intake: power each BMC found that has no PXE MAC into the discovery ramdisk (PXE once), join the machine to its BMC (system serial = FRU serial, else one at a time), keep its MAC and inventory; the node ends ready and off"),
         ],
         positional: None,
         job: true,

@@ -58,6 +58,7 @@ pub fn scan(app: Arc<App>, call: Call) -> HandlerFuture {
         let p = &call.params;
         let (use_ipmi, use_redfish) = protocols(p)?;
         let verify_tls = p.int("bmc_verify_tls").unwrap_or(1) == 1;
+        let intake = p.int("intake") == Some(1);
         let node_ids = p.list("node_ids");
         let has_range = p.str("ip_start").is_some() || p.str("ip_end").is_some();
         let given = match (p.str("ipmi_username"), p.str("ipmi_password")) {
@@ -141,6 +142,7 @@ pub fn scan(app: Arc<App>, call: Call) -> HandlerFuture {
                 credentials: Vec::new(),
                 per_node,
                 known: node_ids,
+                intake,
             }
         } else {
             if p.str("ip_start").is_none() {
@@ -191,6 +193,7 @@ pub fn scan(app: Arc<App>, call: Call) -> HandlerFuture {
                 credentials,
                 per_node: HashMap::new(),
                 known: Vec::new(),
+                intake,
             }
         };
         let job = app

@@ -414,7 +414,7 @@ async fn render_for(h: &Http, node: &BmNode, template: &str, mode: Mode) -> Resu
 
 async fn boot_script(State(h): State<Http>, Path(file): Path<String>) -> Response {
     if file == "discovery.ipxe" {
-        if !h.app.config().dhcp.discovery {
+        if !h.app.config().dhcp.discovery && !h.app.shared.intake.active() {
             return refuse(
                 StatusCode::NOT_FOUND,
                 &file,
@@ -946,7 +946,7 @@ async fn discover(
     body: Body,
 ) -> Response {
     let label = format!("/discover/{mac}/{event}");
-    if !h.app.config().dhcp.discovery {
+    if !h.app.config().dhcp.discovery && !h.app.shared.intake.active() {
         return refuse(
             StatusCode::NOT_FOUND,
             &label,
@@ -979,12 +979,7 @@ async fn discover(
         Ok(Callback::Inventory(json)) => {
             let raw: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
             match h.app.provision.enlist(&mac, &raw).await {
-                Ok((id, created)) => {
-                    let what = if created {
-                        "enlisted as"
-                    } else {
-                        "already registered as"
-                    };
+                Ok((id, what)) => {
                     tracing::info!(%mac, node_id = %id, "discovery: {what} {id}");
                     let _ = h
                         .app

@@ -166,7 +166,10 @@ pub async fn start(app: Arc<App>, shutdown: CancellationToken) -> Result<bool, S
     };
     std::thread::Builder::new()
         .name("rackboot-dhcp".into())
-        .spawn(move || dhcp_loop(socks, settings, table, db, dhcp_shutdown))
+        .spawn({
+            let intake = app.shared.intake.flag();
+            move || dhcp_loop(socks, settings, table, db, dhcp_shutdown, intake)
+        })
         .map_err(|e| format!("cannot start the DHCP thread: {e}"))?;
     let dhcp_where = match d.mode {
         DhcpMode::Full => format!("{iface} {ip}:67 (full)"),
@@ -398,11 +401,14 @@ fn upper<T: std::fmt::Debug>(t: Option<T>) -> String {
 /// `shutdown` is cancelled (checked every 250 ms).
 fn dhcp_loop(
     socks: Sockets,
-    settings: Settings,
+    mut settings: Settings,
     mut table: Option<LeaseTable>,
     mut db: LeaseDb,
     shutdown: CancellationToken,
+    intake: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
+    // Discovery answers: as configured, and while an intake runs.
+    let discovery = settings.discovery;
     let mut buf = vec![0u8; 1500];
     let mut limit = dhcp::RateLimit::default();
     let started = std::time::Instant::now();
@@ -417,6 +423,7 @@ fn dhcp_loop(
             return;
         }
         socks.wait(timeline.wait_ms());
+        settings.discovery = discovery || intake.load(std::sync::atomic::Ordering::Relaxed);
         if timeline.due() {
             if let Err(e) = db.save(Vec::new(), timeline.take()) {
                 tracing::debug!("boot timeline: {e}");
