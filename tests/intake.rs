@@ -1,11 +1,14 @@
 //! Zero-touch intake with real parts: three lab VMs (QEMU, TCG) behind
 //! ipmi_sim BMCs whose FRU product serial is the VM's SMBIOS system serial
-//! — but for VM 2, whose system serial is another, so only the one-at-a-
+//! and whose LAN configuration reports their own MAC. VM 0 has an in-band
+//! IPMI interface (QEMU's isa-ipmi-kcs + ipmi-bmc-extern to its ipmi_sim);
+//! VM 2's system serial is another than its FRU's, so only the one-at-a-
 //! time path can join it. The BMCs are found by ScanBMNodes (no MAC typed
 //! anywhere), then one scan with `intake: 1` powers them into the
-//! discovery ramdisk, joins each machine to its BMC (two by serial, one by
-//! order), and leaves them `ready`, off, with the right PXE MACs and their
-//! inventory; then they provision. Needs root (CI is root).
+//! discovery ramdisk, joins each machine to its BMC (by the BMC address
+//! read in-band, by serial, by order), and leaves them `ready`, off, with
+//! the right PXE MACs and their inventory; then they provision. Needs root
+//! (CI is root).
 
 mod common;
 
@@ -28,7 +31,20 @@ fn wait(lab: &Lab, job: &str, secs: u64) -> Value {
 
 #[test]
 fn three_bmcs_without_a_mac_are_joined_to_their_machines_and_provision() {
-    let (lab, _) = Lab::up("int", &["--nodes", "3", "--no-provision"]);
+    let (lab, _) = Lab::up(
+        "int",
+        &[
+            "--nodes",
+            "3",
+            "--no-provision",
+            "--hardware",
+            "bmc=inband",
+            "--hardware",
+            "bmc=lan",
+            "--hardware",
+            "bmc=lan",
+        ],
+    );
     // VM 2's system serial is not its BMC's FRU serial.
     let env = lab.path("vm2/vm.env");
     let text = std::fs::read_to_string(&env).unwrap();
@@ -82,10 +98,11 @@ fn three_bmcs_without_a_mac_are_joined_to_their_machines_and_provision() {
     );
     for (i, id) in ids.iter().enumerate() {
         let mac = format!("52:54:00:99:20:{i:02x}");
-        let how = if i < 2 {
-            format!("by serial RB-LAB{i:02}-SYS")
-        } else {
-            "by order".to_string()
+        let how = match i {
+            0 => "by BMC address (the BMC it reads in-band has LAN MAC 02:00:00:99:01:00)"
+                .to_string(),
+            1 => format!("by serial RB-LAB{i:02}-SYS"),
+            _ => "by order".to_string(),
         };
         let line = format!(
             "joined {id} (bmc-10-99-0-1-{}) to the machine with PXE MAC {mac} {how}",

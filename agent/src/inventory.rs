@@ -65,6 +65,10 @@ pub struct Inventory {
     /// Seconds since the kernel started, when the inventory was taken.
     pub uptime_s: f64,
     pub agent_version: String,
+    /// The BMC's LAN address, read in-band (`/dev/ipmi0`), when the
+    /// machine has an IPMI system interface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<crate::bmc::Bmc>,
 }
 
 /// A sysfs attribute as trimmed text ("" when absent).
@@ -135,6 +139,7 @@ pub fn collect(root: &Path) -> Inventory {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0),
         agent_version: env!("CARGO_PKG_VERSION").into(),
+        bmc: None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! prints a `rackboot-agent:` line on the console; a failure is also
 //! reported to the daemon (`failed`) whenever the network is up.
 
+mod bmc;
 mod cmdline;
 mod disks;
 mod inventory;
@@ -119,7 +120,14 @@ fn run() -> Result<(), String> {
         return Ok(());
     }
 
-    let inv = inventory::collect(Path::new("/"));
+    let mut inv = inventory::collect(Path::new("/"));
+    inv.bmc = bmc::read(&mut |m| loader.load(m));
+    if let Some(b) = &inv.bmc {
+        say(&format!(
+            "BMC in-band: LAN channel {} at {} (MAC {})",
+            b.channel, b.ip, b.mac
+        ));
+    }
     say(&format!(
         "{} disk(s): {}; {} NIC(s); boot mode {}{}",
         inv.disks.len(),

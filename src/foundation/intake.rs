@@ -14,11 +14,16 @@ pub struct Candidate {
     pub node_id: String,
     /// Its BMC's FRU serial ("" when the BMC has none).
     pub serial: String,
+    /// Its BMC's LAN MAC as read over the LAN ("" when unknown).
+    pub bmc_mac: String,
 }
 
 /// How a machine was joined to its node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinedBy {
+    /// The BMC the machine reached in-band (`/dev/ipmi0`) has this LAN MAC,
+    /// the one the BMC reported over the LAN.
+    BmcAddress(String),
     /// Its system serial (DMI) equals the BMC's FRU serial.
     Serial(String),
     /// It was the only machine powered on by the intake then.
@@ -28,6 +33,10 @@ pub enum JoinedBy {
 impl std::fmt::Display for JoinedBy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            JoinedBy::BmcAddress(m) => write!(
+                f,
+                "by BMC address (the BMC it reads in-band has LAN MAC {m})"
+            ),
             JoinedBy::Serial(s) => write!(
                 f,
                 "by serial {s} (the system's DMI serial = the BMC's FRU serial)"
@@ -42,15 +51,27 @@ fn same_serial(a: &str, b: &str) -> bool {
     !a.is_empty() && a.eq_ignore_ascii_case(b)
 }
 
-/// Which candidate a machine reporting `dmi_serial` is: the one whose FRU
-/// serial it equals (when exactly one does), else `alone` — the node the
-/// intake powered on by itself — unless the serial names another
-/// candidate.
+/// Which candidate a machine is that reports `bmc_mac` (its BMC's LAN MAC
+/// read in-band; "" without an IPMI interface) and `dmi_serial`: the one
+/// whose BMC has that MAC, else the one whose FRU serial it equals (when
+/// exactly one does), else `alone` — the node the intake powered on by
+/// itself — unless the MAC or serial names another candidate.
 pub fn choose(
     candidates: &[Candidate],
     alone: Option<&str>,
+    bmc_mac: &str,
     dmi_serial: &str,
 ) -> Option<(String, JoinedBy)> {
+    let by_bmc: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| !c.bmc_mac.is_empty() && c.bmc_mac.eq_ignore_ascii_case(bmc_mac.trim()))
+        .collect();
+    if let [one] = by_bmc.as_slice() {
+        return Some((
+            one.node_id.clone(),
+            JoinedBy::BmcAddress(one.bmc_mac.clone()),
+        ));
+    }
     let matching: Vec<&Candidate> = candidates
         .iter()
         .filter(|c| same_serial(&c.serial, dmi_serial))
@@ -135,10 +156,10 @@ impl Desk {
 
     /// The node a machine with `mac` and `dmi_serial` joins, taken out of
     /// the round, if any; [`Desk::report`] it once recorded.
-    pub fn take(&self, mac: &str, dmi_serial: &str) -> Option<Joined> {
+    pub fn take(&self, mac: &str, bmc_mac: &str, dmi_serial: &str) -> Option<Joined> {
         let mut guard = self.round.lock().unwrap_or_else(|e| e.into_inner());
         let r = guard.as_mut()?;
-        let (node_id, by) = choose(&r.candidates, r.alone.as_deref(), dmi_serial)?;
+        let (node_id, by) = choose(&r.candidates, r.alone.as_deref(), bmc_mac, dmi_serial)?;
         r.candidates.retain(|c| c.node_id != node_id);
         if r.alone.as_deref() == Some(node_id.as_str()) {
             r.alone = None;
@@ -171,6 +192,7 @@ mod tests {
         Candidate {
             node_id: id.into(),
             serial: serial.into(),
+            bmc_mac: String::new(),
         }
     }
 
@@ -178,36 +200,56 @@ mod tests {
     fn a_serial_names_its_node_and_order_is_the_fallback() {
         let cands = [c("n-a", "SN-A"), c("n-b", "SN-B"), c("n-c", "")];
         assert_eq!(
-            choose(&cands, None, " sn-b "),
+            choose(&cands, None, "", " sn-b "),
             Some(("n-b".into(), JoinedBy::Serial("sn-b".into())))
         );
         // No serial match and nobody alone: not joined.
-        assert_eq!(choose(&cands, None, "OTHER"), None);
-        assert_eq!(choose(&cands, None, ""), None);
+        assert_eq!(choose(&cands, None, "", "OTHER"), None);
+        assert_eq!(choose(&cands, None, "", ""), None);
         // Powered on alone: joined by order…
         assert_eq!(
-            choose(&cands, Some("n-c"), ""),
+            choose(&cands, Some("n-c"), "", ""),
             Some(("n-c".into(), JoinedBy::Order))
         );
         assert_eq!(
-            choose(&cands, Some("n-c"), "QEMU-1"),
+            choose(&cands, Some("n-c"), "", "QEMU-1"),
             Some(("n-c".into(), JoinedBy::Order))
         );
         // …unless its serial says it is another candidate.
         assert_eq!(
-            choose(&cands, Some("n-c"), "SN-A"),
+            choose(&cands, Some("n-c"), "", "SN-A"),
             Some(("n-a".into(), JoinedBy::Serial("SN-A".into())))
         );
         // Two candidates with the same serial: the serial decides nothing.
         let twins = [c("n-a", "DUP"), c("n-b", "DUP")];
-        assert_eq!(choose(&twins, None, "DUP"), None);
+        assert_eq!(choose(&twins, None, "", "DUP"), None);
         assert_eq!(
-            choose(&twins, Some("n-b"), "DUP"),
+            choose(&twins, Some("n-b"), "", "DUP"),
             Some(("n-b".into(), JoinedBy::Order))
         );
         assert_eq!(
-            choose(&[c("n-x", "DUP"), c("n-y", "DUP")], Some("n-z"), "DUP"),
+            choose(&[c("n-x", "DUP"), c("n-y", "DUP")], Some("n-z"), "", "DUP"),
             None
+        );
+    }
+
+    #[test]
+    fn the_bmc_a_machine_reaches_in_band_names_it_first() {
+        let mut a = c("n-a", "SN-A");
+        a.bmc_mac = "02:00:00:99:01:00".into();
+        let cands = [a, c("n-b", "SN-B")];
+        // Even with another candidate's serial (a swapped board).
+        assert_eq!(
+            choose(&cands, Some("n-b"), "02:00:00:99:01:00", "SN-B"),
+            Some((
+                "n-a".into(),
+                JoinedBy::BmcAddress("02:00:00:99:01:00".into())
+            ))
+        );
+        // An unknown BMC MAC decides nothing: the serial does.
+        assert_eq!(
+            choose(&cands, None, "02:00:00:99:01:99", "SN-B"),
+            Some(("n-b".into(), JoinedBy::Serial("SN-B".into())))
         );
     }
 
@@ -226,18 +268,18 @@ mod tests {
             alone: None,
             joined: tx,
         }));
-        let a = desk.take("52:54:00:00:00:01", "SN-A").unwrap();
+        let a = desk.take("52:54:00:00:00:01", "", "SN-A").unwrap();
         assert_eq!(a.node_id, "n-a");
         desk.report(a);
-        assert_eq!(desk.take("52:54:00:00:00:02", "SN-A"), None);
+        assert_eq!(desk.take("52:54:00:00:00:02", "", "SN-A"), None);
         desk.set_alone(Some("n-b".into()));
-        let j = desk.take("52:54:00:00:00:03", "").unwrap();
+        let j = desk.take("52:54:00:00:00:03", "", "").unwrap();
         assert_eq!((j.node_id.as_str(), &j.by), ("n-b", &JoinedBy::Order));
         desk.report(j);
         assert_eq!(rx.try_recv().unwrap().mac, "52:54:00:00:00:01");
         assert_eq!(rx.try_recv().unwrap().mac, "52:54:00:00:00:03");
         desk.close();
         assert!(!desk.active());
-        assert_eq!(desk.take("52:54:00:00:00:04", ""), None);
+        assert_eq!(desk.take("52:54:00:00:00:04", "", ""), None);
     }
 }

@@ -387,13 +387,26 @@ async fn intake(
         return Ok((0, 0));
     }
     let (tx, mut joins) = tokio::sync::mpsc::unbounded_channel();
-    let candidates: Vec<Candidate> = waiting
-        .iter()
-        .map(|n| Candidate {
+    // Each IPMI BMC's own LAN MAC: what the machine reads in-band.
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for n in &waiting {
+        let bmc_mac = match sc.power.controller.ipmi_target(n) {
+            Ok(t) if n.bmc_address.is_empty() => sc
+                .power
+                .controller
+                .with_session(&t, async |s: &mut Session| Ok(commands::lan_mac(s).await))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        candidates.push(Candidate {
             node_id: n.node_id.clone(),
             serial: n.serial_number.clone(),
-        })
-        .collect();
+            bmc_mac,
+        });
+    }
     if !sc.shared.intake.open(Round {
         candidates: candidates.clone(),
         alone: None,
@@ -416,22 +429,35 @@ async fn intake(
     let _close = Close(&sc.shared);
     let started = std::time::Instant::now();
     let wait = Duration::from_secs(sc.shared.config().provision.boot_timeout) + INTAKE_EXTRA_WAIT;
-    // By serial: the nodes whose FRU serial no other candidate shares.
+    // At once: the nodes whose BMC MAC or FRU serial no other candidate
+    // shares.
     let unique = |n: &BmNode| {
-        !n.serial_number.trim().is_empty()
+        let me = candidates
+            .iter()
+            .find(|c| c.node_id == n.node_id)
+            .expect("every waiting node is a candidate");
+        let bmc = !me.bmc_mac.is_empty()
             && candidates
                 .iter()
-                .filter(|c| c.serial.trim().eq_ignore_ascii_case(n.serial_number.trim()))
+                .filter(|c| c.bmc_mac.eq_ignore_ascii_case(&me.bmc_mac))
                 .count()
-                == 1
+                == 1;
+        let serial = !me.serial.trim().is_empty()
+            && candidates
+                .iter()
+                .filter(|c| c.serial.trim().eq_ignore_ascii_case(me.serial.trim()))
+                .count()
+                == 1;
+        bmc || serial
     };
+    let in_band = candidates.iter().filter(|c| !c.bmc_mac.is_empty()).count();
     let (by_serial, mut by_order): (Vec<BmNode>, Vec<BmNode>) =
         waiting.iter().cloned().partition(|n| unique(n));
     store
         .append_job_log(
             job_id,
             format!(
-                "step4: intake of {} node(s) without a PXE MAC: {} by serial (FRU serial = the system's DMI serial), {} one at a time; discovery answers are on meanwhile",
+                "step4: intake of {} node(s) without a PXE MAC: {} at once (by the BMC's LAN MAC read in-band, {in_band} BMC(s) report one; or FRU serial = the system's DMI serial), {} one at a time; discovery answers are on meanwhile",
                 waiting.len(),
                 by_serial.len(),
                 by_order.len()

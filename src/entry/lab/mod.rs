@@ -60,6 +60,9 @@ pub struct Hardware {
     /// 1, or 2: a second, larger disk with its own serial gets the OS (the
     /// node's root-device hint names its serial).
     pub disks: u8,
+    /// An in-band IPMI interface (KCS) to the VM's BMC (`bmc=inband`), as
+    /// real servers have: the BMC's LAN address is readable from the OS.
+    pub inband: bool,
 }
 
 impl Default for Hardware {
@@ -69,6 +72,7 @@ impl Default for Hardware {
             disk: "virtio-blk".into(),
             firmware: "bios".into(),
             disks: 1,
+            inband: false,
         }
     }
 }
@@ -79,7 +83,7 @@ impl Hardware {
         let mut h = Hardware::default();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| {
-                format!("`{part}`: expected key=value (nic, disk, firmware, disks)")
+                format!("`{part}`: expected key=value (nic, disk, firmware, disks, bmc)")
             })?;
             match k {
                 "nic" => {
@@ -120,6 +124,13 @@ impl Hardware {
                     }
                     h.firmware = v.into();
                 }
+                "bmc" => {
+                    h.inband = match v {
+                        "inband" => true,
+                        "lan" => false,
+                        _ => return Err(format!("bmc={v}: inband or lan")),
+                    }
+                }
                 "disks" => {
                     h.disks = match v {
                         "1" => 1,
@@ -129,7 +140,7 @@ impl Hardware {
                 }
                 _ => {
                     return Err(format!(
-                        "`{k}`: not a hardware key (nic, disk, firmware, disks)"
+                        "`{k}`: not a hardware key (nic, disk, firmware, disks, bmc)"
                     ))
                 }
             }
@@ -168,6 +179,16 @@ impl Hardware {
 /// connects to the serial relay ([`serial_relay`]).
 fn sol_port(i: u32) -> u32 {
     9100 + i
+}
+
+/// The port where VM `i`'s BMC takes QEMU's in-band IPMI connection.
+fn inband_port(i: u32) -> u32 {
+    9300 + i
+}
+
+/// VM `i`'s BMC's own LAN MAC (what `lancontrol.sh` reports).
+pub fn bmc_mac(i: u32) -> String {
+    format!("02:00:00:99:01:{i:02x}")
 }
 
 /// The relay's port for VM `i`'s serial port (QEMU connects to it).
@@ -523,13 +544,15 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         let hw = hardware(o, i);
         // Sparse disks of server sizes: 4 GiB, and 6 GiB for a second one.
         let mut env = format!(
-            "TAP={tap}\nMAC={}\nNIC={}\nDISK_CTRL={}\nFIRMWARE={}\nSERIALPORT={}\nSYSSERIAL={}\n",
+            "TAP={tap}\nMAC={}\nNIC={}\nDISK_CTRL={}\nFIRMWARE={}\nSERIALPORT={}\nSYSSERIAL={}\nINBAND={}\nIPMIPORT={}\n",
             mac(i),
             hw.nic,
             hw.disk,
             hw.firmware,
             serial_port(i),
-            system_serial(i)
+            system_serial(i),
+            if hw.inband { "1" } else { "" },
+            inband_port(i)
         );
         for n in 1..=hw.disks {
             let disk = vm.join(format!("disk{n}.raw"));
@@ -556,18 +579,40 @@ pub fn up(o: &LabOptions) -> Result<(), String> {
         let chassis = vm.join("chassis.sh");
         std::fs::write(&chassis, VMBMC).map_err(|e| e.to_string())?;
         sh(Command::new("chmod").arg("755").arg(&chassis), "chmod")?;
+        // ipmi_sim's LAN configuration (Get LAN Configuration Parameters):
+        // the BMC's address and its own MAC, as a real BMC reports them.
+        let lancontrol = vm.join("lancontrol.sh");
+        std::fs::write(
+            &lancontrol,
+            format!(
+                "#!/bin/sh\n# ipmi_sim's lan_config_program: \"$0 <vm> get|set|check <name>...\"\nshift\nop=$1; shift\n\
+                 [ \"$op\" = get ] || exit 0\nfor p in \"$@\"; do case $p in\n\
+                   ip_addr) echo ip_addr:10.99.0.1;;\n  ip_addr_src) echo ip_addr_src:static;;\n\
+                   mac_addr) echo mac_addr:{};;\n  subnet_mask) echo subnet_mask:255.255.255.0;;\n\
+                   *mac_addr) echo \"$p:00:00:00:00:00:00\";;\n  *) echo \"$p:0.0.0.0\";;\nesac; done\n",
+                bmc_mac(i)
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        sh(Command::new("chmod").arg("755").arg(&lancontrol), "chmod")?;
         let auths = "none md2 md5 straight";
         std::fs::write(
             vm.join("lan.conf"),
             format!(
                 "name \"vm{i}\"\nset_working_mc 0x20\n  startlan 1\n    addr 10.99.0.1 {}\n    priv_limit admin\n\
                  allowed_auths_callback {auths}\n allowed_auths_user {auths}\n allowed_auths_operator {auths}\n allowed_auths_admin {auths}\n\
-                 guid a123456789abcdefa123456789abcd{i:02x}\n  endlan\n  chassis_control \"{}\"\n\
-                 sol \"tcp:127.0.0.1:{}\" 115200\n\
+                 guid a123456789abcdefa123456789abcd{i:02x}\n lan_config_program \"{} {i}\"\n  endlan\n  chassis_control \"{}\"\n\
+                 sol \"tcp:127.0.0.1:{}\" 115200\n{}\
                  user 2 true \"admin\" \"password\" admin 10 {auths}\n",
                 6230 + i,
+                lancontrol.display(),
                 chassis.display(),
-                sol_port(i)
+                sol_port(i),
+                if hw.inband {
+                    format!("  serial 15 127.0.0.1 {} codec VM ipmb 0x20\n", inband_port(i))
+                } else {
+                    String::new()
+                }
             ),
         )
         .map_err(|e| e.to_string())?;

@@ -8,7 +8,8 @@
 # uefi secureboot), DISK/SERIAL and optionally DISK2/SERIAL2, SERIALPORT (the
 # serial port: `rackboot lab serial-relay`, which ipmi_sim's SOL also
 # connects to; serial.log keeps a copy), SYSSERIAL (the SMBIOS system serial,
-# also the BMC's FRU serial; empty: none).
+# also the BMC's FRU serial; empty: none), INBAND=1 and IPMIPORT (an in-band
+# KCS interface to the BMC, which listens on IPMIPORT).
 D=$(dirname "$0")
 . "$D/vm.env"
 PIDF=$D/vm.pid
@@ -56,6 +57,8 @@ start() {
     "${ctrl[@]}" \
     $(disk_args d0 "$DISK" "$SERIAL" $diskboot) \
     $( [ -n "$DISK2" ] && disk_args d1 "$DISK2" "$SERIAL2" $((diskboot + 1))) \
+    ${INBAND:+-chardev "socket,id=ipmi0,host=127.0.0.1,port=$IPMIPORT,reconnect=10" \
+      -device ipmi-bmc-extern,chardev=ipmi0,id=bmc0 -device isa-ipmi-kcs,bmc=bmc0,irq=5} \
     -netdev "tap,id=n0,ifname=$TAP,script=no,downscript=no" \
     -device "$NIC,netdev=n0,mac=$MAC,bootindex=$nicboot${rom[0]}" \
     </dev/null >>"$D/qemu.out" 2>&1

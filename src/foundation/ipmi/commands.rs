@@ -283,6 +283,36 @@ pub fn parse_fru(data: &[u8]) -> Option<FruInfo> {
 
 /// Reads FRU device 0 (Get FRU Inventory Area Info, then Read FRU Data in
 /// 16-byte pieces, at most 2 KiB). `Ok(None)` when the BMC has no FRU.
+/// The BMC's own LAN MAC address (Get LAN Configuration Parameters,
+/// parameter 5) on the first LAN channel that answers (1, then 2), as
+/// `aa:bb:cc:dd:ee:ff`; `None` when no channel gives a non-zero one. The
+/// machine's ramdisk reads the same in-band: the intake's join key.
+pub async fn lan_mac(s: &mut Session) -> Option<String> {
+    for channel in 1..=2u8 {
+        let Ok(d) = s
+            .command(
+                "Get LAN Configuration Parameters",
+                0x0c,
+                0x02,
+                &[channel, 5, 0, 0],
+            )
+            .await
+        else {
+            continue;
+        };
+        // parameter revision, then the MAC
+        if let Some(mac) = d.get(1..7).filter(|m| m.iter().any(|b| *b != 0)) {
+            return Some(
+                mac.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
+        }
+    }
+    None
+}
+
 pub async fn read_fru(s: &mut Session) -> Result<Option<FruInfo>, BmcError> {
     const NETFN_STORAGE: u8 = 0x0A;
     let info = match s

@@ -440,7 +440,8 @@ impl Provisioner {
             .is_empty();
         if !known && self.shared.intake.active() {
             let serial = raw["system"]["serial"].as_str().unwrap_or("");
-            if let Some(joined) = self.shared.intake.take(mac, serial) {
+            let bmc_mac = raw["bmc"]["mac"].as_str().unwrap_or("");
+            if let Some(joined) = self.shared.intake.take(mac, bmc_mac, serial) {
                 let m = mac.to_string();
                 // The firmware mode it booted the ramdisk in is its boot mode.
                 let mode = raw["boot_mode"]
