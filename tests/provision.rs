@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::interactive::Running;
 use common::netns::Netns;
 use common::{run_ok, Daemon};
 use serde_json::{json, Value};
@@ -171,14 +172,17 @@ fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
     let job_id = r["job_id"].as_str().unwrap().to_string();
     // A user follows it with the CLI, its stderr not a terminal: one line
     // per change of the job or a node until the job ends.
-    let follower = Command::new(env!("CARGO_BIN_EXE_rackboot"))
-        .arg("--state-dir")
-        .arg(d.state_dir())
-        .args(["get-provision-status", &job_id, "--wait"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut follower = Running::start(
+        Command::new(env!("CARGO_BIN_EXE_rackboot"))
+            .arg("--state-dir")
+            .arg(d.state_dir())
+            .args(["get-provision-status", &job_id, "--wait"]),
+    );
+    // The job lasts about a second: the nodes move on once the follower
+    // has seen them (a loaded machine may start it late).
+    for id in &ids {
+        follower.wait_for(&format!("{job_id} {id} step"), 30);
+    }
     let mut seen = Vec::new();
     for id in &ids {
         let url = wait_boot(&lab, id);
@@ -227,9 +231,11 @@ fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
     let s = job_done(&d, &job_id, 30);
     assert_eq!(s["status"], "successful", "{s}");
     assert_eq!(s["progress"], "100%");
-    let followed = follower.wait_with_output().unwrap();
-    let bars = String::from_utf8_lossy(&followed.stderr);
-    assert!(followed.status.success(), "{bars}");
+    for id in &ids {
+        follower.wait_for(&format!("{job_id} {id} successful 100%\n"), 30);
+    }
+    assert_eq!(follower.exit_within(30), 0, "{}", follower.text());
+    let bars = follower.text();
     for id in &ids {
         assert!(
             bars.contains(&format!("{job_id} {id} successful 100%\n")),
