@@ -414,8 +414,9 @@ fn failures_say_which_step_and_power_the_node_off() {
             .contains("Likely cause: no DHCP request from 52:54:00:99:10:00 since the power cycle"),
         "{message}"
     );
+    // A UEFI node: next-boot, persistent, then persistent without the EFI flag.
     assert!(
-        message.contains("Tried twice: with a next-boot and with a persistent boot override."),
+        message.contains("Tried three times: with a next-boot boot override, a persistent one, and a persistent one without the EFI flag."),
         "{message}"
     );
     let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": silent}));
@@ -429,7 +430,11 @@ fn failures_say_which_step_and_power_the_node_off() {
             && t["event_set"][1]["detail"]
                 .as_str()
                 .unwrap()
-                .contains("step2: boot device pxe (persistent, EFI), power cycle"),
+                .contains("step2: boot device pxe (persistent, EFI), power cycle")
+            && t["event_set"][2]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("step2: boot device pxe (persistent), power cycle"),
         "{t}"
     );
     assert_eq!(np[&broken]["ret_code"], 3720, "{s}");
@@ -498,6 +503,53 @@ fn a_bmc_that_ignores_a_next_boot_override_gets_a_persistent_one() {
     };
     assert!(
         log.contains("step2: no DHCP from 52:54:00:99:10:00 in 6 s: boot device pxe again, persistent this time"),
+        "{log}"
+    );
+    assert_eq!(post(&lab, &url, "progress", "percent=10"), 200);
+    d.ok(json!({"action": "AbortProvisionBMNodes", "node_ids": [id]}));
+    assert_eq!(job_done(&d, &job, 30)["status"], "failed");
+}
+
+#[test]
+fn a_bmc_that_ignores_an_override_with_the_efi_flag_gets_one_without_it() {
+    let lab = lab(1);
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    // A UEFI node whose BMC ignores any override that carries the EFI flag
+    // (the machine network-boots only on a persistent one without it).
+    let id = register(&d, 0);
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let flags = ipmitool(&lab, 0, &["chassis", "bootparam", "get", "5"]);
+        if flags.contains("Options apply to all future boots")
+            && flags.contains("PXE")
+            && flags.contains("BIOS PC Compatible (legacy) boot")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no persistent PXE override without the EFI flag: {flags}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = wait_boot(&lab, &id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log =
+            d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
+        if log.contains("step2: the persistent boot override without the EFI flag worked") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        log.contains("boot device pxe again, persistent this time")
+            && log.contains("boot device pxe again, persistent and without the EFI flag"),
         "{log}"
     );
     assert_eq!(post(&lab, &url, "progress", "percent=10"), 200);
@@ -856,6 +908,30 @@ fn discovery_enlists_an_unknown_machine_that_network_boots() {
             .contains("no BMC yet"),
         "{s}"
     );
+}
+
+#[test]
+fn a_missing_deploy_kernel_is_named_at_step0_before_any_power_on() {
+    let lab = lab(1);
+    std::fs::remove_file(lab.dir.path().join("vmlinuz")).unwrap();
+    let d = Daemon::start_in_netns(&lab.srv.name, Some(&config(&lab, "")), |_| {});
+    let id = register(&d, 0);
+    let job = d.ok(json!({"action": "ProvisionBMNodes", "node_ids": [id]}))["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = job_done(&d, &job, 20);
+    assert_eq!(s["node_progress"][&id]["ret_code"], 3700, "{s}");
+    assert!(
+        s["node_progress"][&id]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the deploy ramdisk is not built (rackboot ramdisk build, or set [deploy] kernel and initrd)"),
+        "{s}"
+    );
+    // Its BMC was never told to boot: no boot timeline at all.
+    let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": id}));
+    assert_eq!(t["event_set"], json!([]), "{t}");
 }
 
 #[test]

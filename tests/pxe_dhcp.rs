@@ -6,7 +6,9 @@
 //! no boot file; an unknown MAC gets nothing; the address is kept across a
 //! renewal and a daemon restart. ISC dhclient gets the same. In proxy mode,
 //! beside dnsmasq as the network's ordinary DHCP server, QEMU's iPXE gets
-//! its address from dnsmasq and its boot script from rackboot.
+//! its address from dnsmasq and its boot script from rackboot. Beside a
+//! competing dnsmasq in full mode, a registered node's client that takes
+//! dnsmasq's offer is named by the boot diagnosis (offer_not_taken).
 
 mod common;
 
@@ -888,4 +890,104 @@ fn http_serves_files_with_ranges_and_tftp_serves_per_node_loader_configs() {
         assert!(std::time::Instant::now() < deadline, "{text}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_node_that_takes_a_competing_servers_offer_is_diagnosed() {
+    // srv: rackboot on br0 (10.99.0.1); dh: dnsmasq, a second full DHCP
+    // server on the same bridge (10.99.0.2); cli: the node's NIC.
+    let srv = Netns::new("osrv");
+    let dh = Netns::new("odh");
+    let cli = Netns::new("ocli");
+    srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    srv.ip(&["link", "set", "br0", "up"]);
+    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
+    for (ns, here, there, mac) in [
+        (&dh, "v-dh", "dh0", "52:54:00:99:02:02"),
+        (&cli, "v-cli", "cli0", "52:54:00:99:02:03"),
+    ] {
+        srv.ip(&[
+            "link", "add", here, "type", "veth", "peer", "name", there, "netns", &ns.name,
+        ]);
+        srv.ip(&["link", "set", here, "master", "br0"]);
+        srv.ip(&["link", "set", here, "up"]);
+        ns.ip(&["link", "set", there, "address", mac]);
+        ns.ip(&["link", "set", there, "up"]);
+    }
+    dh.ip(&["addr", "add", "10.99.0.2/24", "dev", "dh0"]);
+    let files = tempfile::tempdir().unwrap();
+    let _dnsmasq = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &dh.name,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=dh0",
+                "--bind-interfaces",
+                "--user=root",
+                "--dhcp-range=10.99.0.150,10.99.0.159,255.255.255.0,1h",
+                "--no-ping",
+            ])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                files.path().join("dnsmasq.leases").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                files.path().join("dnsmasq.pid").display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq must be installed (tests/run.sh installs dnsmasq-base)"),
+    );
+    let d = Daemon::start_in_netns(
+        &srv.name,
+        Some(&format!(
+            "[dhcp]\ninterface = \"br0\"\nrange_start = \"10.99.0.100\"\nrange_end = \"10.99.0.199\"\n\
+             router_advertisement = false\n[boot]\nfiles_dir = \"{}\"\n",
+            files.path().display()
+        )),
+        |_| {},
+    );
+    let r = d.ok(json!({
+        "action": "RegisterBMNodes", "hostname": "rogue-victim", "os_version": "tiny-1.0", "cpu_arch": "x86_64",
+        "ipmi_network_address": "127.0.0.1", "ipmi_username": "admin", "ipmi_password": "password",
+        "pxe_network_mac_addr": "52:54:00:99:02:03",
+    }));
+    let node_id = r["node_ids"][0].as_str().unwrap().to_string();
+    // The node hears both offers and takes dnsmasq's (ISC dhclient told to
+    // refuse rackboot's: which offer a real firmware takes first is chance).
+    let env = dhclient(&cli, "reject 10.99.0.1;\n");
+    assert_eq!(
+        env.get("new_dhcp_server_identifier").map(String::as_str),
+        Some("10.99.0.2"),
+        "{env:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let t = loop {
+        let t = d.ok(json!({"action": "DescribeBootEvents", "node_id": node_id}));
+        if t["diagnosis_cause"] == "offer_not_taken" {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "{t}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let events = t["event_set"].to_string();
+    assert!(
+        events.contains("→ OFFER 10.99.0.1") && events.contains("(request for another server)"),
+        "{t}"
+    );
+    assert!(
+        t["diagnosis"]
+            .as_str()
+            .unwrap()
+            .contains("the node took another DHCP server's offer"),
+        "{t}"
+    );
 }

@@ -154,7 +154,13 @@ pub fn diagnose(f: &Facts) -> Option<Diagnosis> {
     if !dhcp.is_empty() {
         let acked = dhcp.iter().any(|d| d.contains("→ ACK"));
         let offered = dhcp.iter().any(|d| d.contains("→ OFFER"));
-        let requested = dhcp.iter().any(|d| d.starts_with("REQUEST"));
+        // A REQUEST naming another server took that server's offer.
+        let elsewhere = dhcp
+            .iter()
+            .any(|d| d.contains("(request for another server)"));
+        let requested = dhcp
+            .iter()
+            .any(|d| d.starts_with("REQUEST") && !d.contains("(request for another server)"));
         if acked {
             return diag(
                 "boot_file_not_requested",
@@ -162,9 +168,14 @@ pub fn diagnose(f: &Facts) -> Option<Diagnosis> {
             );
         }
         if offered && !requested {
+            let what = if elsewhere {
+                "the node took another DHCP server's offer (its REQUEST named another server)"
+            } else {
+                "another DHCP server probably answered first"
+            };
             return diag(
                 "offer_not_taken",
-                "rackboot offered an address but the node never requested it: another DHCP server probably answered first; stop it, or run rackboot beside it in proxy mode (dhcp.mode = \"proxy\")".to_string(),
+                format!("rackboot offered an address but the node never requested it: {what}; stop that server, or run rackboot beside it in proxy mode (dhcp.mode = \"proxy\")"),
             );
         }
         if let Some(why) = dhcp
@@ -274,6 +285,27 @@ mod tests {
         let d = cause(&[CYCLE, DISCOVER, DISCOVER], None, None, &[]).unwrap();
         assert_eq!(d.cause, "offer_not_taken");
         assert!(d.text.contains("proxy"), "{}", d.text);
+    }
+
+    #[test]
+    fn a_request_for_another_server_is_an_offer_not_taken() {
+        let d = cause(
+            &[
+                CYCLE,
+                DISCOVER,
+                ("dhcp", "REQUEST: no answer (request for another server)"),
+            ],
+            None,
+            None,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(d.cause, "offer_not_taken");
+        assert!(
+            d.text.contains("took another DHCP server's offer"),
+            "{}",
+            d.text
+        );
     }
 
     #[test]

@@ -828,6 +828,17 @@ async fn boot_and_cycle(
         persistent,
         efi: node.boot_mode == BootMode::Uefi,
     };
+    boot_with(pv, node, step, setting).await
+}
+
+/// [`boot_and_cycle`] with the boot flags given whole.
+async fn boot_with(
+    pv: &Provisioner,
+    node: &BmNode,
+    step: u32,
+    setting: BootSetting,
+) -> Result<(), Stop> {
+    let (device, persistent) = (setting.device, setting.persistent);
     let operation = format!("set boot device {}", device.as_str());
     bmc(pv, node, step, &operation, PowerOp::SetBoot(setting)).await?;
     // The boot timeline's mark of a new attempt (best effort).
@@ -912,6 +923,35 @@ async fn boot_ramdisk<'a>(
             pv.shared.store.append_job_log(&t.job_id, line).await?;
         }
     }
+    // A UEFI node still silent: some BMCs ignore an override that carries
+    // the EFI flag. Once more without it (never for a BIOS node: the flag
+    // would make its firmware boot the other way).
+    let without_efi = retried
+        && waited.is_err()
+        && node.boot_mode == BootMode::Uefi
+        && !asked_dhcp(pv, node).await;
+    if without_efi {
+        let line = format!(
+            "{}: step2: no DHCP from {} in {secs} s: boot device pxe again, persistent and without the EFI flag, and a power cycle",
+            label(node),
+            node.pxe_mac
+        );
+        pv.shared.store.append_job_log(&t.job_id, line).await?;
+        let setting = BootSetting {
+            device: BootDevice::Pxe,
+            persistent: true,
+            efi: false,
+        };
+        boot_with(pv, node, 2, setting).await?;
+        waited = tokio::time::timeout(Duration::from_secs(secs), watch.events.recv()).await;
+        if waited.is_ok() {
+            let line = format!(
+                "{}: step2: the persistent boot override without the EFI flag worked (with it, and as a next-boot one, no DHCP came in {secs} s)",
+                label(node)
+            );
+            pv.shared.store.append_job_log(&t.job_id, line).await?;
+        }
+    }
     match waited {
         Ok(Some(e)) => Ok(Events {
             pending: Some(e),
@@ -936,7 +976,9 @@ async fn boot_ramdisk<'a>(
                 ("seconds", &secs.to_string()),
                 (
                     "hint",
-                    if retried {
+                    if without_efi {
+                        " Tried three times: with a next-boot boot override, a persistent one, and a persistent one without the EFI flag."
+                    } else if retried {
                         " Tried twice: with a next-boot and with a persistent boot override."
                     } else {
                         ""
