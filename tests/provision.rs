@@ -85,7 +85,28 @@ fn boot(lab: &Lab, node_id: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn wait_boot(lab: &Lab, node_id: &str) -> String {
+/// The simulated machine's boot: once `job` has power cycled the node
+/// (step2 on: a real machine asks nothing before), its deploy script.
+fn wait_boot(lab: &Lab, d: &Daemon, job: &str, node_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = d.ok(json!({"action": "GetStatus", "job_id": job}));
+        let step = s["node_progress"][node_id]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !matches!(
+            step.as_str(),
+            "" | "step0" | "step1" | "pending" | "waiting"
+        ) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node_id} never reached step2: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(url) = boot(lab, node_id) {
@@ -185,7 +206,7 @@ fn two_nodes_go_from_new_to_active_with_progress_and_boot_from_disk_after() {
     }
     let mut seen = Vec::new();
     for id in &ids {
-        let url = wait_boot(&lab, id);
+        let url = wait_boot(&lab, &d, &job_id, id);
         for p in [25, 50, 100] {
             assert_eq!(
                 post(
@@ -387,7 +408,7 @@ fn failures_say_which_step_and_power_the_node_off() {
         .to_string();
     // `broken`'s ramdisk finds the image checksum wrong; `aborted` is
     // stopped mid-deploy; `silent` never network-boots (a wrong PXE MAC).
-    let url = wait_boot(&lab, &broken);
+    let url = wait_boot(&lab, &d, &job, &broken);
     post(&lab, &url, "progress", "percent=40");
     post(
         &lab,
@@ -395,7 +416,7 @@ fn failures_say_which_step_and_power_the_node_off() {
         "failed",
         "message=sha256 mismatch: the image is corrupt",
     );
-    let url = wait_boot(&lab, &aborted);
+    let url = wait_boot(&lab, &d, &job, &aborted);
     post(&lab, &url, "progress", "percent=10");
     let r = d.ok(json!({"action": "AbortProvisionBMNodes", "node_ids": [aborted]}));
     assert_eq!(r["node_ids"][0], aborted.as_str());
@@ -490,7 +511,7 @@ fn a_bmc_that_ignores_a_next_boot_override_gets_a_persistent_one() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let url = wait_boot(&lab, &id);
+    let url = wait_boot(&lab, &d, &job, &id);
     let deadline = Instant::now() + Duration::from_secs(20);
     let log = loop {
         let log =
@@ -536,7 +557,7 @@ fn a_bmc_that_ignores_an_override_with_the_efi_flag_gets_one_without_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let url = wait_boot(&lab, &id);
+    let url = wait_boot(&lab, &d, &job, &id);
     let deadline = Instant::now() + Duration::from_secs(20);
     let log = loop {
         let log =
@@ -568,11 +589,11 @@ fn a_deploy_that_stalls_after_its_script_or_its_ramdisk_download_is_diagnosed() 
         .unwrap()
         .to_string();
     // `no_kernel`'s boot loader gets its deploy script and goes no further.
-    wait_boot(&lab, &no_kernel);
+    wait_boot(&lab, &d, &job, &no_kernel);
     // `no_callback` gets its script, then fetches the deploy kernel and
     // initrd from the client namespace with the node's MAC, and its
     // ramdisk never calls back.
-    wait_boot(&lab, &no_callback);
+    wait_boot(&lab, &d, &job, &no_callback);
     as_node(&lab, 1);
     for f in ["kernel", "initrd"] {
         let (code, body) = curl(&lab.cli, &[&format!("http://10.99.0.1:8080/deploy/{f}")]);
@@ -617,7 +638,7 @@ fn deploying_with_a_big_kernel() -> (Lab, Daemon, String, String) {
         .as_str()
         .unwrap()
         .to_string();
-    wait_boot(&lab, &id);
+    wait_boot(&lab, &d, &job, &id);
     (lab, d, id, job)
 }
 
@@ -714,7 +735,7 @@ fn a_node_whose_record_vanishes_fails_alone_and_the_others_finish() {
     drop(db);
     // `fine` is deploying when `lost` times out in step2 and cannot be
     // recorded as failed; `fine` still finishes.
-    let url = wait_boot(&lab, &fine);
+    let url = wait_boot(&lab, &d, &job, &fine);
     assert_eq!(post(&lab, &url, "progress", "percent=50"), 200);
     let failed = wait_status(&d, &job, 20, |s| {
         s["node_progress"][&lost]["status"] == "failed"
@@ -749,7 +770,7 @@ fn a_daemon_killed_mid_deploy_leaves_the_node_failed_with_a_message() {
         .as_str()
         .unwrap()
         .to_string();
-    let url = wait_boot(&lab, &id);
+    let url = wait_boot(&lab, &d, &job, &id);
     post(&lab, &url, "progress", "percent=30");
     d.kill9();
     d.restart();
@@ -778,7 +799,7 @@ fn introspection_stores_the_inventory_and_readies_the_node() {
         .as_str()
         .unwrap()
         .to_string();
-    let url = wait_boot(&lab, &id);
+    let url = wait_boot(&lab, &d, &job, &id);
     // A node mid-job is never deleted, not even with force.
     let r = d.call(json!({"action": "DeleteBMNodes", "node_ids": [id], "force": 1}));
     assert_eq!(r["ret_code"], 2300, "{r}");
@@ -1010,7 +1031,7 @@ fn no_disk_matching_the_root_device_hints_fails_step3_at_once_listing_the_disks(
         .to_string();
     let disks = r#"{"disks":[{"name":"sda","size_bytes":8589934592,"serial":"S-1","model":"QEMU HARDDISK"},{"name":"sdb","size_bytes":8589934592,"serial":"S-2"}],"nics":[]}"#;
     for id in [&picky, &several] {
-        let url = wait_boot(&lab, id);
+        let url = wait_boot(&lab, &d, &job, id);
         let (code, why) = curl(
             &lab.srv,
             &[
@@ -1217,7 +1238,7 @@ fn cloud_init_settings_reach_the_plan_and_the_life_after_active_follows_the_rule
         .as_str()
         .unwrap()
         .to_string();
-    let url = wait_boot(&lab, &id);
+    let url = wait_boot(&lab, &d, &job, &id);
     let inventory =
         r#"{"disks":[{"name":"vda","size_bytes":8589934592,"serial":"S-1"}],"nics":[]}"#;
     let (code, plan) = curl(
@@ -1296,7 +1317,7 @@ fn cloud_init_settings_reach_the_plan_and_the_life_after_active_follows_the_rule
         .as_str()
         .unwrap()
         .to_string();
-    wait_boot(&lab, &id);
+    wait_boot(&lab, &d, &job, &id);
     d.ok(json!({"action": "AbortProvisionBMNodes", "node_ids": [id]}));
     let s = job_done(&d, &job, 30);
     assert_eq!(s["status"], "failed", "{s}");

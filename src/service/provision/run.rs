@@ -794,11 +794,13 @@ async fn verify_and_enter(pv: &Provisioner, node: &BmNode, enter: Trigger) -> Re
     } else {
         bmc(pv, node, 0, "power status", PowerOp::Status).await?;
     }
+    // The fresh token first: a machine that asks for its script the moment
+    // the node is in the working state gets the token that stays.
+    pv.shared.store.rotate_deploy_token(&node.node_id).await?;
     pv.shared
         .store
         .transition_bm_node(&node.node_id, enter)
         .await?;
-    pv.shared.store.rotate_deploy_token(&node.node_id).await?;
     Ok(())
 }
 
