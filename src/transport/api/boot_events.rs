@@ -3,7 +3,7 @@
 
 use super::{Call, Fields, HandlerFuture};
 use crate::foundation::errors::ApiError;
-use crate::foundation::ids::{format_time, is_id, parse_time, NODE_PREFIX};
+use crate::foundation::ids::{format_time, is_id, NODE_PREFIX};
 use crate::service::app::App;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -39,27 +39,8 @@ pub fn describe(app: Arc<App>, call: Call) -> HandlerFuture {
                 ))
             }
         };
-        let since_ms = match p.str("since") {
-            None => 0,
-            Some(t) => {
-                parse_time(t).ok_or_else(|| {
-                    ApiError::field(
-                        "since",
-                        format!("`{t}` is not a time (YYYY-MM-DD HH:MM:SS, UTC)"),
-                    )
-                })? * 1000
-            }
-        };
-        let limit = match p.int("limit") {
-            None => 200,
-            Some(l) if (1..=10_000).contains(&l) => l as u64,
-            Some(l) => {
-                return Err(ApiError::field(
-                    "limit",
-                    format!("{l} is out of range (1 to 10000)"),
-                ))
-            }
-        };
+        let since_ms = p.since_ms("since")?;
+        let limit = p.limit("limit", 200, 10_000)?;
         let events = app.store.boot_events(mac.clone(), since_ms, limit).await?;
         let set: Vec<Value> = events
             .iter()

@@ -6,7 +6,7 @@
 
 use super::{Call, Fields, HandlerFuture};
 use crate::foundation::errors::{ApiError, RetCode};
-use crate::foundation::ids::{format_time, is_id, parse_time, NODE_PREFIX};
+use crate::foundation::ids::{format_time, is_id, NODE_PREFIX};
 use crate::service::app::App;
 use crate::service::console::{OpenError, Viewer};
 use serde_json::json;
@@ -34,27 +34,8 @@ pub fn log(app: Arc<App>, call: Call) -> HandlerFuture {
     Box::pin(async move {
         let id = node_id(&call)?;
         let p = &call.params;
-        let since_ms = match p.str("since") {
-            None => 0,
-            Some(t) => {
-                parse_time(t).ok_or_else(|| {
-                    ApiError::field(
-                        "since",
-                        format!("`{t}` is not a time (YYYY-MM-DD HH:MM:SS, UTC)"),
-                    )
-                })? * 1000
-            }
-        };
-        let limit = match p.int("limit") {
-            None => 200,
-            Some(l) if (1..=20_000).contains(&l) => l as u64,
-            Some(l) => {
-                return Err(ApiError::field(
-                    "limit",
-                    format!("{l} is out of range (1 to 20000)"),
-                ))
-            }
-        };
+        let since_ms = p.since_ms("since")?;
+        let limit = p.limit("limit", 200, 20_000)?;
         if !app.store.bm_node_exists(id.clone()).await? {
             return Err(ApiError::not_found(format!(
                 "node {id} is not registered: check it with DescribeBMNodes"

@@ -202,6 +202,34 @@ impl Params {
         self.values.contains_key(name)
     }
 
+    /// A time parameter (`YYYY-MM-DD HH:MM:SS`, UTC) as Unix milliseconds;
+    /// 0 when absent.
+    pub fn since_ms(&self, name: &str) -> Result<i64, ApiError> {
+        match self.str(name) {
+            None => Ok(0),
+            Some(t) => crate::foundation::ids::parse_time(t)
+                .map(|secs| secs * 1000)
+                .ok_or_else(|| {
+                    ApiError::field(
+                        name,
+                        format!("`{t}` is not a time (YYYY-MM-DD HH:MM:SS, UTC)"),
+                    )
+                }),
+        }
+    }
+
+    /// A count parameter within 1..=`max`; `default` when absent.
+    pub fn limit(&self, name: &str, default: u64, max: i64) -> Result<u64, ApiError> {
+        match self.int(name) {
+            None => Ok(default),
+            Some(l) if (1..=max).contains(&l) => Ok(l as u64),
+            Some(l) => Err(ApiError::field(
+                name,
+                format!("{l} is out of range (1 to {max})"),
+            )),
+        }
+    }
+
     /// An integer or flag parameter.
     pub fn int(&self, name: &str) -> Option<i64> {
         self.values.get(name).and_then(Value::as_i64)
