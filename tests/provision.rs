@@ -488,6 +488,42 @@ fn failures_say_which_step_and_power_the_node_off() {
     assert_eq!(r["ret_code"], 2300, "{r}");
 }
 
+/// A machine that network-boots only once its BMC's boot flags read all of
+/// `flags` (as some BMCs behave): waits for them, boots, and returns its
+/// callback URL and the job log once it says `worked`.
+fn boot_once_flags_read(
+    lab: &Lab,
+    d: &Daemon,
+    job: &str,
+    id: &str,
+    flags: &[&str],
+    worked: &str,
+) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let read = ipmitool(lab, 0, &["chassis", "bootparam", "get", "5"]);
+        if flags.iter().all(|f| read.contains(f)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no override with {flags:?}: {read}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = wait_boot(lab, d, job, id);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log =
+            d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
+        if log.contains(worked) {
+            return (url, log);
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_bmc_that_ignores_a_next_boot_override_gets_a_persistent_one() {
     let lab = lab(1);
@@ -499,29 +535,14 @@ fn a_bmc_that_ignores_a_next_boot_override_gets_a_persistent_one() {
         .to_string();
     // The machine: its firmware network-boots only when the BMC's boot
     // override is persistent (as some BMCs behave).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let flags = ipmitool(&lab, 0, &["chassis", "bootparam", "get", "5"]);
-        if flags.contains("Options apply to all future boots") && flags.contains("PXE") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no persistent PXE override: {flags}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let url = wait_boot(&lab, &d, &job, &id);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let log = loop {
-        let log =
-            d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
-        if log.contains("step2: the persistent boot override worked") {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (url, log) = boot_once_flags_read(
+        &lab,
+        &d,
+        &job,
+        &id,
+        &["Options apply to all future boots", "PXE"],
+        "step2: the persistent boot override worked",
+    );
     assert!(
         log.contains("step2: no DHCP from 52:54:00:99:10:00 in 6 s: boot device pxe again, persistent this time"),
         "{log}"
@@ -542,32 +563,18 @@ fn a_bmc_that_ignores_an_override_with_the_efi_flag_gets_one_without_it() {
         .as_str()
         .unwrap()
         .to_string();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let flags = ipmitool(&lab, 0, &["chassis", "bootparam", "get", "5"]);
-        if flags.contains("Options apply to all future boots")
-            && flags.contains("PXE")
-            && flags.contains("BIOS PC Compatible (legacy) boot")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no persistent PXE override without the EFI flag: {flags}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let url = wait_boot(&lab, &d, &job, &id);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let log = loop {
-        let log =
-            d.ok(json!({"action": "GetProvisionBMNodesLog", "job_id": job}))["log"].to_string();
-        if log.contains("step2: the persistent boot override without the EFI flag worked") {
-            break log;
-        }
-        assert!(Instant::now() < deadline, "{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (url, log) = boot_once_flags_read(
+        &lab,
+        &d,
+        &job,
+        &id,
+        &[
+            "Options apply to all future boots",
+            "PXE",
+            "BIOS PC Compatible (legacy) boot",
+        ],
+        "step2: the persistent boot override without the EFI flag worked",
+    );
     assert!(
         log.contains("boot device pxe again, persistent this time")
             && log.contains("boot device pxe again, persistent and without the EFI flag"),

@@ -261,6 +261,67 @@ fn wait_serial(serial: &std::path::Path, wanted: &str, d: &Daemon) {
 }
 
 /// Kills a process we started when the test ends, whatever happens.
+/// A bridge `br0` (10.99.0.1) in a new `srv` namespace, with veths into
+/// a `dh` namespace (dh0, 10.99.0.2, MAC `dh_mac`) and a `cli` one (cli0,
+/// MAC `cli_mac`): (srv, dh, cli).
+fn bridged(tag: &str, dh_mac: &str, cli_mac: &str) -> (Netns, Netns, Netns) {
+    let srv = Netns::new(&format!("{tag}srv"));
+    let dh = Netns::new(&format!("{tag}dh"));
+    let cli = Netns::new(&format!("{tag}cli"));
+    srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
+    srv.ip(&["link", "set", "br0", "up"]);
+    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
+    for (ns, here, there, mac) in [
+        (&dh, "v-dh", "dh0", dh_mac),
+        (&cli, "v-cli", "cli0", cli_mac),
+    ] {
+        srv.ip(&[
+            "link", "add", here, "type", "veth", "peer", "name", there, "netns", &ns.name,
+        ]);
+        srv.ip(&["link", "set", here, "master", "br0"]);
+        srv.ip(&["link", "set", here, "up"]);
+        ns.ip(&["link", "set", there, "address", mac]);
+        ns.ip(&["link", "set", there, "up"]);
+    }
+    dh.ip(&["addr", "add", "10.99.0.2/24", "dev", "dh0"]);
+    (srv, dh, cli)
+}
+
+/// dnsmasq as a full DHCP server on `dh`'s dh0 (10.99.0.150–159), its
+/// files in `files`.
+fn dnsmasq(dh: &Netns, files: &std::path::Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &dh.name,
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=dh0",
+                "--bind-interfaces",
+                "--user=root",
+                "--dhcp-range=10.99.0.150,10.99.0.159,255.255.255.0,1h",
+                "--no-ping",
+            ])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                files.join("dnsmasq.leases").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                files.join("dnsmasq.pid").display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dnsmasq must be installed (tests/run.sh installs dnsmasq-base)"),
+    )
+}
+
 struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -406,62 +467,13 @@ fn proxy_mode_beside_dnsmasq_boots_qemus_ipxe() {
     // srv: rackboot on br0 (10.99.0.1), the VM's tap on br0; dh: dnsmasq,
     // the network's ordinary DHCP server (10.99.0.2), on a veth into br0;
     // cli: a plain DHCP client on another veth into br0.
-    let srv = Netns::new("xsrv");
-    let dh = Netns::new("xdh");
-    let cli = Netns::new("xcli");
-    srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
-    srv.ip(&["link", "set", "br0", "up"]);
-    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
-    for (ns, here, there, mac) in [
-        (&dh, "v-dh", "dh0", "52:54:00:99:01:02"),
-        (&cli, "v-cli", "cli0", "52:54:00:99:01:03"),
-    ] {
-        srv.ip(&[
-            "link", "add", here, "type", "veth", "peer", "name", there, "netns", &ns.name,
-        ]);
-        srv.ip(&["link", "set", here, "master", "br0"]);
-        srv.ip(&["link", "set", here, "up"]);
-        ns.ip(&["link", "set", there, "address", mac]);
-        ns.ip(&["link", "set", there, "up"]);
-    }
-    dh.ip(&["addr", "add", "10.99.0.2/24", "dev", "dh0"]);
+    let (srv, dh, cli) = bridged("x", "52:54:00:99:01:02", "52:54:00:99:01:03");
     srv.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
     srv.ip(&["link", "set", "tap0", "master", "br0"]);
     srv.ip(&["link", "set", "tap0", "up"]);
 
     let files = tempfile::tempdir().unwrap();
-    let dnsmasq = KillOnDrop(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &dh.name,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--interface=dh0",
-                "--bind-interfaces",
-                "--user=root",
-                "--dhcp-range=10.99.0.150,10.99.0.159,255.255.255.0,1h",
-                "--no-ping",
-                "--log-dhcp",
-                "--log-facility=-",
-            ])
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                files.path().join("dnsmasq.leases").display()
-            ))
-            .arg(format!(
-                "--pid-file={}",
-                files.path().join("dnsmasq.pid").display()
-            ))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dnsmasq must be installed (tests/run.sh installs dnsmasq-base)"),
-    );
+    let dnsmasq = dnsmasq(&dh, files.path());
     std::fs::write(
         files.path().join("undionly.kpxe"),
         b"not used: QEMU's ROM is iPXE",
@@ -896,56 +908,9 @@ fn http_serves_files_with_ranges_and_tftp_serves_per_node_loader_configs() {
 fn a_node_that_takes_a_competing_servers_offer_is_diagnosed() {
     // srv: rackboot on br0 (10.99.0.1); dh: dnsmasq, a second full DHCP
     // server on the same bridge (10.99.0.2); cli: the node's NIC.
-    let srv = Netns::new("osrv");
-    let dh = Netns::new("odh");
-    let cli = Netns::new("ocli");
-    srv.ip(&["link", "add", "br0", "type", "bridge", "forward_delay", "0"]);
-    srv.ip(&["link", "set", "br0", "up"]);
-    srv.ip(&["addr", "add", "10.99.0.1/24", "dev", "br0"]);
-    for (ns, here, there, mac) in [
-        (&dh, "v-dh", "dh0", "52:54:00:99:02:02"),
-        (&cli, "v-cli", "cli0", "52:54:00:99:02:03"),
-    ] {
-        srv.ip(&[
-            "link", "add", here, "type", "veth", "peer", "name", there, "netns", &ns.name,
-        ]);
-        srv.ip(&["link", "set", here, "master", "br0"]);
-        srv.ip(&["link", "set", here, "up"]);
-        ns.ip(&["link", "set", there, "address", mac]);
-        ns.ip(&["link", "set", there, "up"]);
-    }
-    dh.ip(&["addr", "add", "10.99.0.2/24", "dev", "dh0"]);
+    let (srv, dh, cli) = bridged("o", "52:54:00:99:02:02", "52:54:00:99:02:03");
     let files = tempfile::tempdir().unwrap();
-    let _dnsmasq = KillOnDrop(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &dh.name,
-                "dnsmasq",
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--interface=dh0",
-                "--bind-interfaces",
-                "--user=root",
-                "--dhcp-range=10.99.0.150,10.99.0.159,255.255.255.0,1h",
-                "--no-ping",
-            ])
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                files.path().join("dnsmasq.leases").display()
-            ))
-            .arg(format!(
-                "--pid-file={}",
-                files.path().join("dnsmasq.pid").display()
-            ))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dnsmasq must be installed (tests/run.sh installs dnsmasq-base)"),
-    );
+    let _dnsmasq = dnsmasq(&dh, files.path());
     let d = Daemon::start_in_netns(
         &srv.name,
         Some(&format!(
